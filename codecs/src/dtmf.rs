@@ -1,0 +1,1 @@
+//! DTMF generation and detection.

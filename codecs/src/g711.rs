@@ -1,0 +1,1 @@
+//! G.711 mu-law and A-law.

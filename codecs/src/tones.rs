@@ -1,0 +1,1 @@
+//! Call-progress tones by country.

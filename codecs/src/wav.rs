@@ -1,0 +1,1 @@
+//! WAV file reading and writing (from and to byte buffers).

@@ -1,0 +1,93 @@
+//! Gateway configuration: one TOML file, with an embedded default that makes `gateway` useful
+//! with no file at all (loopback listeners, a simulated E1 span pair, demo agents).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The embedded default configuration, printed by `gateway --print-default-config`.
+pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a value has the wrong type; the message names line and key.
+    #[error("invalid configuration in {origin}: {message}")]
+    Parse {
+        /// The file path, or "embedded default".
+        origin: String,
+        /// The TOML parser's message, with line and column.
+        message: String,
+    },
+}
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listeners (health, metrics, API, pages).
+    pub http: HttpConfig,
+}
+
+/// HTTP listener configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the core HTTP listener (private side): health, metrics, API.
+    pub listen: SocketAddr,
+}
+
+impl Config {
+    /// Parses a configuration from TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Loads a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The embedded default.
+    pub fn embedded_default() -> Result<Self, ConfigError> {
+        Self::from_toml(DEFAULT_CONFIG, "embedded default")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses_and_listens_on_loopback() {
+        let cfg = Config::embedded_default().unwrap();
+        assert!(cfg.http.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_key() {
+        let err = Config::from_toml("[http]\nlisten = 12\n", "test.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("test.toml") && msg.contains("line 2"), "{msg}");
+        let err = Config::from_toml("[http]\nlisten='127.0.0.1:1'\nbogus=1\n", "t").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+}

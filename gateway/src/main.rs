@@ -1,0 +1,78 @@
+//! `gateway`: runs spanbridge on a configuration file or on its embedded default.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use gateway::config::{Config, DEFAULT_CONFIG};
+use gateway::telemetry::{self, LogFormat};
+
+/// spanbridge media gateway (WebRTC, SIP and TDM legs; control-actions API).
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version)]
+struct Args {
+    /// Configuration file (TOML). Without it the embedded default runs.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Print the embedded default configuration and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    /// Log format: human or json.
+    #[arg(long, default_value = "human")]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.print_default_config {
+        print!("{DEFAULT_CONFIG}");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = telemetry::init(args.log_format, "info") {
+        eprintln!("gateway: {e}");
+        return ExitCode::from(2);
+    }
+    let config = match &args.config {
+        Some(path) => Config::load(path),
+        None => Config::embedded_default(),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), std::io::Error> {
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on {} (http.listen): {e}", config.http.listen),
+            )
+        })?;
+    tracing::info!(listen = %listener.local_addr()?, "HTTP listener up: /healthz");
+    axum::serve(listener, gateway::web::router())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        })
+        .await
+}
