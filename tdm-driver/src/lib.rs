@@ -5,3 +5,5 @@
 //! safe API over file descriptors (real `/dev/dahdi` or the `dahdi-sim` FUSE simulator) and an
 //! in-process simulated backend for fast tests.
 #![warn(missing_docs)]
+
+pub mod abi;
