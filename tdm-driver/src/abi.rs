@@ -899,8 +899,6 @@ dahdi_requests! {
     write DAHDI_SHUTDOWN = shutdown(DAHDI_CODE, 100, c_int);
     write DAHDI_HDLC_RATE = hdlc_rate(DAHDI_CODE, 101, c_int);
     write DAHDI_ECHOCANCEL_FAX_MODE = echocancel_fax_mode(DAHDI_CODE, 102, c_int);
-    write DAHDI_RXMIRROR = rxmirror(DAHDI_CODE, 103, c_int);
-    write DAHDI_TXMIRROR = txmirror(DAHDI_CODE, 104, c_int);
     write DAHDI_BUFFER_EVENTS = buffer_events(DAHDI_CODE, 105, c_int);
     read DAHDI_RADIO_GETSTAT = radio_getstat(DAHDI_CODE, 57, RadioStat);
     read DAHDI_RADIO_GETPARAM = radio_getparam(DAHDI_CODE, 58, RadioParam);
