@@ -906,6 +906,29 @@ dahdi_requests! {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Registration of a device channel with tokio (tokio marks it unsafe: I/O safety).
+// ---------------------------------------------------------------------------------------------
+
+/// Registers a non-blocking device channel with the current tokio reactor.
+/// Fails (rather than panicking) outside a runtime.
+pub(crate) fn register_device_channel(
+    channel: crate::Channel<crate::DeviceRoot>,
+    interest: tokio::io::Interest,
+) -> std::io::Result<tokio::io::unix::AsyncFd<crate::Channel<crate::DeviceRoot>>> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(std::io::Error::other(
+            "no tokio runtime: create the AsyncChannel inside one",
+        ));
+    }
+    // SAFETY: a `Channel<DeviceRoot>` owns its `File` in a private field that is never
+    // reassigned after construction, so `as_raw_fd()` returns the same open descriptor for
+    // the channel's whole life; `AsyncChannel` never hands out `&mut Channel`, so the channel
+    // cannot be swapped for another while registered.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(channel, interest) }
+        .map_err(|e| e.into_parts().1)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Constants.
 // ---------------------------------------------------------------------------------------------
 
