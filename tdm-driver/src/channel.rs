@@ -154,6 +154,16 @@ impl<B: Backend> Channel<B> {
 
     /// Opens the channel at position `chan` of span `span` through `chan/SSS/CCC`.
     pub fn open_span_channel(backend: Arc<B>, span: u32, chan: u32) -> Result<Self> {
+        Self::open_span_channel_with(backend, span, chan, false)
+    }
+
+    /// Like [`Channel::open_span_channel`]; `nonblocking` as in [`Channel::open_with`].
+    pub fn open_span_channel_with(
+        backend: Arc<B>,
+        span: u32,
+        chan: u32,
+        nonblocking: bool,
+    ) -> Result<Self> {
         if span == 0 || chan == 0 || span > 999 || chan > 999 {
             return Err(TdmError::InvalidArgument {
                 op: "open",
@@ -162,7 +172,7 @@ impl<B: Backend> Channel<B> {
                 ),
             });
         }
-        Self::open_node(backend, Node::SpanChannel { span, chan }, false)
+        Self::open_node(backend, Node::SpanChannel { span, chan }, nonblocking)
     }
 
     /// The device node's path.
@@ -894,6 +904,51 @@ mod tests {
         // epoll refuses regular files (EPERM); a device node or dahdi-sim file registers.
         let err = AsyncChannel::new(ch).unwrap_err();
         assert!(matches!(err, TdmError::Io { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn async_channel_waits_for_readiness_and_moves_whole_frames() {
+        // A FIFO is pollable like a device node: what is written on the fd is read back.
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("chan/001")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("chan/001/016"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let root = Arc::new(DeviceRoot::new(dir.path()));
+        let ch = Channel::open_span_channel_with(root, 1, 16, true).unwrap();
+        let mut d = AsyncChannel::new(ch).unwrap();
+        d.set_block_size(260).unwrap_err(); // a FIFO has no DAHDI ioctls
+        let mut buf = [0u8; 64];
+        // Nothing written yet: read waits instead of failing or spinning.
+        let waited = tokio::time::timeout(Duration::from_millis(50), d.read(&mut buf)).await;
+        assert!(
+            waited.is_err(),
+            "read returned {waited:?} with nothing to read"
+        );
+        d.write_frame(&[0x02, 0x01, 0x7f]).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), d.read_frame(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(&buf[..n + FCS_LEN], &[0x02, 0x01, 0x7f, 0, 0]);
+        // GETEVENT is an ioctl the FIFO refuses: a typed error, not a hang or a panic.
+        let err = tokio::time::timeout(Duration::from_secs(5), d.next_event())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                TdmError::NotSupported {
+                    op: "DAHDI_GETEVENT",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -148,7 +148,7 @@ pub struct SpanLineConfig {
 }
 
 /// A channel's signalling configuration (DAHDI_CHANCONFIG).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelConfig {
     /// Channel number.
     pub chan: i32,
@@ -158,8 +158,10 @@ pub struct ChannelConfig {
     pub deflaw: Law,
     /// Master channel (the channel itself unless it is a slave).
     pub master: i32,
-    /// Idle CAS bits (for `cas=` channels).
+    /// Idle CAS bits (for `cas=` channels); the partner channel for DACS.
     pub idlebits: i32,
+    /// Network device name for `nethdlc` channels (empty: the driver picks one).
+    pub netdev_name: String,
 }
 
 /// Hook-signalling timings of a channel, in ms (DAHDI_GET_PARAMS / DAHDI_SET_PARAMS).
@@ -301,6 +303,11 @@ impl<B: Backend> Ctl<B> {
         &self.path
     }
 
+    /// The backend this control device was opened on (to open channels of the same tree).
+    pub fn backend(&self) -> &Arc<B> {
+        &self.backend
+    }
+
     fn op(&self, op: Op<'_>) -> Result<()> {
         issue(&*self.backend, &self.handle, &self.path, op)
     }
@@ -375,6 +382,39 @@ impl<B: Backend> Ctl<B> {
         }
     }
 
+    /// DAHDI_GET_PARAMS for `channo` with DAHDI_GET_PARAMS_RETURN_MASTER, as dahdi_cfg asks
+    /// before deciding whether a channel needs CHANCONFIG: the parameters and the master
+    /// channel.
+    pub fn channel_state(&self, channo: i32) -> Result<(ChannelParams, i32)> {
+        if !(1..abi::DAHDI_MAX_CHANNELS).contains(&channo) {
+            return Err(TdmError::InvalidArgument {
+                op: "DAHDI_GET_PARAMS",
+                reason: format!(
+                    "channel numbers are 1..{}, got {channo}",
+                    abi::DAHDI_MAX_CHANNELS
+                ),
+            });
+        }
+        let mut p = abi::Params {
+            channo: channo | abi::DAHDI_GET_PARAMS_RETURN_MASTER,
+            ..Default::default()
+        };
+        match self.backend.ioctl(&self.handle, Op::GetParams(&mut p)) {
+            Ok(()) => {
+                // The driver answers channo = (master << 16) | channel.
+                let master = p.channo >> 16;
+                p.channo &= 0xffff;
+                Ok((ChannelParams::from(&p), master))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(TdmError::NoSuchChannel {
+                channel: channo,
+                op: "DAHDI_GET_PARAMS",
+                path: self.path.clone(),
+            }),
+            Err(e) => Err(TdmError::from_io("DAHDI_GET_PARAMS", &self.path, e)),
+        }
+    }
+
     /// DAHDI_SPANCONFIG.
     pub fn span_config(&self, config: &SpanLineConfig) -> Result<()> {
         let lc = abi::LineConfig {
@@ -389,7 +429,7 @@ impl<B: Backend> Ctl<B> {
 
     /// DAHDI_CHANCONFIG.
     pub fn chan_config(&self, config: &ChannelConfig) -> Result<()> {
-        let cc = abi::ChanConfig {
+        let mut cc = abi::ChanConfig {
             chan: config.chan,
             sigtype: config.sigtype.to_raw(),
             deflaw: config.deflaw.to_raw(),
@@ -397,6 +437,12 @@ impl<B: Backend> Ctl<B> {
             idlebits: config.idlebits,
             ..Default::default()
         };
+        abi::set_c_str_field(&mut cc.netdev_name, &config.netdev_name).map_err(|e| {
+            TdmError::InvalidArgument {
+                op: "DAHDI_CHANCONFIG",
+                reason: format!("network device name: {e}"),
+            }
+        })?;
         self.op(Op::ChanConfig(&cc))
     }
 

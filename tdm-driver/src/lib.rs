@@ -9,12 +9,14 @@
 //! - [`Channel`]: one channel's block I/O, HDLC frames, hook, events, buffering, law, gains.
 //! - [`Pseudo`], [`Timer`]: pseudo channels and DAHDI timers.
 //! - [`AsyncChannel`]: a non-blocking channel on tokio for control paths.
+//! - [`config`]: DAHDI's `system.conf`, parsed and applied as `dahdi_cfg` does.
 
 #![warn(missing_docs)]
 
 pub mod abi;
 mod backend;
 mod channel;
+pub mod config;
 mod ctl;
 mod error;
 mod types;
