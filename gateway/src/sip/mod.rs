@@ -1,0 +1,7 @@
+//! SIP for the gateway: a strict, sans-IO message parser and serializer, RFC 3261 transactions
+//! on virtual time, SDP offer/answer, and a thin tokio UDP adapter that drives them.
+//!
+//! Why our own core and not `rsipstack`: see `docs/decisions/0001-sip-stack.md`.
+
+pub mod message;
+pub mod parse;
