@@ -780,23 +780,69 @@ impl Request {
     }
 }
 
-/// The default reason phrase for a status code (from `rsip`'s table, or a class name).
-pub fn default_reason(status: u16) -> String {
-    match rsip::StatusCode::from(status) {
-        rsip::StatusCode::Other(code, _) => match code / 100 {
-            1 => "Trying".to_owned(),
-            2 => "OK".to_owned(),
-            3 => "Redirection".to_owned(),
-            4 => "Client Error".to_owned(),
-            5 => "Server Error".to_owned(),
-            _ => "Global Failure".to_owned(),
+/// The RFC 3261 §21 reason phrase for a status code (a class name for unlisted codes).
+pub fn default_reason(status: u16) -> &'static str {
+    match status {
+        100 => "Trying",
+        180 => "Ringing",
+        181 => "Call Is Being Forwarded",
+        182 => "Queued",
+        183 => "Session Progress",
+        200 => "OK",
+        202 => "Accepted",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Moved Temporarily",
+        305 => "Use Proxy",
+        380 => "Alternative Service",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        410 => "Gone",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        421 => "Extension Required",
+        422 => "Session Interval Too Small",
+        423 => "Interval Too Brief",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        484 => "Address Incomplete",
+        485 => "Ambiguous",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        491 => "Request Pending",
+        493 => "Undecipherable",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        505 => "Version Not Supported",
+        513 => "Message Too Large",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
+        _ => match status / 100 {
+            1 => "Provisional",
+            2 => "Success",
+            3 => "Redirection",
+            4 => "Client Error",
+            5 => "Server Error",
+            _ => "Global Failure",
         },
-        known => {
-            let text = known.to_string();
-            text.split_once(' ')
-                .map(|(_, r)| r.to_owned())
-                .unwrap_or(text)
-        }
     }
 }
 
@@ -825,7 +871,7 @@ impl Response {
         }
         Response {
             status,
-            reason: default_reason(status),
+            reason: default_reason(status).to_owned(),
             headers: out,
             body: Vec::new(),
         }

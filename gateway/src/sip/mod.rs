@@ -5,3 +5,4 @@
 
 pub mod message;
 pub mod parse;
+pub mod transaction;
