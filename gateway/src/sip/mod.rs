@@ -5,4 +5,5 @@
 
 pub mod message;
 pub mod parse;
+pub mod sdp;
 pub mod transaction;
