@@ -1,5 +1,5 @@
 //! SIP for the gateway: a strict, sans-IO message parser and serializer, RFC 3261 transactions
-//! on virtual time, SDP offer/answer, and a thin tokio UDP adapter that drives them.
+//! on virtual time, SDP offer/answer, and a minimal UAS with a thin tokio UDP adapter.
 //!
 //! Why our own core and not `rsipstack`: see `docs/decisions/0001-sip-stack.md`.
 
@@ -7,3 +7,4 @@ pub mod message;
 pub mod parse;
 pub mod sdp;
 pub mod transaction;
+pub mod uas;
