@@ -364,6 +364,12 @@ fn verdict_matches(accepted: bool, want: Expect) -> bool {
 #[test]
 fn rfc4475_comparison_with_rsip_and_rsipstack() {
     let (mut n_ours, mut n_rsip, mut n_stack) = (0, 0, 0);
+    // [well-formed accepted, malformed rejected] per parser.
+    let mut split = [[0usize; 2]; 3];
+    let n_good = CASES
+        .iter()
+        .filter(|(_, _, w)| matches!(w, Valid | Refused(_)))
+        .count();
     println!("| message | expected | ours | rsip 0.4 | rsipstack 0.7 |");
     println!("|---|---|---|---|---|");
     for (name, _, want) in CASES {
@@ -380,6 +386,10 @@ fn rfc4475_comparison_with_rsip_and_rsipstack() {
                 "reject ✗"
             }
         };
+        let slot = usize::from(!matches!(want, Valid | Refused(_)));
+        for (i, ok) in [o, r, s].into_iter().enumerate() {
+            split[i][slot] += usize::from(verdict_matches(ok, *want));
+        }
         n_ours += usize::from(verdict_matches(o, *want));
         n_rsip += usize::from(verdict_matches(r, *want));
         n_stack += usize::from(verdict_matches(s, *want));
@@ -396,6 +406,15 @@ fn rfc4475_comparison_with_rsip_and_rsipstack() {
         );
     }
     println!("| **correct** | | **{n_ours}/49** | **{n_rsip}/49** | **{n_stack}/49** |");
+    println!(
+        "| well-formed accepted (of {n_good}) | | {} | {} | {} |",
+        split[0][0], split[1][0], split[2][0]
+    );
+    let n_bad = CASES.len() - n_good;
+    println!(
+        "| malformed rejected (of {n_bad}) | | {} | {} | {} |",
+        split[0][1], split[1][1], split[2][1]
+    );
     assert_eq!(
         n_ours,
         CASES.len(),

@@ -438,11 +438,31 @@ fn push_header(
     if name.is_empty() || !name.bytes().all(is_token_char) {
         return Err(ParseErrorKind::BadHeaderName);
     }
-    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) && !value.contains('"') {
+    if has_unescaped_control(&value) {
         return Err(HeaderError::new("header", "control character in value").into());
     }
     headers.push(HeaderName::from_wire(name), value);
     Ok(())
+}
+
+/// Control characters (other than HT) are allowed in a header value only as a quoted-pair
+/// inside a quoted string (RFC 3261 §25.1: `quoted-pair = "\\" (%x00-09 / %x0B-0C / %x0E-7F)`).
+fn has_unescaped_control(value: &str) -> bool {
+    let is_ctl = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+    let (mut in_quote, mut escaped) = (false, false);
+    for b in value.bytes() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' if in_quote => escaped = true,
+            b'"' => in_quote = !in_quote,
+            b if is_ctl(b) => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 type HeaderFailure = (Option<HeaderName>, ParseErrorKind);
@@ -1406,6 +1426,22 @@ k: 100rel, timer\r\nm: <sip:x@h.example>\r\nl: 0\r\n\r\n";
             .error_response()
             .expect("salvaged Via/From/To/Call-ID/CSeq");
         assert_eq!(resp.status, 400);
+    }
+
+    #[test]
+    fn control_characters_only_as_quoted_pairs() {
+        let ok = INVITE.replace("\"Alice\"", "\"Al\\\u{7}ice\"");
+        assert!(
+            parse_message(ok.as_bytes()).is_ok(),
+            "escaped BEL inside quotes is legal"
+        );
+        for bad in [
+            INVITE.replace("\"Alice\"", "\"Al\u{7}ice\""),
+            INVITE.replace("a84b4c76e66710", "a84b4c76\u{7}e66710"),
+        ] {
+            let e = parse_message(bad.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("control character"), "{e}");
+        }
     }
 
     #[test]
