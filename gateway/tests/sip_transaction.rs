@@ -656,3 +656,131 @@ fn response_with_unknown_branch_is_a_counted_stray() {
     assert_eq!(layer.stats().stray_responses, 1);
     assert!(layer.poll_event().is_none());
 }
+
+#[test]
+fn invite_server_whose_tu_never_answers_sends_408_and_ends() {
+    let t0 = Instant::now();
+    let mut layer = TransactionLayer::new(TimerConfig::default());
+    layer.handle_message(
+        t0,
+        Message::Request(request("INVITE", "z9hG4bKsilent")),
+        peer(),
+        Reliability::Unreliable,
+    );
+    let Some(TuEvent::Request { key, .. }) = layer.poll_event() else {
+        panic!()
+    };
+    let (sent, events) = run_until(&mut layer, t0, Duration::from_secs(600));
+    let lines: Vec<(u64, String)> = sent
+        .iter()
+        .map(|(d, t)| (d.as_millis() as u64, first_line(t)))
+        .collect();
+    assert_eq!(lines[0], (200, "SIP/2.0 100 Trying".to_owned()));
+    assert_eq!(
+        lines[1],
+        (180_000, "SIP/2.0 408 Request Timeout".to_owned())
+    );
+    assert_eq!(
+        events,
+        vec![
+            (ms(180_000), TuEvent::Timeout { key: key.clone() }),
+            (ms(212_000), TuEvent::Terminated { key }),
+        ]
+    );
+    assert!(layer.is_empty());
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Receive a (possibly mutated) request or response.
+        Receive {
+            which: u8,
+            flip_at: usize,
+            flip_to: u8,
+        },
+        /// Send a request as UAC.
+        Send { which: u8, reliable: bool },
+        /// TU answers the oldest pending server transaction.
+        Answer { status: u16 },
+        /// Advance virtual time.
+        Wait { ms: u64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..6, 0usize..400, any::<u8>()).prop_map(|(which, flip_at, flip_to)| Op::Receive {
+                which,
+                flip_at,
+                flip_to
+            }),
+            (0u8..3, any::<bool>()).prop_map(|(which, reliable)| Op::Send { which, reliable }),
+            prop_oneof![Just(100u16), Just(180), Just(200), Just(486)]
+                .prop_map(|status| Op::Answer { status }),
+            (0u64..40_000).prop_map(|ms| Op::Wait { ms }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Whatever arrives and whatever the TU does, nothing panics and every transaction
+        /// ends once time runs on.
+        #[test]
+        fn no_panic_and_no_stuck_transaction(ops in proptest::collection::vec(op(), 1..40)) {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut layer = TransactionLayer::new(TimerConfig::default());
+            let methods = ["INVITE", "OPTIONS", "BYE"];
+            let mut pending = Vec::new();
+            for (i, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Receive { which, flip_at, flip_to } => {
+                        let method = methods[usize::from(which % 3)];
+                        let req = request(method, &format!("z9hG4bK{}", which % 2));
+                        let mut bytes = if which < 3 {
+                            req.to_bytes()
+                        } else {
+                            response_to(&req, 180 + u16::from(which) * 100, "t")
+                        };
+                        if let Some(b) = bytes.get_mut(flip_at) { *b = flip_to; }
+                        layer.handle_datagram(now, &bytes, peer(), Reliability::Unreliable);
+                    }
+                    Op::Send { which, reliable } => {
+                        let method = methods[usize::from(which % 3)];
+                        let rel = if reliable { Reliability::Reliable } else { Reliability::Unreliable };
+                        let _ = layer.send_request(now, request(method, &format!("z9hG4bKc{i}")), peer(), rel);
+                    }
+                    Op::Answer { status } => {
+                        if let Some((key, req)) = pending.first().cloned() {
+                            let mut r = Response::for_request(&req, status);
+                            r.ensure_to_tag("x");
+                            if layer.send_response(now, &key, r).is_err() || status >= 200 {
+                                pending.remove(0);
+                            }
+                        }
+                    }
+                    Op::Wait { ms } => {
+                        now += Duration::from_millis(ms);
+                        layer.handle_timeout(now);
+                    }
+                }
+                while layer.poll_transmit().is_some() {}
+                while let Some(e) = layer.poll_event() {
+                    if let TuEvent::Request { key, request, .. } = e {
+                        pending.push((key, request));
+                    }
+                }
+            }
+            // Ten minutes later everything has ended.
+            let end = now + Duration::from_secs(600);
+            while let Some(at) = layer.poll_timeout() {
+                prop_assert!(at <= end, "a timer is scheduled beyond 10 minutes");
+                layer.handle_timeout(at);
+            }
+            prop_assert!(layer.is_empty(), "{} transactions left", layer.len());
+        }
+    }
+}

@@ -28,6 +28,9 @@ pub struct TimerConfig {
     pub timer_c: Option<Duration>,
     /// How long an INVITE server transaction waits for the TU before sending 100 Trying itself.
     pub trying_delay: Duration,
+    /// How long an INVITE server transaction waits for the TU's final response before answering
+    /// 408 itself and reporting [`TuEvent::Timeout`], so no transaction outlives a silent TU.
+    pub server_invite_timeout: Duration,
 }
 
 impl Default for TimerConfig {
@@ -38,6 +41,7 @@ impl Default for TimerConfig {
             t4: Duration::from_secs(5),
             timer_c: None,
             trying_delay: Duration::from_millis(200),
+            server_invite_timeout: Duration::from_secs(180),
         }
     }
 }
@@ -197,7 +201,7 @@ struct Transaction {
     end_is_timeout: bool,
     /// INVITE server: when to send 100 Trying if the TU has not responded.
     trying_at: Option<Instant>,
-    /// Client INVITE: Timer C.
+    /// Client INVITE: Timer C; server INVITE: the TU's answer deadline.
     timer_c_at: Option<Instant>,
     /// Client INVITE: the ACK sent for a non-2xx final.
     ack: Option<Vec<u8>>,
@@ -424,6 +428,7 @@ impl TransactionLayer {
             Method::Invite => {
                 let mut tx = Transaction::new(source, reliability, State::Proceeding);
                 tx.trying_at = Some(now + self.timers.trying_delay);
+                tx.timer_c_at = Some(now + self.timers.server_invite_timeout);
                 tx.request = Some(req.clone());
                 self.transactions.insert(key.clone(), tx);
                 self.events.push_back(TuEvent::Request {
@@ -661,6 +666,9 @@ impl TransactionLayer {
         let reliability = tx.reliability;
         let provisional = resp.status < 200;
         tx.trying_at = None;
+        if !provisional {
+            tx.timer_c_at = None;
+        }
         if key.method == Method::Invite {
             if provisional {
                 tx.state = State::Proceeding;
@@ -724,6 +732,7 @@ impl TransactionLayer {
         let timers = self.timers;
         let mut ended = Vec::new();
         let mut sends = Vec::new();
+        let mut timeouts = Vec::new();
         for (key, tx) in self.transactions.iter_mut() {
             if tx.trying_at.is_some_and(|t| t <= now) {
                 tx.trying_at = None;
@@ -735,6 +744,27 @@ impl TransactionLayer {
             }
             if tx.timer_c_at.is_some_and(|t| t <= now) {
                 tx.timer_c_at = None;
+                if key.role == Role::Server {
+                    // The TU never answered: 408 on its behalf, then the normal Completed
+                    // flow (Timer G/H) ends the transaction.
+                    if let Some(req) = &tx.request {
+                        let mut resp = Response::for_request(req, 408);
+                        resp.ensure_to_tag("sb-timeout");
+                        let bytes = resp.to_bytes();
+                        tx.state = State::Completed;
+                        tx.trying_at = None;
+                        tx.last_sent = Some(bytes.clone());
+                        if tx.reliability == Reliability::Unreliable {
+                            tx.interval = timers.t1;
+                            tx.retransmit_at = Some(now + timers.t1);
+                        }
+                        tx.end_is_timeout = false;
+                        tx.end_at = Some(now + 64 * timers.t1);
+                        sends.push((tx.peer, bytes));
+                    }
+                    timeouts.push(key.clone());
+                    continue;
+                }
                 ended.push((key.clone(), true));
                 continue;
             }
@@ -763,6 +793,9 @@ impl TransactionLayer {
         }
         for (dest, bytes) in sends {
             self.transmit(dest, bytes);
+        }
+        for key in timeouts {
+            self.events.push_back(TuEvent::Timeout { key });
         }
         for (key, timed_out) in ended {
             self.transactions.remove(&key);
