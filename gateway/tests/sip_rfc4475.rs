@@ -421,3 +421,44 @@ fn rfc4475_comparison_with_rsip_and_rsipstack() {
         "our parser must classify every RFC 4475 message correctly"
     );
 }
+
+/// Three defects issue 4 names, probed directly: what each parser does with them. Ours must
+/// reject all three; the others' behaviour is printed for the decision page.
+#[test]
+fn leniency_probes() {
+    let base = "OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h.example.com;branch=z9hG4bK1\r\n\
+Max-Forwards: 70\r\nTo: <sip:a@example.com>\r\nFrom: <sip:b@example.com>;tag=1\r\nCall-ID: x\r\n\
+CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    use rsipstack::sip::prelude::*;
+    let probes = [
+        (
+            "SIP/7.0 request line",
+            base.replace("SIP/2.0\r\nVia", "SIP/7.0\r\nVia"),
+        ),
+        (
+            "header line without colon",
+            base.replace("Max-Forwards: 70", "Max-Forwards 70"),
+        ),
+        (
+            "Content-Length: -5",
+            base.replace("Content-Length: 0", "Content-Length: -5"),
+        ),
+    ];
+    println!("| probe | ours | rsip 0.4 | rsipstack 0.7 |");
+    println!("|---|---|---|---|");
+    for (name, text) in probes {
+        let b = text.as_bytes();
+        let show = |ok: bool| if ok { "accepted" } else { "rejected" };
+        let ours = parse_message(b).is_ok();
+        let stack = match rsipstack::sip::SipMessage::try_from(b) {
+            Ok(m) => format!("accepted ({} headers kept)", m.headers().iter().count()),
+            Err(_) => "rejected".to_owned(),
+        };
+        println!(
+            "| {name} | {} | {} | {stack} |",
+            show(ours),
+            show(rsip::SipMessage::try_from(b).is_ok()),
+        );
+        assert!(!ours, "{name} must be rejected");
+    }
+}
