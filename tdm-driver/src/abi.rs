@@ -81,6 +81,8 @@ pub struct StructLayout {
     pub size: usize,
     /// `(field name, offsetof)` of every field declared on the Rust side.
     pub fields: &'static [(&'static str, usize)],
+    /// `sizeof` of each field, in the order of `fields`.
+    pub field_sizes: &'static [usize],
 }
 
 /// Declares an ABI structure: the struct, a compile-time size check, an all-zero `Default`,
@@ -115,6 +117,7 @@ macro_rules! abi_struct {
                 c_name: $c_name,
                 size: size_of::<$name>(),
                 fields: &[ $( (stringify!($field), offset_of!($name, $field)) ),* ],
+                field_sizes: &[ $( size_of::<$fty>() ),* ],
             };
 
             /// Sum of the field sizes: the struct size exactly when it has no padding.
@@ -705,6 +708,7 @@ impl HwGain {
         c_name: "dahdi_hwgain",
         size: size_of::<HwGain>(),
         fields: &[("newgain", offset_of!(HwGain, newgain))],
+        field_sizes: &[size_of::<i32>()],
     };
 }
 
