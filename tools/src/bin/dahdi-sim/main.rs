@@ -13,6 +13,8 @@
 mod config;
 mod fcs;
 mod g711;
+mod model;
+mod wire;
 
 use clap::Parser;
 use std::path::PathBuf;

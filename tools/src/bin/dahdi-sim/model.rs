@@ -1,0 +1,1952 @@
+//! The simulated DAHDI core: spans, channels, pseudo channels and timers, advanced in 1 ms ticks
+//! of 8 samples like DAHDI's master clock. It knows nothing of FUSE: open/read/write/ioctl/poll
+//! return results or "would block" (EAGAIN), and the FUSE layer parks blocking calls and retries
+//! them after each tick.
+
+use crate::config::{LineType, SimConfig};
+use crate::fcs;
+use crate::g711;
+use crate::wire::{self, Ioctl, consts as c};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+
+/// A file handle, as handed to the kernel.
+pub(crate) type Fh = u64;
+
+/// Samples moved per tick (DAHDI_CHUNKSIZE): 1 ms at 8 kHz.
+pub(crate) const CHUNK: usize = 8;
+/// First channel number given to pseudo channels (DAHDI's FIRST_PSEUDO_CHANNEL).
+const FIRST_PSEUDO: i32 = 0x8000;
+/// Time a dialled digit takes, in ticks (tone plus pause).
+const DIGIT_TICKS: u32 = 100;
+
+/// errno values the model returns.
+pub(crate) mod errno {
+    pub(crate) const ENOENT: i32 = libc::ENOENT;
+    pub(crate) const EINTR: i32 = libc::EINTR;
+    pub(crate) const ENXIO: i32 = libc::ENXIO;
+    pub(crate) const EBADF: i32 = libc::EBADF;
+    pub(crate) const EAGAIN: i32 = libc::EAGAIN;
+    pub(crate) const EBUSY: i32 = libc::EBUSY;
+    pub(crate) const EINVAL: i32 = libc::EINVAL;
+    pub(crate) const ENOTTY: i32 = libc::ENOTTY;
+    pub(crate) const ENOSYS: i32 = libc::ENOSYS;
+    pub(crate) const ELAST: i32 = crate::wire::consts::ELAST;
+}
+
+/// Which device file an open refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Node {
+    Ctl,
+    Channel,
+    Pseudo,
+    Timer,
+    /// `chan/SSS/CCC`, by channel number.
+    Chan(usize),
+}
+
+/// Result of an ioctl.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum IoctlResult {
+    /// Success: the return value and the bytes copied back to the caller.
+    Done(i32, Vec<u8>),
+    /// Failure with an errno.
+    Err(i32),
+    /// The call blocks (IOMUX); retry after the next tick.
+    Block,
+}
+
+/// How a channel carries data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Audio,
+    HdlcFcs,
+    HdlcRaw,
+}
+
+/// A frame being sent on an HDLC channel.
+#[derive(Debug)]
+struct TxFrame {
+    data: Vec<u8>,
+    /// Bytes still to clock out (8 per tick, 64 kbit/s).
+    remaining: usize,
+}
+
+/// A channel: a span timeslot or a pseudo channel.
+#[derive(Debug)]
+struct Channel {
+    channo: i32,
+    /// Span index (0-based); `None` for a pseudo channel.
+    span: Option<usize>,
+    chanpos: i32,
+    name: String,
+    sigcap: u32,
+    sig: u32,
+    deflaw: i32,
+    idlebits: i32,
+    master: i32,
+    /// Whether an open file is bound to this channel.
+    open: bool,
+    // State reset on open (DAHDI's initialize_channel).
+    blocksize: usize,
+    numbufs: usize,
+    txpolicy: i32,
+    law: i32,
+    linear: bool,
+    fcs_mode: bool,
+    raw_mode: bool,
+    buffer_events: bool,
+    loopback: bool,
+    tx_started: bool,
+    rx_blocks: VecDeque<Vec<u8>>,
+    rx_partial: Vec<u8>,
+    rx_overrun: bool,
+    tx_blocks: VecDeque<Vec<u8>>,
+    tx_pos: usize,
+    rx_frames: VecDeque<Vec<u8>>,
+    tx_frames: VecDeque<TxFrame>,
+    events: VecDeque<i32>,
+    dialing: Option<u32>,
+    conf: [i32; 3],
+    confmute: i32,
+    echocancel: i32,
+    tonezone: i32,
+    // Signalling state (survives close, except the hook goes on-hook).
+    txhook: i32,
+    rx_offhook: bool,
+    txbits: i32,
+    rxbits: i32,
+    timing: [i32; wire::params::TIMING_COUNT],
+    gains: Vec<u8>,
+    /// Flip one bit of the next HDLC frame sent (control command `corrupt`).
+    corrupt_next: bool,
+}
+
+impl Channel {
+    fn new(channo: i32, span: Option<usize>, chanpos: i32, name: String, sigcap: u32) -> Self {
+        let mut gains = vec![0u8; 512];
+        for (i, g) in gains.iter_mut().enumerate() {
+            *g = (i % 256) as u8;
+        }
+        Channel {
+            channo,
+            span,
+            chanpos,
+            name,
+            sigcap,
+            sig: 0,
+            deflaw: c::LAW_MULAW,
+            idlebits: 0,
+            master: channo,
+            open: false,
+            blocksize: 1024,
+            numbufs: c::DEFAULT_NUM_BUFS,
+            txpolicy: c::POLICY_IMMEDIATE,
+            law: c::LAW_MULAW,
+            linear: false,
+            fcs_mode: false,
+            raw_mode: false,
+            buffer_events: false,
+            loopback: false,
+            tx_started: false,
+            rx_blocks: VecDeque::new(),
+            rx_partial: Vec::new(),
+            rx_overrun: false,
+            tx_blocks: VecDeque::new(),
+            tx_pos: 0,
+            rx_frames: VecDeque::new(),
+            tx_frames: VecDeque::new(),
+            events: VecDeque::new(),
+            dialing: None,
+            conf: [0; 3],
+            confmute: 0,
+            echocancel: 0,
+            tonezone: 0,
+            txhook: c::ONHOOK,
+            rx_offhook: false,
+            txbits: 0,
+            rxbits: 0,
+            timing: [0; wire::params::TIMING_COUNT],
+            gains,
+            corrupt_next: false,
+        }
+    }
+
+    /// DAHDI's initialize_channel(), run on open.
+    fn initialize(&mut self, blocksize: usize) {
+        self.blocksize = blocksize;
+        self.numbufs = c::DEFAULT_NUM_BUFS;
+        self.txpolicy = c::POLICY_IMMEDIATE;
+        self.law = self.deflaw;
+        self.linear = false;
+        self.fcs_mode = false;
+        self.raw_mode = false;
+        self.buffer_events = false;
+        self.loopback = false;
+        self.conf = [0; 3];
+        self.confmute = 0;
+        self.echocancel = 0;
+        self.dialing = None;
+        self.events.clear();
+        self.flush_buffers(true, true);
+    }
+
+    fn flush_buffers(&mut self, read: bool, write: bool) {
+        if read {
+            self.rx_blocks.clear();
+            self.rx_partial.clear();
+            self.rx_frames.clear();
+            self.rx_overrun = false;
+        }
+        if write {
+            self.tx_blocks.clear();
+            self.tx_pos = 0;
+            self.tx_frames.clear();
+            self.tx_started = false;
+        }
+    }
+
+    fn mode(&self) -> Mode {
+        match self.sig {
+            c::SIG_HDLCFCS | c::SIG_HARDHDLC | c::SIG_HDLCNET | c::SIG_MTP2 => Mode::HdlcFcs,
+            c::SIG_HDLCRAW => Mode::HdlcRaw,
+            _ if self.fcs_mode => Mode::HdlcFcs,
+            _ if self.raw_mode => Mode::HdlcRaw,
+            _ => Mode::Audio,
+        }
+    }
+
+    fn idle_byte(&self) -> u8 {
+        if self.law == c::LAW_ALAW { 0xd5 } else { 0xff }
+    }
+
+    fn push_event(&mut self, ev: i32) {
+        if self.events.len() < c::MAX_EVENTS {
+            self.events.push_back(ev);
+        }
+    }
+
+    /// Takes the next 8 bytes this channel transmits (idle when nothing is queued).
+    fn take_tx_chunk(&mut self) -> [u8; CHUNK] {
+        let mut out = [self.idle_byte(); CHUNK];
+        if !self.tx_started {
+            let queued = self.tx_blocks.len();
+            self.tx_started = match self.txpolicy {
+                c::POLICY_WHEN_FULL => queued >= self.numbufs,
+                c::POLICY_HALF_FULL => queued >= self.numbufs.div_ceil(2).max(1),
+                _ => queued > 0,
+            };
+        }
+        if !self.tx_started {
+            return out;
+        }
+        let mut filled = 0;
+        while filled < CHUNK {
+            let Some(front) = self.tx_blocks.front() else {
+                self.tx_started = false;
+                if self.buffer_events {
+                    self.push_event(c::EVENT_WRITE_UNDERRUN);
+                }
+                break;
+            };
+            let avail = front.get(self.tx_pos..).unwrap_or(&[]);
+            let n = avail.len().min(CHUNK - filled);
+            if let (Some(dst), Some(src)) = (out.get_mut(filled..filled + n), avail.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            filled += n;
+            self.tx_pos += n;
+            if self.tx_pos >= front.len() {
+                self.tx_blocks.pop_front();
+                self.tx_pos = 0;
+            }
+        }
+        out
+    }
+
+    /// Accepts 8 received bytes into the current receive block.
+    fn put_rx_chunk(&mut self, chunk: &[u8]) {
+        if self.rx_blocks.len() >= self.numbufs {
+            if !self.rx_overrun && self.buffer_events {
+                self.push_event(c::EVENT_READ_OVERRUN);
+            }
+            self.rx_overrun = true;
+            return;
+        }
+        self.rx_overrun = false;
+        self.rx_partial.extend_from_slice(chunk);
+        if self.rx_partial.len() >= self.blocksize {
+            let rest = self.rx_partial.split_off(self.blocksize);
+            let block = std::mem::replace(&mut self.rx_partial, rest);
+            self.rx_blocks.push_back(block);
+        }
+    }
+
+    /// Advances HDLC transmission by one tick; returns a frame that finished sending.
+    fn take_tx_frame(&mut self) -> Option<Vec<u8>> {
+        let front = self.tx_frames.front_mut()?;
+        front.remaining = front.remaining.saturating_sub(CHUNK);
+        if front.remaining == 0 {
+            self.tx_frames.pop_front().map(|f| f.data)
+        } else {
+            None
+        }
+    }
+
+    /// Receives a whole HDLC frame, checking its FCS in FCS mode.
+    fn put_rx_frame(&mut self, frame: Vec<u8>) {
+        if !self.open {
+            return;
+        }
+        match self.mode() {
+            Mode::Audio => {}
+            mode => {
+                if mode == Mode::HdlcFcs && !fcs::is_good(&frame) {
+                    self.push_event(c::EVENT_BADFCS);
+                } else if frame.len() > self.blocksize {
+                    self.push_event(c::EVENT_OVERRUN);
+                } else if self.rx_frames.len() < self.numbufs {
+                    self.rx_frames.push_back(frame);
+                }
+            }
+        }
+    }
+
+    fn poll_mask(&self) -> u32 {
+        let mut m = 0;
+        let (readable, writable) = match self.mode() {
+            Mode::Audio => (
+                !self.rx_blocks.is_empty(),
+                self.tx_blocks.len() < self.numbufs,
+            ),
+            _ => (
+                !self.rx_frames.is_empty(),
+                self.tx_frames.len() < self.numbufs,
+            ),
+        };
+        if readable {
+            m |= (libc::POLLIN | libc::POLLRDNORM) as u32;
+        }
+        if writable {
+            m |= (libc::POLLOUT | libc::POLLWRNORM) as u32;
+        }
+        if !self.events.is_empty() {
+            m |= libc::POLLPRI as u32;
+        }
+        m
+    }
+
+    fn iomux_ready(&self, mask: i32) -> i32 {
+        let mut ret = 0;
+        let p = self.poll_mask();
+        if mask & c::IOMUX_READ != 0 && p & libc::POLLIN as u32 != 0 {
+            ret |= c::IOMUX_READ;
+        }
+        if mask & c::IOMUX_WRITE != 0 && p & libc::POLLOUT as u32 != 0 {
+            ret |= c::IOMUX_WRITE;
+        }
+        if mask & c::IOMUX_WRITEEMPTY != 0 && self.tx_blocks.is_empty() && self.tx_frames.is_empty()
+        {
+            ret |= c::IOMUX_WRITEEMPTY;
+        }
+        if mask & c::IOMUX_SIGEVENT != 0 && !self.events.is_empty() {
+            ret |= c::IOMUX_SIGEVENT;
+        }
+        ret
+    }
+}
+
+/// A span.
+#[derive(Debug)]
+struct Span {
+    line: LineType,
+    name: String,
+    desc: String,
+    /// Index of its first channel in `Model::chans`.
+    first: usize,
+    count: usize,
+    dchannels: Vec<usize>,
+    /// Index of the span it is wired to.
+    peer: Option<usize>,
+    running: bool,
+    lineconfig: i32,
+    lbo: i32,
+    sync: i32,
+    alarms: i32,
+    maint: i32,
+    bpv: u32,
+    crc4: u32,
+    ebit: u32,
+    fas: u32,
+    slips: u32,
+    pending_slips: u32,
+}
+
+impl Span {
+    fn linecompat(&self) -> i32 {
+        match self.line {
+            LineType::E1 => c::CONFIG_AMI | c::CONFIG_HDB3 | c::CONFIG_CCS | c::CONFIG_CRC4,
+            LineType::T1 => c::CONFIG_AMI | c::CONFIG_B8ZS | c::CONFIG_D4 | c::CONFIG_ESF,
+        }
+    }
+
+    fn default_law(&self) -> i32 {
+        match self.line {
+            LineType::E1 => c::LAW_ALAW,
+            LineType::T1 => c::LAW_MULAW,
+        }
+    }
+
+    /// Whether the receive side sees no signal (AIS all-ones instead of the far end's data).
+    fn rx_dead(&self) -> bool {
+        self.alarms & (c::ALARM_RED | c::ALARM_BLUE | c::ALARM_LOS) != 0
+    }
+}
+
+/// A timer fd's state.
+#[derive(Debug, Default)]
+struct Timer {
+    period: i32,
+    pos: i32,
+    tripped: i32,
+    ping: bool,
+}
+
+/// What an open file is bound to.
+#[derive(Debug)]
+enum Binding {
+    Ctl,
+    /// `channel` before DAHDI_SPECIFY.
+    Unbound,
+    /// A span channel, by index into `Model::chans`.
+    Chan(usize),
+    /// A pseudo channel owned by this file.
+    Pseudo(Box<Channel>),
+    Timer(Timer),
+    /// A file outside the device model (control, proc text).
+    Other,
+}
+
+/// The whole simulated DAHDI core.
+#[derive(Debug)]
+pub(crate) struct Model {
+    spans: Vec<Span>,
+    chans: Vec<Channel>,
+    files: BTreeMap<Fh, Binding>,
+    next_fh: Fh,
+    next_pseudo: i32,
+    blocksize_on_open: usize,
+    dialparams: [i32; 6],
+    default_zone: i32,
+    /// Ticks run since start.
+    ticks: u64,
+    /// Ticks the clock could not run on time (reported as irqmisses).
+    late_ticks: u64,
+    /// Scratch: this tick's transmitted chunk per span channel.
+    tx_scratch: Vec<[u8; CHUNK]>,
+    rx_scratch: Vec<[u8; CHUNK]>,
+}
+
+fn sig_name(sig: u32) -> &'static str {
+    match sig {
+        0x2001 => "FXSLS",
+        0x2002 => "FXSGS",
+        0x2004 => "FXSKS",
+        0x1008 => "FXOLS",
+        0x1010 => "FXOGS",
+        0x1020 => "FXOKS",
+        0x40 => "E&M",
+        0x20000 => "E&M-E1",
+        c::SIG_CLEAR => "Clear",
+        c::SIG_HDLCRAW => "HDLCRAW",
+        c::SIG_HDLCFCS => "HDLCFCS",
+        c::SIG_HDLCNET => "HDLCNET",
+        c::SIG_HARDHDLC => "Hardware-assisted HDLC",
+        c::SIG_MTP2 => "MTP2",
+        c::SIG_SLAVE => "Slave",
+        0x8000 => "CAS",
+        0x10080 => "DACS",
+        0x50000 => "DACS+RBS",
+        0x4000 => "SF (ToneOnly)",
+        _ => "Reserved",
+    }
+}
+
+/// Alarm names as /proc/dahdi prints them (and lsdahdi parses them).
+fn alarm_words(alarms: i32) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    for (bit, name) in [
+        (c::ALARM_BLUE, "BLUE"),
+        (c::ALARM_YELLOW, "YELLOW"),
+        (c::ALARM_RED, "RED"),
+        (c::ALARM_LOOPBACK, "LOOP"),
+        (c::ALARM_RECOVER, "RECOVERING"),
+        (c::ALARM_NOTOPEN, "NOTOPEN"),
+    ] {
+        if alarms & bit != 0 {
+            v.push(name);
+        }
+    }
+    v
+}
+
+fn arg_i32(input: &[u8]) -> i32 {
+    wire::get_i32(input, 0)
+}
+
+fn out_i32(v: i32) -> IoctlResult {
+    IoctlResult::Done(0, v.to_ne_bytes().to_vec())
+}
+
+fn ok() -> IoctlResult {
+    IoctlResult::Done(0, Vec::new())
+}
+
+impl Model {
+    /// Builds the spans and channels of `cfg`.
+    pub(crate) fn new(cfg: &SimConfig) -> Self {
+        let mut spans = Vec::with_capacity(cfg.spans.len());
+        let mut chans = Vec::new();
+        for (i, s) in cfg.spans.iter().enumerate() {
+            let spanno = i + 1;
+            let first = chans.len();
+            for pos in 1..=s.channels {
+                let channo = (first + pos) as i32;
+                chans.push(Channel::new(
+                    channo,
+                    Some(i),
+                    pos as i32,
+                    format!("{}/{pos}", s.name),
+                    c::SIGCAP_SPAN,
+                ));
+            }
+            spans.push(Span {
+                line: s.line,
+                name: s.name.clone(),
+                desc: format!("dahdi-sim {} span {spanno}", s.line.name()),
+                first,
+                count: s.channels,
+                dchannels: s.dchannels.clone(),
+                peer: None,
+                running: false,
+                lineconfig: 0,
+                lbo: 0,
+                sync: 0,
+                alarms: 0,
+                maint: c::MAINT_NONE,
+                bpv: 0,
+                crc4: 0,
+                ebit: 0,
+                fas: 0,
+                slips: 0,
+                pending_slips: 0,
+            });
+        }
+        for [a, b] in &cfg.crossconnect {
+            let (a, b) = (a - 1, b - 1);
+            if let Some(s) = spans.get_mut(a) {
+                s.peer = Some(b);
+            }
+            if let Some(s) = spans.get_mut(b) {
+                s.peer = Some(a);
+            }
+        }
+        for s in &mut spans {
+            if let Some(p) = s.peer {
+                s.desc = format!("{} (wired to span {})", s.desc, p + 1);
+            }
+        }
+        let n = chans.len();
+        let mut model = Model {
+            spans,
+            chans,
+            files: BTreeMap::new(),
+            next_fh: 1,
+            next_pseudo: FIRST_PSEUDO,
+            blocksize_on_open: cfg.blocksize_on_open,
+            dialparams: [0; 6],
+            default_zone: 0,
+            ticks: 0,
+            late_ticks: 0,
+            tx_scratch: vec![[0xff; CHUNK]; n],
+            rx_scratch: vec![[0xff; CHUNK]; n],
+        };
+        for ch in &mut model.chans {
+            if let Some(span) = ch.span.and_then(|s| model.spans.get(s)) {
+                ch.deflaw = span.default_law();
+                ch.law = ch.deflaw;
+            }
+        }
+        if cfg.preconfigured {
+            model.preconfigure();
+        }
+        model
+    }
+
+    /// Configures every channel (B = clear, D = HDLCFCS) and starts every span.
+    fn preconfigure(&mut self) {
+        for s in &mut self.spans {
+            s.running = true;
+            s.lineconfig = match s.line {
+                LineType::E1 => c::CONFIG_CCS | c::CONFIG_HDB3 | c::CONFIG_CRC4,
+                LineType::T1 => c::CONFIG_ESF | c::CONFIG_B8ZS,
+            };
+            for pos in 1..=s.count {
+                if let Some(ch) = self.chans.get_mut(s.first + pos - 1) {
+                    ch.sig = if s.dchannels.contains(&pos) {
+                        c::SIG_HDLCFCS
+                    } else {
+                        c::SIG_CLEAR
+                    };
+                }
+            }
+        }
+    }
+
+    /// Number of spans.
+    pub(crate) fn span_count(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// (span number, channel positions) of every span, for the `chan/SSS/CCC` tree.
+    pub(crate) fn span_layout(&self) -> Vec<(usize, usize, usize)> {
+        self.spans
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i + 1, s.first + 1, s.count))
+            .collect()
+    }
+
+    fn alloc_fh(&mut self, binding: Binding) -> Fh {
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.files.insert(fh, binding);
+        fh
+    }
+
+    /// Opens a file that is not a device (control or proc text).
+    pub(crate) fn open_other(&mut self) -> Fh {
+        self.alloc_fh(Binding::Other)
+    }
+
+    /// Checks that span channel `idx` can be bound to a new open and binds it.
+    fn bind_channel(&mut self, idx: usize) -> Result<(), i32> {
+        let blocksize = self.blocksize_on_open;
+        let ch = self.chans.get_mut(idx).ok_or(errno::ENXIO)?;
+        if ch.open {
+            return Err(errno::EBUSY);
+        }
+        if ch.sig == 0 {
+            return Err(errno::ENXIO);
+        }
+        if matches!(ch.sig, c::SIG_SLAVE | c::SIG_HDLCNET | 0x10080 | 0x50000) {
+            return Err(errno::EBUSY);
+        }
+        ch.open = true;
+        ch.initialize(blocksize);
+        Ok(())
+    }
+
+    /// open() of a device node.
+    pub(crate) fn open(&mut self, node: Node) -> Result<Fh, i32> {
+        match node {
+            Node::Ctl => Ok(self.alloc_fh(Binding::Ctl)),
+            Node::Channel => Ok(self.alloc_fh(Binding::Unbound)),
+            Node::Timer => Ok(self.alloc_fh(Binding::Timer(Timer::default()))),
+            Node::Pseudo => {
+                let channo = self.next_pseudo;
+                self.next_pseudo = self.next_pseudo.wrapping_add(1).max(FIRST_PSEUDO);
+                let mut ch = Channel::new(
+                    channo,
+                    None,
+                    0,
+                    format!("Pseudo/{}", channo - FIRST_PSEUDO + 1),
+                    c::SIG_CLEAR,
+                );
+                ch.sig = c::SIG_CLEAR;
+                ch.deflaw = c::LAW_MULAW;
+                ch.open = true;
+                ch.initialize(self.blocksize_on_open);
+                Ok(self.alloc_fh(Binding::Pseudo(Box::new(ch))))
+            }
+            Node::Chan(channo) => {
+                let idx = channo.checked_sub(1).ok_or(errno::ENXIO)?;
+                self.bind_channel(idx)?;
+                Ok(self.alloc_fh(Binding::Chan(idx)))
+            }
+        }
+    }
+
+    /// release() of a file.
+    pub(crate) fn release(&mut self, fh: Fh) {
+        if let Some(Binding::Chan(idx)) = self.files.remove(&fh) {
+            let peer = self.peer_of(idx);
+            let mut went_onhook = false;
+            if let Some(ch) = self.chans.get_mut(idx) {
+                ch.open = false;
+                ch.flush_buffers(true, true);
+                ch.events.clear();
+                if ch.txhook != c::ONHOOK {
+                    ch.txhook = c::ONHOOK;
+                    went_onhook = true;
+                }
+            }
+            if went_onhook {
+                self.signal_peer(peer, c::ONHOOK);
+            }
+        }
+    }
+
+    /// Whether `fh` is an open file of the model.
+    pub(crate) fn is_open(&self, fh: Fh) -> bool {
+        self.files.contains_key(&fh)
+    }
+
+    fn peer_of(&self, idx: usize) -> Option<usize> {
+        let ch = self.chans.get(idx)?;
+        let span = self.spans.get(ch.span?)?;
+        let peer = self.spans.get(span.peer?)?;
+        let pos = usize::try_from(ch.chanpos).ok()?;
+        (pos >= 1 && pos <= peer.count).then(|| peer.first + pos - 1)
+    }
+
+    fn chan_mut(&mut self, fh: Fh) -> Result<&mut Channel, i32> {
+        match self.files.get_mut(&fh) {
+            Some(Binding::Chan(idx)) => {
+                let idx = *idx;
+                self.chans.get_mut(idx).ok_or(errno::EBADF)
+            }
+            Some(Binding::Pseudo(ch)) => Ok(ch.as_mut()),
+            Some(_) => Err(errno::EINVAL),
+            None => Err(errno::EBADF),
+        }
+    }
+
+    fn chan_ref(&self, fh: Fh) -> Option<&Channel> {
+        match self.files.get(&fh)? {
+            Binding::Chan(idx) => self.chans.get(*idx),
+            Binding::Pseudo(ch) => Some(ch.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// read(): one block (audio) or one frame (HDLC). EAGAIN means "would block".
+    pub(crate) fn read(&mut self, fh: Fh, size: u32) -> Result<Vec<u8>, i32> {
+        let size = (size & 0xffff) as usize;
+        let ch = self.chan_mut(fh)?;
+        if size == 0 {
+            return Err(errno::EINVAL);
+        }
+        if !ch.events.is_empty() {
+            return Err(errno::ELAST);
+        }
+        match ch.mode() {
+            Mode::Audio => {
+                let block = ch.rx_blocks.pop_front().ok_or(errno::EAGAIN)?;
+                if ch.linear {
+                    let law = ch.law;
+                    let mut out = Vec::with_capacity(block.len() * 2);
+                    for &b in &block {
+                        let s = if law == c::LAW_ALAW {
+                            g711::alaw_to_linear(b)
+                        } else {
+                            g711::ulaw_to_linear(b)
+                        };
+                        out.extend_from_slice(&s.to_ne_bytes());
+                    }
+                    out.truncate(size);
+                    Ok(out)
+                } else {
+                    let mut block = block;
+                    block.truncate(size);
+                    Ok(block)
+                }
+            }
+            Mode::HdlcFcs | Mode::HdlcRaw => {
+                let mut frame = ch.rx_frames.pop_front().ok_or(errno::EAGAIN)?;
+                frame.truncate(size);
+                Ok(frame)
+            }
+        }
+    }
+
+    /// write(): at most one block (audio) or one frame (HDLC). EAGAIN means "would block".
+    pub(crate) fn write(&mut self, fh: Fh, data: &[u8]) -> Result<usize, i32> {
+        let n = data.len() & 0xffff;
+        let data = data.get(..n).unwrap_or(&[]);
+        let ch = self.chan_mut(fh)?;
+        if n == 0 {
+            return Err(errno::EINVAL);
+        }
+        if !ch.events.is_empty() {
+            return Err(errno::ELAST);
+        }
+        if ch.span.is_some() {
+            ch.dialing = None;
+        }
+        match ch.mode() {
+            Mode::Audio => {
+                if ch.tx_blocks.len() >= ch.numbufs {
+                    return Err(errno::EAGAIN);
+                }
+                if ch.linear {
+                    let take = n.min(ch.blocksize * 2) & !1;
+                    if take == 0 {
+                        return Err(errno::EINVAL);
+                    }
+                    let law = ch.law;
+                    let block: Vec<u8> = data
+                        .get(..take)
+                        .unwrap_or(&[])
+                        .chunks_exact(2)
+                        .map(|p| {
+                            let s = i16::from_ne_bytes([p[0], p[1]]);
+                            if law == c::LAW_ALAW {
+                                g711::linear_to_alaw(s)
+                            } else {
+                                g711::linear_to_ulaw(s)
+                            }
+                        })
+                        .collect();
+                    ch.tx_blocks.push_back(block);
+                    Ok(take)
+                } else {
+                    let take = n.min(ch.blocksize);
+                    ch.tx_blocks
+                        .push_back(data.get(..take).unwrap_or(&[]).to_vec());
+                    Ok(take)
+                }
+            }
+            mode => {
+                if ch.tx_frames.len() >= ch.numbufs {
+                    return Err(errno::EAGAIN);
+                }
+                let take = n.min(ch.blocksize);
+                let mut frame = data.get(..take).unwrap_or(&[]).to_vec();
+                if mode == Mode::HdlcFcs {
+                    fcs::fill(&mut frame);
+                }
+                if ch.corrupt_next {
+                    ch.corrupt_next = false;
+                    if let Some(b) = frame.first_mut() {
+                        *b ^= 0x01;
+                    }
+                }
+                ch.tx_frames.push_back(TxFrame {
+                    remaining: frame.len().max(1),
+                    data: frame,
+                });
+                Ok(take)
+            }
+        }
+    }
+
+    /// poll(): the ready mask of `fh`.
+    pub(crate) fn poll(&self, fh: Fh) -> u32 {
+        match self.files.get(&fh) {
+            Some(Binding::Timer(t)) => {
+                if t.tripped > 0 || t.ping {
+                    libc::POLLPRI as u32
+                } else {
+                    0
+                }
+            }
+            Some(Binding::Chan(_)) | Some(Binding::Pseudo(_)) => {
+                self.chan_ref(fh).map(Channel::poll_mask).unwrap_or(0)
+            }
+            Some(Binding::Other) => (libc::POLLIN | libc::POLLOUT) as u32,
+            Some(Binding::Ctl) | Some(Binding::Unbound) => 0,
+            None => libc::POLLNVAL as u32,
+        }
+    }
+
+    fn find_chan_by_number(&self, channo: i32) -> Option<&Channel> {
+        if channo >= 1 {
+            if let Some(ch) = self.chans.get((channo - 1) as usize) {
+                return Some(ch);
+            }
+        }
+        self.files.values().find_map(|b| match b {
+            Binding::Pseudo(ch) if ch.channo == channo => Some(ch.as_ref()),
+            _ => None,
+        })
+    }
+
+    fn span_of_fh(&self, fh: Fh) -> Option<usize> {
+        self.chan_ref(fh).and_then(|ch| ch.span)
+    }
+
+    fn params_bytes(&self, ch: &Channel) -> Vec<u8> {
+        use wire::params as p;
+        let mut out = vec![0u8; wire::PARAMS_SIZE];
+        let span = ch.span.and_then(|s| self.spans.get(s));
+        wire::put_i32(&mut out, p::CHANNO, ch.channo);
+        wire::put_i32(
+            &mut out,
+            p::SPANNO,
+            ch.span.map(|s| s as i32 + 1).unwrap_or(0),
+        );
+        wire::put_i32(&mut out, p::CHANPOS, ch.chanpos);
+        wire::put_i32(&mut out, p::SIGTYPE, ch.sig as i32);
+        wire::put_i32(&mut out, p::SIGCAP, ch.sigcap as i32);
+        wire::put_i32(&mut out, p::RXISOFFHOOK, i32::from(ch.rx_offhook));
+        wire::put_i32(&mut out, p::RXBITS, ch.rxbits);
+        wire::put_i32(&mut out, p::TXBITS, ch.txbits);
+        wire::put_i32(&mut out, p::TXHOOKSIG, ch.txhook);
+        wire::put_i32(&mut out, p::RXHOOKSIG, i32::from(ch.rx_offhook));
+        wire::put_i32(&mut out, p::CURLAW, ch.law);
+        wire::put_i32(&mut out, p::IDLEBITS, ch.idlebits);
+        wire::put_str(&mut out, p::NAME, p::NAME_LEN, &ch.name);
+        for (i, t) in ch.timing.iter().enumerate() {
+            wire::put_i32(&mut out, p::TIMING_FIRST + 4 * i, *t);
+        }
+        wire::put_i32(
+            &mut out,
+            p::CHAN_ALARMS,
+            span.map(|s| s.alarms).unwrap_or(0),
+        );
+        out
+    }
+
+    fn spaninfo_bytes(&self, idx: usize) -> Option<Vec<u8>> {
+        use wire::spaninfo as s;
+        let span = self.spans.get(idx)?;
+        let mut out = vec![0u8; wire::SPANINFO_SIZE];
+        let configured = self
+            .chans
+            .get(span.first..span.first + span.count)
+            .map(|cs| cs.iter().filter(|ch| ch.sig != 0).count())
+            .unwrap_or(0);
+        wire::put_i32(&mut out, s::SPANNO, idx as i32 + 1);
+        wire::put_str(&mut out, s::NAME, 20, &span.name);
+        wire::put_str(&mut out, s::DESC, 40, &span.desc);
+        wire::put_i32(&mut out, s::ALARMS, span.alarms);
+        wire::put_i32(&mut out, s::TXLEVEL, 0);
+        wire::put_i32(&mut out, s::RXLEVEL, 0);
+        wire::put_i32(&mut out, s::BPVCOUNT, span.bpv as i32);
+        wire::put_i32(&mut out, s::CRC4COUNT, span.crc4 as i32);
+        wire::put_i32(&mut out, s::EBITCOUNT, span.ebit as i32);
+        wire::put_i32(&mut out, s::FASCOUNT, span.fas as i32);
+        wire::put_i32(&mut out, s::FECOUNT, 0);
+        wire::put_i32(&mut out, s::CVCOUNT, 0);
+        wire::put_i32(&mut out, s::BECOUNT, 0);
+        wire::put_i32(&mut out, s::PRBS, 0);
+        wire::put_i32(&mut out, s::ERRSEC, 0);
+        wire::put_i32(
+            &mut out,
+            s::IRQMISSES,
+            self.late_ticks.min(i32::MAX as u64) as i32,
+        );
+        wire::put_i32(&mut out, s::SYNCSRC, self.sync_source());
+        wire::put_i32(&mut out, s::NUMCHANS, configured as i32);
+        wire::put_i32(&mut out, s::TOTALCHANS, span.count as i32);
+        wire::put_i32(&mut out, s::TOTALSPANS, self.spans.len() as i32);
+        wire::put_i32(&mut out, s::LBO, span.lbo);
+        wire::put_i32(&mut out, s::LINECONFIG, span.lineconfig);
+        wire::put_str(&mut out, s::LBONAME, 40, "0 db (CSU)/0-133 feet (DSX-1)");
+        wire::put_str(&mut out, s::LOCATION, 40, "dahdi-sim");
+        wire::put_str(&mut out, s::MANUFACTURER, 40, "spanbridge");
+        wire::put_str(&mut out, s::DEVICETYPE, 40, "dahdi-sim loopback pair");
+        wire::put_i32(&mut out, s::IRQ, 0);
+        wire::put_i32(&mut out, s::LINECOMPAT, span.linecompat());
+        wire::put_str(&mut out, s::SPANTYPE, 6, span.line.name());
+        Some(out)
+    }
+
+    /// The span providing timing: the running span with the best (lowest non-zero) sync
+    /// priority, as DAHDI picks its master; 0 when none.
+    fn sync_source(&self) -> i32 {
+        self.spans
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.running && s.sync > 0 && !s.rx_dead())
+            .min_by_key(|(_, s)| s.sync)
+            .map(|(i, _)| i as i32 + 1)
+            .unwrap_or(0)
+    }
+
+    /// Queues `ev` on every channel of span `idx` (open or not; open clears the queue).
+    fn span_event(&mut self, idx: usize, ev: i32) {
+        let Some(span) = self.spans.get(idx) else {
+            return;
+        };
+        let range = span.first..span.first + span.count;
+        if let Some(chs) = self.chans.get_mut(range) {
+            for ch in chs.iter_mut().filter(|ch| ch.open) {
+                ch.push_event(ev);
+            }
+        }
+    }
+
+    /// Sets a span's alarm bits, queuing ALARM/NOALARM on its channels when the state changes.
+    pub(crate) fn set_alarms(&mut self, idx: usize, alarms: i32) -> Result<(), String> {
+        let span = self
+            .spans
+            .get_mut(idx)
+            .ok_or_else(|| format!("no span {}", idx + 1))?;
+        let before = span.alarms;
+        span.alarms = alarms;
+        if (before == 0) != (alarms == 0) {
+            let ev = if alarms == 0 {
+                c::EVENT_NOALARM
+            } else {
+                c::EVENT_ALARM
+            };
+            self.span_event(idx, ev);
+        }
+        Ok(())
+    }
+
+    /// A hook change on channel `idx` as seen by the far end.
+    fn signal_peer(&mut self, peer: Option<usize>, hook: i32) {
+        let Some(ch) = peer.and_then(|p| self.chans.get_mut(p)) else {
+            return;
+        };
+        match hook {
+            c::ONHOOK => {
+                ch.rx_offhook = false;
+                ch.push_event(c::EVENT_ONHOOK);
+            }
+            c::OFFHOOK | c::START => {
+                ch.rx_offhook = true;
+                ch.push_event(c::EVENT_RINGOFFHOOK);
+            }
+            c::WINK | c::FLASH => ch.push_event(c::EVENT_WINKFLASH),
+            c::RING => ch.push_event(c::EVENT_RINGBEGIN),
+            _ => {}
+        }
+    }
+
+    /// ioctl(): decodes the request and runs it. `input` holds the `_IOC_SIZE` bytes the
+    /// kernel copied in (for `_IOW`/`_IOWR`).
+    pub(crate) fn ioctl(&mut self, fh: Fh, cmd: u32, input: &[u8]) -> IoctlResult {
+        let Some(binding) = self.files.get(&fh) else {
+            return IoctlResult::Err(errno::EBADF);
+        };
+        let Some(req) = wire::decode(cmd) else {
+            return IoctlResult::Err(errno::ENOTTY);
+        };
+        // A direction-W ioctl must have brought its argument in full.
+        if cmd >> 30 & 1 == 1 && input.len() < wire::size_of_request(cmd) {
+            return IoctlResult::Err(libc::EFAULT);
+        }
+        match binding {
+            Binding::Other => IoctlResult::Err(errno::ENOTTY),
+            Binding::Unbound => {
+                if req == Ioctl::Specify {
+                    self.specify(fh, arg_i32(input))
+                } else {
+                    IoctlResult::Err(errno::ENOSYS)
+                }
+            }
+            Binding::Timer(_) => self.timer_ioctl(fh, req, input),
+            Binding::Ctl => match self.common_ioctl(fh, req, input) {
+                Some(r) => r,
+                None => self.ctl_ioctl(req, input),
+            },
+            Binding::Chan(_) | Binding::Pseudo(_) => match self.common_ioctl(fh, req, input) {
+                Some(r) => r,
+                None => self.chan_ioctl(fh, req, input),
+            },
+        }
+    }
+
+    fn specify(&mut self, fh: Fh, channo: i32) -> IoctlResult {
+        let Some(idx) = channo
+            .checked_sub(1)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < self.chans.len())
+        else {
+            return IoctlResult::Err(errno::EINVAL);
+        };
+        match self.bind_channel(idx) {
+            Ok(()) => {
+                self.files.insert(fh, Binding::Chan(idx));
+                ok()
+            }
+            Err(e) => IoctlResult::Err(e),
+        }
+    }
+
+    fn timer_ioctl(&mut self, fh: Fh, req: Ioctl, input: &[u8]) -> IoctlResult {
+        let Some(Binding::Timer(t)) = self.files.get_mut(&fh) else {
+            return IoctlResult::Err(errno::EBADF);
+        };
+        match req {
+            Ioctl::TimerConfig => {
+                let samples = arg_i32(input);
+                if samples < 0 {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                t.period = samples;
+                t.pos = samples;
+                ok()
+            }
+            Ioctl::TimerAck => {
+                let n = arg_i32(input);
+                if n < 1 || n > t.tripped {
+                    t.tripped = 0;
+                } else {
+                    t.tripped -= n;
+                }
+                ok()
+            }
+            Ioctl::TimerPing => {
+                t.ping = true;
+                ok()
+            }
+            Ioctl::TimerPong => {
+                t.ping = false;
+                ok()
+            }
+            Ioctl::GetEvent => {
+                let ev = if t.ping {
+                    t.ping = false;
+                    c::EVENT_TIMER_PING
+                } else if t.tripped > 0 {
+                    c::EVENT_TIMER_EXPIRED
+                } else {
+                    0
+                };
+                out_i32(ev)
+            }
+            _ => IoctlResult::Err(errno::ENOTTY),
+        }
+    }
+
+    /// Ioctls every device fd accepts (DAHDI's dahdi_common_ioctl). `None`: not one of them.
+    fn common_ioctl(&mut self, fh: Fh, req: Ioctl, input: &[u8]) -> Option<IoctlResult> {
+        let r = match req {
+            Ioctl::GetParams | Ioctl::GetParamsV1 => {
+                let raw = if req == Ioctl::GetParams {
+                    wire::get_i32(input, wire::params::CHANNO)
+                } else {
+                    0
+                };
+                let channo = raw & !c::GET_PARAMS_RETURN_MASTER;
+                let ch = if channo == 0 {
+                    self.chan_ref(fh)
+                } else {
+                    self.find_chan_by_number(channo)
+                };
+                let ch = match ch {
+                    Some(ch) if raw & c::GET_PARAMS_RETURN_MASTER != 0 => {
+                        Some(self.find_chan_by_number(ch.master).unwrap_or(ch))
+                    }
+                    other => other,
+                };
+                match ch {
+                    Some(ch) => IoctlResult::Done(0, self.params_bytes(ch)),
+                    None => IoctlResult::Err(errno::EINVAL),
+                }
+            }
+            Ioctl::SpanStat => {
+                let spanno = wire::get_i32(input, wire::spaninfo::SPANNO);
+                let idx = if spanno == 0 {
+                    self.span_of_fh(fh)
+                } else {
+                    usize::try_from(spanno - 1).ok()
+                };
+                match idx.and_then(|i| self.spaninfo_bytes(i)) {
+                    Some(b) => IoctlResult::Done(0, b),
+                    None => IoctlResult::Err(errno::EINVAL),
+                }
+            }
+            Ioctl::GetVersion => {
+                let mut out = vec![0u8; wire::VERSION_SIZE];
+                wire::put_str(&mut out, 0, 80, "3.1.0-dahdi-sim");
+                wire::put_str(&mut out, 80, 80, "");
+                IoctlResult::Done(0, out)
+            }
+            Ioctl::Maint => self.maint(wire::get_i32(input, 0), wire::get_i32(input, 4)),
+            Ioctl::GetGains | Ioctl::SetGains => {
+                let channo = wire::get_i32(input, 0);
+                let idx = if channo == 0 {
+                    match self.files.get(&fh) {
+                        Some(Binding::Chan(i)) => Some(*i),
+                        _ => None,
+                    }
+                } else {
+                    usize::try_from(channo - 1)
+                        .ok()
+                        .filter(|&i| i < self.chans.len())
+                };
+                let Some(ch) = idx.and_then(|i| self.chans.get_mut(i)) else {
+                    return Some(IoctlResult::Err(errno::EINVAL));
+                };
+                if req == Ioctl::SetGains {
+                    if let Some(src) = input.get(4..wire::GAINS_SIZE) {
+                        ch.gains.copy_from_slice(src);
+                    }
+                    ok()
+                } else {
+                    let mut out = vec![0u8; wire::GAINS_SIZE];
+                    wire::put_i32(&mut out, 0, ch.channo);
+                    if let Some(dst) = out.get_mut(4..) {
+                        dst.copy_from_slice(&ch.gains);
+                    }
+                    IoctlResult::Done(0, out)
+                }
+            }
+            _ => return None,
+        };
+        Some(r)
+    }
+
+    fn maint(&mut self, spanno: i32, command: i32) -> IoctlResult {
+        let Some(span) = usize::try_from(spanno - 1)
+            .ok()
+            .and_then(|i| self.spans.get_mut(i))
+        else {
+            return IoctlResult::Err(errno::EINVAL);
+        };
+        match command {
+            c::MAINT_NONE | c::MAINT_LOOPDOWN => {
+                span.maint = c::MAINT_NONE;
+                span.alarms &= !c::ALARM_LOOPBACK;
+            }
+            c::MAINT_LOCALLOOP | c::MAINT_REMOTELOOP | c::MAINT_LOOPUP => {
+                span.maint = command;
+                span.alarms |= c::ALARM_LOOPBACK;
+            }
+            c::MAINT_RESET_COUNTERS => {
+                span.bpv = 0;
+                span.crc4 = 0;
+                span.ebit = 0;
+                span.fas = 0;
+                span.slips = 0;
+            }
+            _ => return IoctlResult::Err(errno::EINVAL),
+        }
+        ok()
+    }
+
+    /// Ioctls of the `ctl` device.
+    fn ctl_ioctl(&mut self, req: Ioctl, input: &[u8]) -> IoctlResult {
+        match req {
+            Ioctl::SpanConfig => {
+                use wire::lineconfig as l;
+                let spanno = wire::get_i32(input, l::SPAN);
+                let Some(span) = usize::try_from(spanno - 1)
+                    .ok()
+                    .and_then(|i| self.spans.get_mut(i))
+                else {
+                    return IoctlResult::Err(errno::EINVAL);
+                };
+                let lineconfig = wire::get_i32(input, l::LINECONFIG);
+                let framing = lineconfig & 0x1ff0;
+                if framing & span.linecompat() != framing & !(0x800 | 0x1000) {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                let name = wire::get_str(input, l::NAME, 20);
+                if !name.is_empty() {
+                    span.name = name;
+                }
+                span.lineconfig = lineconfig;
+                span.lbo = wire::get_i32(input, l::LBO);
+                span.sync = wire::get_i32(input, l::SYNC);
+                ok()
+            }
+            Ioctl::ChanConfig => self.chanconfig(input),
+            Ioctl::Startup | Ioctl::Shutdown => {
+                let spanno = arg_i32(input);
+                let Some(span) = usize::try_from(spanno - 1)
+                    .ok()
+                    .and_then(|i| self.spans.get_mut(i))
+                else {
+                    return IoctlResult::Err(errno::EINVAL);
+                };
+                span.running = req == Ioctl::Startup;
+                ok()
+            }
+            Ioctl::LoadZone => {
+                let zone = wire::get_i32(input, 4);
+                if !(0..c::TONE_ZONE_MAX).contains(&zone) {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                ok()
+            }
+            Ioctl::FreeZone | Ioctl::DefaultZone => {
+                let zone = arg_i32(input);
+                if !(0..c::TONE_ZONE_MAX).contains(&zone) {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                if req == Ioctl::DefaultZone {
+                    self.default_zone = zone;
+                }
+                ok()
+            }
+            Ioctl::AttachEchocan => {
+                let chan = wire::get_i32(input, 0);
+                if self.find_chan_by_number(chan).is_none() {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                ok()
+            }
+            Ioctl::SetDialParams => {
+                for (i, p) in self.dialparams.iter_mut().enumerate() {
+                    *p = wire::get_i32(input, 4 * i);
+                }
+                ok()
+            }
+            Ioctl::GetDialParams => {
+                let mut out = vec![0u8; wire::DIALPARAMS_SIZE];
+                for (i, p) in self.dialparams.iter().enumerate() {
+                    wire::put_i32(&mut out, 4 * i, *p);
+                }
+                IoctlResult::Done(0, out)
+            }
+            // The pointer INDIRECT carries cannot be followed over a restricted FUSE ioctl.
+            Ioctl::Indirect => IoctlResult::Err(errno::EINVAL),
+            _ => IoctlResult::Err(errno::ENOTTY),
+        }
+    }
+
+    fn chanconfig(&mut self, input: &[u8]) -> IoctlResult {
+        use wire::chanconfig as cc;
+        let channo = wire::get_i32(input, cc::CHAN);
+        let Some(idx) = usize::try_from(channo - 1)
+            .ok()
+            .filter(|&i| i < self.chans.len())
+        else {
+            return IoctlResult::Err(errno::EINVAL);
+        };
+        let sig = wire::get_i32(input, cc::SIGTYPE) as u32;
+        let deflaw = wire::get_i32(input, cc::DEFLAW);
+        let master = wire::get_i32(input, cc::MASTER);
+        if !(0..=2).contains(&deflaw) {
+            return IoctlResult::Err(errno::EINVAL);
+        }
+        if sig == c::SIG_SLAVE {
+            let ok_master = usize::try_from(master - 1)
+                .ok()
+                .and_then(|m| self.chans.get(m))
+                .is_some();
+            if !ok_master {
+                return IoctlResult::Err(errno::EINVAL);
+            }
+        }
+        let span_law = self
+            .chans
+            .get(idx)
+            .and_then(|ch| ch.span)
+            .and_then(|s| self.spans.get(s))
+            .map(Span::default_law)
+            .unwrap_or(c::LAW_MULAW);
+        let Some(ch) = self.chans.get_mut(idx) else {
+            return IoctlResult::Err(errno::EINVAL);
+        };
+        if sig & ch.sigcap != sig {
+            return IoctlResult::Err(errno::EINVAL);
+        }
+        ch.sig = sig;
+        ch.deflaw = if deflaw == c::LAW_DEFAULT {
+            span_law
+        } else {
+            deflaw
+        };
+        if !ch.open {
+            ch.law = ch.deflaw;
+        }
+        ch.master = if sig == c::SIG_SLAVE { master } else { channo };
+        ch.idlebits = wire::get_i32(input, cc::IDLEBITS);
+        let name = wire::get_str(input, cc::NAME, 40);
+        if !name.is_empty() && sig == c::SIG_HDLCNET {
+            ch.name = name;
+        }
+        ok()
+    }
+
+    /// Ioctls of a channel or pseudo channel fd.
+    fn chan_ioctl(&mut self, fh: Fh, req: Ioctl, input: &[u8]) -> IoctlResult {
+        let idx = match self.files.get(&fh) {
+            Some(Binding::Chan(i)) => Some(*i),
+            _ => None,
+        };
+        let peer = idx.and_then(|i| self.peer_of(i));
+        let arg = arg_i32(input);
+        let ch = match self.chan_mut(fh) {
+            Ok(ch) => ch,
+            Err(e) => return IoctlResult::Err(e),
+        };
+        let audio = ch.mode() == Mode::Audio;
+        match req {
+            Ioctl::GetBlocksize => out_i32(ch.blocksize as i32),
+            Ioctl::SetBlocksize => {
+                let Ok(size) = usize::try_from(arg) else {
+                    return IoctlResult::Err(errno::EINVAL);
+                };
+                if !(c::MIN_BLOCKSIZE..=c::MAX_BLOCKSIZE).contains(&size) {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                if size != ch.blocksize {
+                    ch.blocksize = size;
+                    ch.flush_buffers(true, true);
+                }
+                ok()
+            }
+            Ioctl::GetBufInfo => {
+                use wire::bufinfo as b;
+                let mut out = vec![0u8; wire::BUFINFO_SIZE];
+                wire::put_i32(&mut out, b::TXBUFPOLICY, ch.txpolicy);
+                wire::put_i32(&mut out, b::RXBUFPOLICY, c::POLICY_IMMEDIATE);
+                wire::put_i32(&mut out, b::NUMBUFS, ch.numbufs as i32);
+                wire::put_i32(&mut out, b::BUFSIZE, ch.blocksize as i32);
+                wire::put_i32(&mut out, b::READBUFS, -1);
+                wire::put_i32(&mut out, b::WRITEBUFS, -1);
+                IoctlResult::Done(0, out)
+            }
+            Ioctl::SetBufInfo => {
+                use wire::bufinfo as b;
+                let Ok(size) = usize::try_from(wire::get_i32(input, b::BUFSIZE)) else {
+                    return IoctlResult::Err(errno::EINVAL);
+                };
+                if !(c::MIN_BLOCKSIZE..=c::MAX_BLOCKSIZE).contains(&size) {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                let numbufs =
+                    wire::get_i32(input, b::NUMBUFS).clamp(2, c::MAX_NUM_BUFS as i32) as usize;
+                if size * numbufs > c::MAX_BUF_SPACE {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                let policy = wire::get_i32(input, b::TXBUFPOLICY);
+                if !(0..=2).contains(&policy) {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                ch.txpolicy = policy;
+                ch.numbufs = numbufs;
+                ch.blocksize = size;
+                ch.flush_buffers(true, true);
+                ok()
+            }
+            Ioctl::Flush => {
+                ch.flush_buffers(arg & c::FLUSH_READ != 0, arg & c::FLUSH_WRITE != 0);
+                if arg & c::FLUSH_EVENT != 0 {
+                    ch.events.clear();
+                }
+                ok()
+            }
+            Ioctl::Sync => ok(),
+            Ioctl::SetParams => {
+                use wire::params as p;
+                for (i, t) in ch.timing.iter_mut().enumerate() {
+                    *t = wire::get_i32(input, p::TIMING_FIRST + 4 * i);
+                }
+                ok()
+            }
+            Ioctl::ChanNo => out_i32(ch.channo),
+            Ioctl::GetEvent => out_i32(ch.events.pop_front().unwrap_or(0)),
+            Ioctl::IoMux => {
+                let ready = ch.iomux_ready(arg);
+                if ready != 0 || arg & c::IOMUX_NOWAIT != 0 {
+                    out_i32(ready)
+                } else if arg & 0xf == 0 {
+                    IoctlResult::Err(errno::EINVAL)
+                } else {
+                    IoctlResult::Block
+                }
+            }
+            Ioctl::Hook => {
+                if ch.span.is_none() || !audio {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                match arg {
+                    c::ONHOOK | c::OFFHOOK | c::START => ch.txhook = arg,
+                    c::WINK | c::FLASH => ch.push_event(c::EVENT_HOOKCOMPLETE),
+                    c::RING => ch.push_event(c::EVENT_RINGERON),
+                    c::RINGOFF => ch.push_event(c::EVENT_RINGEROFF),
+                    _ => return IoctlResult::Err(errno::EINVAL),
+                }
+                self.signal_peer(peer, arg);
+                ok()
+            }
+            Ioctl::SetLaw => {
+                if !(0..=2).contains(&arg) {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                ch.law = if arg == c::LAW_DEFAULT {
+                    ch.deflaw
+                } else {
+                    arg
+                };
+                ok()
+            }
+            Ioctl::SetLinear => {
+                if !audio {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                ch.linear = arg != 0;
+                ok()
+            }
+            Ioctl::AudioMode | Ioctl::HdlcRawMode | Ioctl::HdlcFcsMode => {
+                if ch.sig != c::SIG_CLEAR {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                match req {
+                    Ioctl::HdlcRawMode => {
+                        ch.raw_mode = arg != 0;
+                        ch.fcs_mode = false;
+                    }
+                    Ioctl::HdlcFcsMode => {
+                        ch.fcs_mode = arg != 0;
+                        ch.raw_mode = false;
+                    }
+                    _ => {
+                        if arg != 0 {
+                            ch.raw_mode = false;
+                            ch.fcs_mode = false;
+                        }
+                    }
+                }
+                ch.flush_buffers(true, true);
+                ok()
+            }
+            Ioctl::Dial => {
+                let op = wire::get_i32(input, 0);
+                let digits = wire::get_str(input, 4, 256);
+                match op {
+                    c::DIAL_OP_APPEND | c::DIAL_OP_REPLACE => {
+                        let ticks = DIGIT_TICKS.saturating_mul(digits.len() as u32);
+                        let base = if op == c::DIAL_OP_APPEND {
+                            ch.dialing.unwrap_or(0)
+                        } else {
+                            0
+                        };
+                        ch.dialing = Some(base.saturating_add(ticks).max(1));
+                        ok()
+                    }
+                    c::DIAL_OP_CANCEL => {
+                        ch.dialing = None;
+                        ok()
+                    }
+                    _ => IoctlResult::Err(errno::EINVAL),
+                }
+            }
+            Ioctl::Dialing => out_i32(i32::from(ch.dialing.is_some())),
+            Ioctl::SetConf => {
+                let chan = wire::get_i32(input, 0);
+                let confno = wire::get_i32(input, 4);
+                let mode = wire::get_i32(input, 8);
+                let chan = if chan == 0 { ch.channo } else { chan };
+                ch.conf = [chan, confno, mode];
+                let mut out = vec![0u8; wire::CONFINFO_SIZE];
+                for (i, v) in ch.conf.iter().enumerate() {
+                    wire::put_i32(&mut out, 4 * i, *v);
+                }
+                IoctlResult::Done(0, out)
+            }
+            Ioctl::GetConf => {
+                let mut out = vec![0u8; wire::CONFINFO_SIZE];
+                let conf = [ch.channo, ch.conf[1], ch.conf[2]];
+                for (i, v) in conf.iter().enumerate() {
+                    wire::put_i32(&mut out, 4 * i, *v);
+                }
+                IoctlResult::Done(0, out)
+            }
+            Ioctl::ConfMute => {
+                ch.confmute = arg;
+                ok()
+            }
+            Ioctl::GetConfMute => out_i32(ch.confmute),
+            Ioctl::EchoCancel | Ioctl::EchoCancelParams => {
+                ch.echocancel = if req == Ioctl::EchoCancel {
+                    arg
+                } else {
+                    wire::get_i32(input, 0)
+                };
+                ok()
+            }
+            Ioctl::GetToneZone => out_i32(ch.tonezone),
+            Ioctl::SetToneZone => {
+                if !(0..c::TONE_ZONE_MAX).contains(&arg) {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                ch.tonezone = arg;
+                ok()
+            }
+            Ioctl::GetRxBits => out_i32(ch.rxbits),
+            Ioctl::SetTxBits => {
+                ch.txbits = arg & 0xf;
+                let bits = ch.txbits;
+                if let Some(p) = peer.and_then(|p| self.chans.get_mut(p)) {
+                    if p.rxbits != bits {
+                        p.rxbits = bits;
+                        p.push_event(c::EVENT_BITSCHANGED);
+                    }
+                }
+                ok()
+            }
+            Ioctl::SetPolarity => {
+                if let Some(p) = peer.and_then(|p| self.chans.get_mut(p)) {
+                    p.push_event(c::EVENT_POLARITY);
+                }
+                ok()
+            }
+            Ioctl::Loopback => {
+                ch.loopback = arg != 0;
+                ok()
+            }
+            Ioctl::BufferEvents => {
+                ch.buffer_events = arg != 0;
+                ok()
+            }
+            Ioctl::SendTone
+            | Ioctl::SetCadence
+            | Ioctl::EchoTrain
+            | Ioctl::ToneDetect
+            | Ioctl::VmwiConfig
+            | Ioctl::HdlcRate
+            | Ioctl::EchoCancelFaxMode => ok(),
+            Ioctl::Vmwi => out_i32(0),
+            Ioctl::Specify => IoctlResult::Err(errno::EINVAL),
+            _ => IoctlResult::Err(errno::ENOTTY),
+        }
+    }
+
+    /// Advances the simulated hardware by one 1 ms tick.
+    pub(crate) fn tick(&mut self) {
+        self.ticks += 1;
+        let n = self.chans.len();
+        // 1. What every span channel transmits this tick.
+        let mut frames: Vec<(usize, Vec<u8>)> = Vec::new();
+        for i in 0..n {
+            let Some(ch) = self.chans.get_mut(i) else {
+                continue;
+            };
+            let chunk = if ch.open && ch.mode() == Mode::Audio {
+                ch.take_tx_chunk()
+            } else {
+                if let Some(f) = ch.take_tx_frame() {
+                    frames.push((i, f));
+                }
+                [ch.idle_byte(); CHUNK]
+            };
+            if let Some(dialing) = ch.dialing.as_mut() {
+                *dialing = dialing.saturating_sub(1);
+                if *dialing == 0 {
+                    ch.dialing = None;
+                    ch.push_event(c::EVENT_DIALCOMPLETE);
+                }
+            }
+            if let Some(slot) = self.tx_scratch.get_mut(i) {
+                *slot = chunk;
+            }
+        }
+        // 2. What every span channel receives: its own tx when looped, the far end's when
+        //    wired, all-ones (AIS) when the span has lost its signal.
+        for i in 0..n {
+            let src = self.rx_source(i);
+            let Some(ch) = self.chans.get(i) else {
+                continue;
+            };
+            let span = ch.span.and_then(|s| self.spans.get(s));
+            let dead = span.is_some_and(Span::rx_dead);
+            let chunk = match (dead, src) {
+                (true, _) => [0xff; CHUNK],
+                (false, Some(s)) => self.tx_scratch.get(s).copied().unwrap_or([0xff; CHUNK]),
+                (false, None) => [ch.idle_byte(); CHUNK],
+            };
+            if let Some(slot) = self.rx_scratch.get_mut(i) {
+                *slot = chunk;
+            }
+        }
+        for i in 0..n {
+            let slip = self
+                .chans
+                .get(i)
+                .and_then(|ch| ch.span)
+                .and_then(|s| self.spans.get(s))
+                .is_some_and(|s| s.pending_slips > 0);
+            let chunk = self.rx_scratch.get(i).copied().unwrap_or([0xff; CHUNK]);
+            if let Some(ch) = self.chans.get_mut(i) {
+                if ch.open && ch.mode() == Mode::Audio {
+                    // A controlled slip deletes one frame: one byte of every timeslot.
+                    let from = usize::from(slip);
+                    ch.put_rx_chunk(chunk.get(from..).unwrap_or(&[]));
+                }
+            }
+        }
+        for s in &mut self.spans {
+            if s.pending_slips > 0 {
+                s.pending_slips -= 1;
+                s.slips = s.slips.saturating_add(1);
+            }
+        }
+        // 3. HDLC frames that finished sending arrive at the far end.
+        for (i, frame) in frames {
+            let Some(dst) = self.rx_source_of_far_end(i) else {
+                continue;
+            };
+            let dead = self
+                .chans
+                .get(dst)
+                .and_then(|ch| ch.span)
+                .and_then(|s| self.spans.get(s))
+                .is_some_and(Span::rx_dead);
+            if !dead {
+                if let Some(ch) = self.chans.get_mut(dst) {
+                    ch.put_rx_frame(frame);
+                }
+            }
+        }
+        // 4. Pseudo channels and timers.
+        let scratch_rx = &self.rx_scratch;
+        let scratch_tx = &self.tx_scratch;
+        for b in self.files.values_mut() {
+            match b {
+                Binding::Pseudo(ch) => {
+                    let _ = ch.take_tx_chunk();
+                    let target = usize::try_from(ch.conf[1] - 1).ok();
+                    let mode = ch.conf[2] & 0xff;
+                    let idle = [ch.idle_byte(); CHUNK];
+                    let chunk = match (mode, target) {
+                        (c::CONF_MONITOR, Some(t)) => scratch_rx.get(t).copied().unwrap_or(idle),
+                        (c::CONF_MONITORTX, Some(t)) => scratch_tx.get(t).copied().unwrap_or(idle),
+                        (c::CONF_MONITORBOTH, Some(t)) => {
+                            match (scratch_rx.get(t), scratch_tx.get(t)) {
+                                (Some(r), Some(x)) => mix(r, x, ch.law),
+                                _ => idle,
+                            }
+                        }
+                        _ => idle,
+                    };
+                    ch.put_rx_chunk(&chunk);
+                }
+                Binding::Timer(t) if t.period > 0 => {
+                    t.pos -= CHUNK as i32;
+                    while t.pos <= 0 {
+                        t.tripped = t.tripped.saturating_add(1);
+                        t.pos += t.period;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Records that the clock ran `n` ticks late (shown as irqmisses).
+    pub(crate) fn note_late(&mut self, n: u64) {
+        self.late_ticks = self.late_ticks.saturating_add(n);
+    }
+
+    /// Index of the channel whose transmit this channel receives.
+    fn rx_source(&self, idx: usize) -> Option<usize> {
+        let ch = self.chans.get(idx)?;
+        let span = self.spans.get(ch.span?)?;
+        if ch.loopback || span.maint == c::MAINT_LOCALLOOP {
+            return Some(idx);
+        }
+        self.peer_of(idx)
+    }
+
+    /// Index of the channel that receives what channel `idx` transmits.
+    fn rx_source_of_far_end(&self, idx: usize) -> Option<usize> {
+        let ch = self.chans.get(idx)?;
+        let span = self.spans.get(ch.span?)?;
+        if ch.loopback || span.maint == c::MAINT_LOCALLOOP {
+            return Some(idx);
+        }
+        let peer = self.peer_of(idx)?;
+        // The far end may itself be looped locally, in which case nothing arrives from us.
+        let far = self.chans.get(peer)?;
+        let far_span = self.spans.get(far.span?)?;
+        (!far.loopback && far_span.maint != c::MAINT_LOCALLOOP).then_some(peer)
+    }
+
+    /// Runs one control command (`alarm 1 RED`, `clear 1`, `slip 2`, ...).
+    pub(crate) fn control(&mut self, line: &str) -> Result<(), String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some((&cmd, args)) = words.split_first() else {
+            return Ok(());
+        };
+        let span_arg = |s: Option<&&str>| -> Result<usize, String> {
+            let s = s.ok_or_else(|| format!("{cmd}: missing span number"))?;
+            let n: usize = s
+                .parse()
+                .map_err(|_| format!("{cmd}: {s:?} is not a span number"))?;
+            if n == 0 || n > self.spans.len() {
+                return Err(format!(
+                    "{cmd}: no span {n} (spans are 1..={})",
+                    self.spans.len()
+                ));
+            }
+            Ok(n - 1)
+        };
+        match cmd {
+            "alarm" => {
+                let idx = span_arg(args.first())?;
+                let mut bits = 0;
+                for w in args.iter().skip(1).flat_map(|w| w.split(',')) {
+                    bits |= match w.to_ascii_uppercase().as_str() {
+                        "LOS" => c::ALARM_LOS | c::ALARM_RED,
+                        "LFA" => c::ALARM_LFA | c::ALARM_RED,
+                        "LMFA" => c::ALARM_LMFA | c::ALARM_RED,
+                        "RED" => c::ALARM_RED,
+                        "YELLOW" | "RAI" => c::ALARM_YELLOW,
+                        "BLUE" | "AIS" => c::ALARM_BLUE,
+                        "RECOVER" => c::ALARM_RECOVER,
+                        "NONE" | "" => 0,
+                        other => {
+                            return Err(format!(
+                                "alarm: unknown alarm {other:?}; use LOS, RED, YELLOW, BLUE, LFA, LMFA, RECOVER or NONE"
+                            ));
+                        }
+                    };
+                }
+                self.set_alarms(idx, bits)
+            }
+            "clear" => {
+                let idx = span_arg(args.first())?;
+                self.set_alarms(idx, 0)
+            }
+            "slip" | "bpv" | "crc4" | "fas" | "ebit" => {
+                let idx = span_arg(args.first())?;
+                let count: u32 = match args.get(1) {
+                    Some(s) => s
+                        .parse()
+                        .map_err(|_| format!("{cmd}: {s:?} is not a count"))?,
+                    None => 1,
+                };
+                if let Some(span) = self.spans.get_mut(idx) {
+                    let field = match cmd {
+                        "slip" => &mut span.pending_slips,
+                        "bpv" => &mut span.bpv,
+                        "crc4" => &mut span.crc4,
+                        "fas" => &mut span.fas,
+                        _ => &mut span.ebit,
+                    };
+                    *field = field.saturating_add(count);
+                }
+                Ok(())
+            }
+            "corrupt" => {
+                let s = args
+                    .first()
+                    .ok_or_else(|| "corrupt: missing channel number".to_string())?;
+                let channo: usize = s
+                    .parse()
+                    .map_err(|_| format!("corrupt: {s:?} is not a channel number"))?;
+                let ch = channo
+                    .checked_sub(1)
+                    .and_then(|i| self.chans.get_mut(i))
+                    .ok_or_else(|| format!("corrupt: no channel {channo}"))?;
+                ch.corrupt_next = true;
+                Ok(())
+            }
+            other => Err(format!(
+                "unknown command {other:?}; commands: alarm SPAN NAME..., clear SPAN, slip SPAN [N], \
+                 bpv|crc4|fas|ebit SPAN [N], corrupt CHANNO"
+            )),
+        }
+    }
+
+    /// Status text served by reading `sim/control`.
+    pub(crate) fn status_text(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t, "ticks {}", self.ticks);
+        let _ = writeln!(t, "late_ticks {}", self.late_ticks);
+        for (i, s) in self.spans.iter().enumerate() {
+            let _ = writeln!(
+                t,
+                "span {} name={} type={} running={} alarms={:#x} slips={} bpv={} crc4={} peer={}",
+                i + 1,
+                s.name,
+                s.line.name(),
+                s.running,
+                s.alarms,
+                s.slips,
+                s.bpv,
+                s.crc4,
+                s.peer.map(|p| p + 1).unwrap_or(0)
+            );
+        }
+        t
+    }
+
+    /// `/proc/dahdi/N` text for span number `spanno`, in DAHDI's format.
+    pub(crate) fn proc_text(&self, spanno: usize) -> Option<String> {
+        let idx = spanno.checked_sub(1)?;
+        let s = self.spans.get(idx)?;
+        let mut t = String::new();
+        let _ = write!(t, "Span {spanno}: {} \"{}\"", s.name, s.desc);
+        if self.sync_source() == spanno as i32 {
+            t.push_str(" (MASTER)");
+        }
+        if s.lineconfig != 0 {
+            let lc = s.lineconfig;
+            let coding = if lc & c::CONFIG_B8ZS != 0 {
+                " B8ZS/"
+            } else if lc & c::CONFIG_AMI != 0 {
+                " AMI/"
+            } else if lc & c::CONFIG_HDB3 != 0 {
+                " HDB3/"
+            } else {
+                " "
+            };
+            t.push_str(coding);
+            if lc & c::CONFIG_ESF != 0 {
+                t.push_str("ESF");
+            } else if lc & c::CONFIG_D4 != 0 {
+                t.push_str("D4");
+            } else if lc & c::CONFIG_CCS != 0 {
+                t.push_str("CCS");
+            }
+            if lc & c::CONFIG_CRC4 != 0 {
+                t.push_str("/CRC4");
+            }
+        }
+        t.push(' ');
+        for w in alarm_words(s.alarms) {
+            let _ = write!(t, "{w} ");
+        }
+        t.push('\n');
+        for (label, v) in [
+            ("BPV count", s.bpv),
+            ("CRC4 error count", s.crc4),
+            ("E-bit error count", s.ebit),
+            ("FAS error count", s.fas),
+            ("Timing slips", s.slips),
+        ] {
+            if v != 0 {
+                let _ = writeln!(t, "\t{label}: {v}");
+            }
+        }
+        t.push('\n');
+        for ch in self.chans.get(s.first..s.first + s.count).unwrap_or(&[]) {
+            let _ = write!(t, "\t{:4} {} ", ch.channo, ch.name);
+            if ch.sig != 0 {
+                let _ = write!(t, "{} ", sig_name(ch.sig));
+            }
+            if ch.open {
+                t.push_str("(In use) ");
+            }
+            for w in alarm_words(s.alarms) {
+                let _ = write!(t, "{w} ");
+            }
+            t.push('\n');
+        }
+        Some(t)
+    }
+}
+
+/// Mixes two G.711 chunks through linear.
+fn mix(a: &[u8; CHUNK], b: &[u8; CHUNK], law: i32) -> [u8; CHUNK] {
+    let mut out = [0u8; CHUNK];
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        let (lx, ly) = if law == c::LAW_ALAW {
+            (g711::alaw_to_linear(x), g711::alaw_to_linear(y))
+        } else {
+            (g711::ulaw_to_linear(x), g711::ulaw_to_linear(y))
+        };
+        let s = lx.saturating_add(ly);
+        *o = if law == c::LAW_ALAW {
+            g711::linear_to_alaw(s)
+        } else {
+            g711::linear_to_ulaw(s)
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
