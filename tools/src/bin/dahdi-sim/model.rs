@@ -22,7 +22,6 @@ const DIGIT_TICKS: u32 = 100;
 
 /// errno values the model returns.
 pub(crate) mod errno {
-    pub(crate) const ENOENT: i32 = libc::ENOENT;
     pub(crate) const EINTR: i32 = libc::EINTR;
     pub(crate) const ENXIO: i32 = libc::ENXIO;
     pub(crate) const EBADF: i32 = libc::EBADF;
@@ -603,11 +602,6 @@ impl Model {
         }
     }
 
-    /// Number of spans.
-    pub(crate) fn span_count(&self) -> usize {
-        self.spans.len()
-    }
-
     /// (span number, channel positions) of every span, for the `chan/SSS/CCC` tree.
     pub(crate) fn span_layout(&self) -> Vec<(usize, usize, usize)> {
         self.spans
@@ -695,11 +689,6 @@ impl Model {
                 self.signal_peer(peer, c::ONHOOK);
             }
         }
-    }
-
-    /// Whether `fh` is an open file of the model.
-    pub(crate) fn is_open(&self, fh: Fh) -> bool {
-        self.files.contains_key(&fh)
     }
 
     fn peer_of(&self, idx: usize) -> Option<usize> {
