@@ -1,45 +1,16 @@
-//! Raw DAHDI syscalls for the tests: open a device node, issue fixed-size ioctls, read and
-//! write. Structs travel as byte arrays of their C size with fields at their C offsets (x86_64,
-//! from `dahdi/user.h`), so a test asserts on exactly the bytes the kernel interface carries.
-//!
-//! Temporary home of `unsafe` in hw-tests: until tdm-driver's ABI module (with its safe
-//! wrappers) is on main, the nix `ioctl_*!` calls live here, each with a SAFETY note.
-#![allow(unsafe_code)]
+//! Raw DAHDI syscalls for the tests: open a device node, issue fixed-size ioctls through
+//! `tdm_driver::abi`'s safe wrappers, read and write. Struct replies are returned as the bytes of
+//! their C layout so a test asserts on exactly what the kernel interface carries, at offsets
+//! written out here independently of the driver's structs.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use libc::c_int;
-
-mod sys {
-    use libc::c_int;
-    nix::ioctl_write_ptr!(specify, 0xDA, 38, c_int);
-    nix::ioctl_write_ptr!(set_blocksize, 0xDA, 1, c_int);
-    nix::ioctl_read!(get_blocksize, 0xDA, 1, c_int);
-    nix::ioctl_write_ptr!(flush, 0xDA, 3, c_int);
-    nix::ioctl_readwrite!(get_params, 0xDA, 5, [u8; 136]);
-    nix::ioctl_write_ptr!(hook, 0xDA, 7, c_int);
-    nix::ioctl_read!(getevent, 0xDA, 8, c_int);
-    nix::ioctl_readwrite!(iomux, 0xDA, 9, c_int);
-    nix::ioctl_readwrite!(spanstat, 0xDA, 10, [u8; 314]);
-    nix::ioctl_write_ptr!(spanconfig, 0xDA, 18, [u8; 36]);
-    nix::ioctl_write_ptr!(chanconfig, 0xDA, 19, [u8; 76]);
-    nix::ioctl_write_ptr!(set_bufinfo, 0xDA, 27, [u8; 24]);
-    nix::ioctl_read!(get_bufinfo, 0xDA, 27, [u8; 24]);
-    nix::ioctl_read!(channo, 0xDA, 34, c_int);
-    nix::ioctl_write_ptr!(hdlcrawmode, 0xDA, 36, c_int);
-    nix::ioctl_write_ptr!(hdlcfcsmode, 0xDA, 37, c_int);
-    nix::ioctl_write_ptr!(setlinear, 0xDA, 40, c_int);
-    nix::ioctl_write_ptr!(timerconfig, 0xDA, 47, c_int);
-    nix::ioctl_write_ptr!(timerack, 0xDA, 48, c_int);
-    nix::ioctl_write_ptr!(audiomode, 0xDA, 32, c_int);
-    nix::ioctl_write_ptr!(startup, 0xDA, 99, c_int);
-    // No DAHDI request has nr 200: the "unknown ioctl" probe.
-    nix::ioctl_read!(unknown, 0xDA, 200, c_int);
-}
+use tdm_driver::abi;
 
 /// `struct dahdi_params` is 136 bytes.
 pub const PARAMS_SIZE: usize = 136;
@@ -76,6 +47,8 @@ pub mod params {
     pub const CHANPOS: usize = 8;
     /// `int sigtype`
     pub const SIGTYPE: usize = 12;
+    /// `int rxisoffhook`
+    pub const RXISOFFHOOK: usize = 20;
     /// `int curlaw`
     pub const CURLAW: usize = 40;
     /// `char name[40]`
@@ -106,6 +79,49 @@ fn put_i32(buf: &mut [u8], off: usize, v: i32) {
     }
 }
 
+fn put_bytes(buf: &mut [u8], off: usize, src: &[u8]) {
+    if let Some(dst) = buf.get_mut(off..off + src.len()) {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// The C bytes of a `dahdi_spaninfo`, laid out at the offsets of `spaninfo` (only the fields
+/// the tests read; the rest stay zero).
+fn as_bytes_spaninfo(info: &abi::SpanInfo) -> [u8; SPANINFO_SIZE] {
+    // Packed: copy every field out before use.
+    let (spanno, name, alarms, syncsrc) = (info.spanno, info.name, info.alarms, info.syncsrc);
+    let (numchans, totalchans, lineconfig, spantype) = (
+        info.numchans,
+        info.totalchans,
+        info.lineconfig,
+        info.spantype,
+    );
+    let mut b = [0u8; SPANINFO_SIZE];
+    put_i32(&mut b, spaninfo::SPANNO, spanno);
+    put_bytes(&mut b, spaninfo::NAME, &name);
+    put_i32(&mut b, spaninfo::ALARMS, alarms);
+    put_i32(&mut b, spaninfo::SYNCSRC, syncsrc);
+    put_i32(&mut b, spaninfo::NUMCHANS, numchans);
+    put_i32(&mut b, spaninfo::TOTALCHANS, totalchans);
+    put_i32(&mut b, spaninfo::LINECONFIG, lineconfig);
+    put_bytes(&mut b, spaninfo::SPANTYPE, &spantype);
+    b
+}
+
+/// The C bytes of a `dahdi_params` (fields the tests read).
+fn as_bytes_params(p: &abi::Params) -> [u8; PARAMS_SIZE] {
+    let mut b = [0u8; PARAMS_SIZE];
+    put_i32(&mut b, params::CHANNO, p.channo);
+    put_i32(&mut b, params::SPANNO, p.spanno);
+    put_i32(&mut b, params::CHANPOS, p.chanpos);
+    put_i32(&mut b, params::SIGTYPE, p.sigtype);
+    put_i32(&mut b, params::RXISOFFHOOK, p.rxisoffhook);
+    put_i32(&mut b, params::CURLAW, p.curlaw);
+    put_bytes(&mut b, params::NAME, &p.name);
+    put_i32(&mut b, params::CHAN_ALARMS, p.chan_alarms as i32);
+    b
+}
+
 fn check(r: nix::Result<c_int>) -> io::Result<()> {
     r.map(|_| ()).map_err(io::Error::from)
 }
@@ -129,151 +145,150 @@ impl Dev {
         })
     }
 
-    fn fd(&self) -> c_int {
-        self.file.as_raw_fd()
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
     }
 
-    fn int_w(
-        &self,
-        f: unsafe fn(c_int, *const c_int) -> nix::Result<c_int>,
-        v: i32,
-    ) -> io::Result<()> {
-        // SAFETY: `f` is a nix `ioctl_write_ptr!` function for an `_IOW(.., int)` request; it
-        // reads one int through the pointer, which points to a live local for the whole call.
-        check(unsafe { f(self.fd(), &v) })
+    fn int_w(&self, f: fn(BorrowedFd<'_>, &c_int) -> nix::Result<c_int>, v: i32) -> io::Result<()> {
+        check(f(self.fd(), &v))
     }
 
     /// DAHDI_SPECIFY: binds a `channel` fd to a channel number.
     pub fn specify(&self, channo: i32) -> io::Result<()> {
-        self.int_w(sys::specify, channo)
+        self.int_w(abi::specify, channo)
     }
     /// DAHDI_SET_BLOCKSIZE.
     pub fn set_blocksize(&self, size: i32) -> io::Result<()> {
-        self.int_w(sys::set_blocksize, size)
+        self.int_w(abi::set_blocksize, size)
     }
     /// DAHDI_FLUSH.
     pub fn flush(&self, what: i32) -> io::Result<()> {
-        self.int_w(sys::flush, what)
+        self.int_w(abi::flush, what)
     }
     /// DAHDI_HOOK.
     pub fn hook(&self, hook: i32) -> io::Result<()> {
-        self.int_w(sys::hook, hook)
+        self.int_w(abi::hook, hook)
     }
     /// DAHDI_HDLCRAWMODE.
     pub fn hdlc_raw_mode(&self, on: bool) -> io::Result<()> {
-        self.int_w(sys::hdlcrawmode, i32::from(on))
+        self.int_w(abi::hdlcrawmode, i32::from(on))
     }
     /// DAHDI_HDLCFCSMODE.
     pub fn hdlc_fcs_mode(&self, on: bool) -> io::Result<()> {
-        self.int_w(sys::hdlcfcsmode, i32::from(on))
+        self.int_w(abi::hdlcfcsmode, i32::from(on))
     }
     /// DAHDI_AUDIOMODE.
     pub fn audio_mode(&self, on: bool) -> io::Result<()> {
-        self.int_w(sys::audiomode, i32::from(on))
+        self.int_w(abi::audiomode, i32::from(on))
     }
     /// DAHDI_SETLINEAR.
     pub fn set_linear(&self, on: bool) -> io::Result<()> {
-        self.int_w(sys::setlinear, i32::from(on))
+        self.int_w(abi::setlinear, i32::from(on))
     }
     /// DAHDI_TIMERCONFIG (period in samples).
     pub fn timer_config(&self, samples: i32) -> io::Result<()> {
-        self.int_w(sys::timerconfig, samples)
+        self.int_w(abi::timerconfig, samples)
     }
     /// DAHDI_TIMERACK.
     pub fn timer_ack(&self, n: i32) -> io::Result<()> {
-        self.int_w(sys::timerack, n)
+        self.int_w(abi::timerack, n)
     }
     /// DAHDI_STARTUP.
     pub fn startup(&self, span: i32) -> io::Result<()> {
-        self.int_w(sys::startup, span)
+        self.int_w(abi::startup, span)
     }
 
-    fn int_r(&self, f: unsafe fn(c_int, *mut c_int) -> nix::Result<c_int>) -> io::Result<i32> {
+    fn int_r(&self, f: fn(BorrowedFd<'_>, &mut c_int) -> nix::Result<c_int>) -> io::Result<i32> {
         let mut v: c_int = 0;
-        // SAFETY: `f` is a nix `ioctl_read!` function for an `_IOR(.., int)` request; the
-        // kernel writes one int into `v`, a live local.
-        check(unsafe { f(self.fd(), &mut v) })?;
+        check(f(self.fd(), &mut v))?;
         Ok(v)
     }
 
     /// DAHDI_GETEVENT: the next event, 0 when none.
     pub fn get_event(&self) -> io::Result<i32> {
-        self.int_r(sys::getevent)
+        self.int_r(abi::getevent)
     }
     /// DAHDI_GET_BLOCKSIZE.
     pub fn blocksize(&self) -> io::Result<i32> {
-        self.int_r(sys::get_blocksize)
+        self.int_r(abi::get_blocksize)
     }
     /// DAHDI_CHANNO.
     pub fn channo(&self) -> io::Result<i32> {
-        self.int_r(sys::channo)
+        self.int_r(abi::channo)
     }
-    /// An ioctl no DAHDI version defines (expected: ENOTTY).
+    /// DAHDI_RADIO_GETSTAT: shares nr 57 with GETVERSION but not its size, so a device that
+    /// decodes on all 32 bits (as DAHDI does) must not take it for GETVERSION. The simulator
+    /// knows no radio ioctls: expected ENOTTY.
     pub fn unknown_ioctl(&self) -> io::Result<i32> {
-        self.int_r(sys::unknown)
+        let mut stat = abi::RadioStat::default();
+        check(abi::radio_getstat(self.fd(), &mut stat))?;
+        Ok(0)
     }
 
     /// DAHDI_IOMUX: waits for one of `mask`; returns the satisfied mask.
     pub fn iomux(&self, mask: i32) -> io::Result<i32> {
         let mut v: c_int = mask;
-        // SAFETY: `_IOWR(.., int)`: the kernel reads and writes one int in `v`, a live local.
-        check(unsafe { sys::iomux(self.fd(), &mut v) })?;
+        check(abi::iomux(self.fd(), &mut v))?;
         Ok(v)
     }
 
-    /// DAHDI_SPANSTAT for `spanno` (0 = this fd's span).
+    /// DAHDI_SPANSTAT for `spanno` (0 = this fd's span), as the 314 bytes of the packed struct.
     pub fn spanstat(&self, spanno: i32) -> io::Result<[u8; SPANINFO_SIZE]> {
-        let mut b = [0u8; SPANINFO_SIZE];
-        put_i32(&mut b, spaninfo::SPANNO, spanno);
-        // SAFETY: the request encodes 314 bytes, exactly the size of `b`, a live local.
-        check(unsafe { sys::spanstat(self.fd(), &mut b) })?;
-        Ok(b)
+        let mut info = abi::SpanInfo {
+            spanno,
+            ..Default::default()
+        };
+        check(abi::spanstat(self.fd(), &mut info))?;
+        Ok(as_bytes_spaninfo(&info))
     }
 
-    /// DAHDI_GET_PARAMS for `channo` (0 = this fd's channel).
+    /// DAHDI_GET_PARAMS for `channo` (0 = this fd's channel), as the 136 bytes of the struct.
     pub fn params(&self, channo: i32) -> io::Result<[u8; PARAMS_SIZE]> {
-        let mut b = [0u8; PARAMS_SIZE];
-        put_i32(&mut b, params::CHANNO, channo);
-        // SAFETY: the request encodes 136 bytes, exactly the size of `b`, a live local.
-        check(unsafe { sys::get_params(self.fd(), &mut b) })?;
-        Ok(b)
+        let mut p = abi::Params {
+            channo,
+            ..Default::default()
+        };
+        check(abi::get_params(self.fd(), &mut p))?;
+        Ok(as_bytes_params(&p))
     }
 
     /// DAHDI_CHANCONFIG with the given signalling (deflaw default).
     pub fn chanconfig(&self, channo: i32, sigtype: i32) -> io::Result<()> {
-        let mut b = [0u8; 76];
-        put_i32(&mut b, 0, channo);
-        put_i32(&mut b, 44, sigtype);
-        // SAFETY: the request encodes 76 bytes, exactly the size of `b`, a live local.
-        check(unsafe { sys::chanconfig(self.fd(), &b) })
+        let cc = abi::ChanConfig {
+            chan: channo,
+            sigtype,
+            ..Default::default()
+        };
+        check(abi::chanconfig(self.fd(), &cc))
     }
 
     /// DAHDI_SPANCONFIG.
     pub fn spanconfig(&self, span: i32, lineconfig: i32, sync: i32) -> io::Result<()> {
-        let mut b = [0u8; 36];
-        put_i32(&mut b, 0, span);
-        put_i32(&mut b, 28, lineconfig);
-        put_i32(&mut b, 32, sync);
-        // SAFETY: the request encodes 36 bytes, exactly the size of `b`, a live local.
-        check(unsafe { sys::spanconfig(self.fd(), &b) })
+        let lc = abi::LineConfig {
+            span,
+            lineconfig,
+            sync,
+            ..Default::default()
+        };
+        check(abi::spanconfig(self.fd(), &lc))
     }
 
     /// DAHDI_SET_BUFINFO: tx policy, number of buffers, buffer size.
     pub fn set_bufinfo(&self, txpolicy: i32, numbufs: i32, bufsize: i32) -> io::Result<()> {
-        let mut b = [0u8; 24];
-        put_i32(&mut b, 0, txpolicy);
-        put_i32(&mut b, 8, numbufs);
-        put_i32(&mut b, 12, bufsize);
-        // SAFETY: the request encodes 24 bytes, exactly the size of `b`, a live local.
-        check(unsafe { sys::set_bufinfo(self.fd(), &b) })
+        let bi = abi::BufferInfo {
+            txbufpolicy: txpolicy,
+            numbufs,
+            bufsize,
+            ..Default::default()
+        };
+        check(abi::set_bufinfo(self.fd(), &bi))
     }
 
     /// DAHDI_GET_BUFINFO: (txpolicy, numbufs, bufsize).
     pub fn bufinfo(&self) -> io::Result<(i32, i32, i32)> {
-        let mut b = [0u8; 24];
-        // SAFETY: the request encodes 24 bytes, exactly the size of `b`, a live local.
-        check(unsafe { sys::get_bufinfo(self.fd(), &mut b) })?;
-        Ok((field_i32(&b, 0), field_i32(&b, 8), field_i32(&b, 12)))
+        let mut bi = abi::BufferInfo::default();
+        check(abi::get_bufinfo(self.fd(), &mut bi))?;
+        Ok((bi.txbufpolicy, bi.numbufs, bi.bufsize))
     }
 
     /// read(): one block or one frame.

@@ -48,7 +48,11 @@ fn off_hook_on_one_span_rings_off_hook_on_the_other() {
     assert_eq!(b.get_event().unwrap(), EVENT_RINGOFFHOOK);
     assert_eq!(b.get_event().unwrap(), 0);
     let p = Dev::open(&node("ctl"), false).unwrap().params(36).unwrap(); // span 2 position 5
-    assert_eq!(field_i32(&p, 20), 1, "rxisoffhook of the far end");
+    assert_eq!(
+        field_i32(&p, params::RXISOFFHOOK),
+        1,
+        "rxisoffhook of the far end"
+    );
     a.hook(0).unwrap();
     assert_eq!(b.iomux(IOMUX_SIGEVENT).unwrap(), IOMUX_SIGEVENT);
     assert_eq!(b.get_event().unwrap(), EVENT_ONHOOK);
