@@ -4,8 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use hw_tests::raw::Dev;
-use hw_tests::{chan_node, configure_spans, node};
+use hw_tests::{chan_node, configure_spans, dahdi_root, node};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tdm_driver::{Channel, DeviceRoot, TdmError};
 
 const SIG_CLEAR: i32 = 0x80;
 
@@ -125,4 +127,32 @@ fn read_returns_one_block_and_write_takes_at_most_one() {
         0,
         "room to write"
     );
+}
+
+#[test]
+fn our_driver_reports_busy_unconfigured_and_unknown_channels_as_typed_errors() {
+    configure_spans().expect("dahdi_cfg must succeed");
+    let root = Arc::new(DeviceRoot::new(dahdi_root()));
+    let first = Channel::open(root.clone(), 60).unwrap();
+    match Channel::open(root.clone(), 60) {
+        Err(TdmError::Busy { .. }) => {}
+        other => panic!("second open of channel 60: {other:?}"),
+    }
+    match Channel::open_span_channel(root.clone(), 2, 29) {
+        Err(TdmError::Busy { .. }) => {}
+        other => panic!("chan/002/029 while open: {other:?}"),
+    }
+    drop(first);
+    let ctl = Dev::open(&node("ctl"), false).unwrap();
+    ctl.chanconfig(29, 0).unwrap();
+    let unconfigured = Channel::open(root.clone(), 29);
+    ctl.chanconfig(29, SIG_CLEAR).unwrap();
+    match unconfigured {
+        Err(TdmError::Unconfigured { .. }) => {}
+        other => panic!("open of an unconfigured channel: {other:?}"),
+    }
+    match Channel::open(root, 700) {
+        Err(TdmError::NoSuchChannel { .. }) => {}
+        other => panic!("open of channel 700: {other:?}"),
+    }
 }

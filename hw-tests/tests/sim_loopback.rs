@@ -1,13 +1,14 @@
-//! Loopback across the simulated cable: a PRBS written on every B-channel of one span arrives
-//! bit-exact on the same channel of the other span, in both directions at once, for at least
-//! 10 s, with zero slips; the first-sample delay is reported.
+//! Loopback across the cable through our driver (`tdm_driver::Channel`): a PRBS written on every
+//! B-channel of one span arrives bit-exact on the same channel of the other span, in both
+//! directions at once, for at least 10 s, with zero slips; the first-sample delay is reported.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use hw_tests::raw::Dev;
-use hw_tests::{chan_node, configure_spans, sim_control, sim_status};
+use hw_tests::{chan_node, configure_spans, dahdi_root, sim_command, sim_control, sim_status};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+use tdm_driver::{BufferConfig, BufferPolicy, Channel, DeviceRoot};
 
 /// Bytes per block: 20 ms at 8 kHz, what a gateway uses.
 const BLOCK: usize = 160;
@@ -17,7 +18,7 @@ const BLOCKS: usize = SECONDS * 50;
 /// A-law idle byte: what an E1 timeslot carries before the writer starts.
 const ALAW_IDLE: u8 = 0xd5;
 /// Buffers per direction: 8 × 20 ms of slack for a loaded machine.
-const NUMBUFS: i32 = 8;
+const NUMBUFS: usize = 8;
 
 /// Both tests use position 31: run them one at a time (a second open would be EBUSY).
 static CHANNELS: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -58,7 +59,7 @@ struct RxReport {
     first_at: Option<Instant>,
 }
 
-fn writer(dev: Arc<Dev>, seed: u16) -> Instant {
+fn writer(dev: Arc<Channel>, seed: u16) -> Instant {
     let mut prbs = Prbs15::new(seed);
     let mut block = [0u8; BLOCK];
     let start = Instant::now();
@@ -66,13 +67,13 @@ fn writer(dev: Arc<Dev>, seed: u16) -> Instant {
         for b in &mut block {
             *b = prbs.next_byte();
         }
-        let n = dev.write(&block).expect("write");
+        let n = dev.write_block(&block).expect("write");
         assert_eq!(n, BLOCK, "a write takes one whole block");
     }
     start
 }
 
-fn reader(dev: Arc<Dev>, seed: u16, pos: u32) -> RxReport {
+fn reader(dev: Arc<Channel>, seed: u16, pos: u32) -> RxReport {
     let mut expect = Prbs15::new(seed);
     let mut buf = [0u8; 4096];
     let mut report = RxReport {
@@ -88,7 +89,7 @@ fn reader(dev: Arc<Dev>, seed: u16, pos: u32) -> RxReport {
             Instant::now() < deadline,
             "channel {pos}: PRBS incomplete at deadline"
         );
-        let n = dev.read(&mut buf).expect("read");
+        let n = dev.read_block(&mut buf).expect("read");
         assert_eq!(n, BLOCK, "a read returns exactly one block");
         for &b in &buf[..n] {
             if report.first_at.is_none() {
@@ -121,15 +122,21 @@ fn prbs_on_every_b_channel_both_ways_arrives_bit_exact_with_zero_slips() {
     let slips_before = control.as_ref().map(|c| sim_status(c).unwrap());
 
     // Open all channels first (readers before writers start, so the idle prefix is seen).
+    let root = Arc::new(DeviceRoot::new(dahdi_root()));
+    let buffers = BufferConfig {
+        tx_policy: BufferPolicy::Immediate,
+        num_bufs: NUMBUFS,
+        buf_size: BLOCK,
+    };
     let mut pairs = Vec::new();
     for pos in b_positions() {
-        let a = Arc::new(Dev::open(&chan_node(1, pos), false).unwrap());
-        let b = Arc::new(Dev::open(&chan_node(2, pos), false).unwrap());
-        for d in [&a, &b] {
-            d.set_bufinfo(0, NUMBUFS, BLOCK as i32).unwrap();
-            assert_eq!(d.bufinfo().unwrap(), (0, NUMBUFS, BLOCK as i32));
+        let mut a = Channel::open_span_channel(root.clone(), 1, pos).unwrap();
+        let mut b = Channel::open_span_channel(root.clone(), 2, pos).unwrap();
+        for d in [&mut a, &mut b] {
+            d.set_buffer_config(&buffers).unwrap();
+            assert_eq!(d.buffer_config().unwrap(), buffers);
         }
-        pairs.push((pos, a, b));
+        pairs.push((pos, Arc::new(a), Arc::new(b)));
     }
     let mut readers = Vec::new();
     let mut writers = Vec::new();
@@ -185,13 +192,85 @@ fn prbs_on_every_b_channel_both_ways_arrives_bit_exact_with_zero_slips() {
     if let (Some(c), Some(before)) = (control, slips_before) {
         let after = sim_status(&c).unwrap();
         println!("dahdi-sim status after:\n{after}");
-        for line in after.lines().filter(|l| l.starts_with("span ")) {
-            assert!(
-                line.contains("slips=0"),
-                "no slips: {line} (before: {before})"
-            );
+        assert_eq!(
+            slip_counts(&after),
+            slip_counts(&before),
+            "no slips during the run"
+        );
+    }
+}
+
+/// `slips=N` of every span line of dahdi-sim's status.
+fn slip_counts(status: &str) -> Vec<u64> {
+    status
+        .lines()
+        .filter(|l| l.starts_with("span "))
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("slips=")))
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn an_injected_slip_deletes_exactly_one_frame_of_the_stream() {
+    let Some(control) = sim_control() else {
+        return;
+    };
+    let _serial = CHANNELS.lock().unwrap_or_else(|e| e.into_inner());
+    configure_spans().expect("dahdi_cfg must succeed");
+    let root = Arc::new(DeviceRoot::new(dahdi_root()));
+    let buffers = BufferConfig {
+        tx_policy: BufferPolicy::Immediate,
+        num_bufs: NUMBUFS,
+        buf_size: BLOCK,
+    };
+    let mut tx = Channel::open_span_channel(root.clone(), 1, 31).unwrap();
+    let mut rx = Channel::open_span_channel(root, 2, 31).unwrap();
+    tx.set_buffer_config(&buffers).unwrap();
+    rx.set_buffer_config(&buffers).unwrap();
+    let seed = seed_for(3, 31);
+    let blocks = 100; // 2 s
+    let writer = thread::spawn(move || {
+        let mut prbs = Prbs15::new(seed);
+        let mut block = [0u8; BLOCK];
+        for _ in 0..blocks {
+            block.iter_mut().for_each(|b| *b = prbs.next_byte());
+            tx.write_block(&block).unwrap();
+        }
+        tx
+    });
+    let before = slip_counts(&sim_status(&control).unwrap());
+    let mut got = Vec::new();
+    let mut buf = [0u8; BLOCK];
+    let mut slipped = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < blocks * BLOCK + BLOCK {
+        assert!(Instant::now() < deadline, "stream incomplete");
+        let n = rx.read_block(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+        if !slipped && got.len() > 50 * BLOCK {
+            sim_command(&control, "slip 2").unwrap();
+            slipped = true;
         }
     }
+    let _tx = writer.join().unwrap();
+    let after = slip_counts(&sim_status(&control).unwrap());
+    assert_eq!(after[1], before[1] + 1, "span 2 counted one slip");
+    let start = got.iter().position(|&b| b != ALAW_IDLE).unwrap();
+    let got = &got[start..];
+    let mut prbs = Prbs15::new(seed);
+    let want: Vec<u8> = (0..blocks * BLOCK).map(|_| prbs.next_byte()).collect();
+    let k = got
+        .iter()
+        .zip(&want)
+        .position(|(g, w)| g != w)
+        .expect("the slip shows in the stream");
+    let rest = blocks * BLOCK - k - 1;
+    assert_eq!(
+        &got[k..k + rest],
+        &want[k + 1..k + 1 + rest],
+        "exactly one byte deleted at {k}"
+    );
+    println!("slip at byte {k} of the stream: one frame deleted, the rest bit-exact");
 }
 
 #[test]
