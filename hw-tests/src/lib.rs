@@ -10,10 +10,12 @@
 
 pub mod raw;
 
+use std::ffi::OsStr;
 use std::io;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 /// Environment variable naming the DAHDI device root (set by `hw-tests/run`).
 pub const ENV_ROOT: &str = "DAHDI_ROOT";
@@ -147,4 +149,85 @@ pub fn run_bounded(
         let _ = f.read_to_string(&mut text);
     }
     Ok((status.code(), text))
+}
+
+/// The dahdi-sim binary the harness built (`DAHDI_SIM_BIN`), or `None` (with a note) on real
+/// hardware. Panics like [`dahdi_root`] outside the harness.
+pub fn sim_bin() -> Option<PathBuf> {
+    let _ = dahdi_root();
+    match std::env::var_os("DAHDI_SIM_BIN") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            eprintln!("skipped: DAHDI_SIM_BIN not set (real hardware in use)");
+            None
+        }
+    }
+}
+
+/// A private dahdi-sim process on its own mount point (inside the harness's namespace). On
+/// drop it is stopped first (SIGTERM, then SIGKILL after 5 s) and its mount point then
+/// detached, in that order, so no client can be left waiting on a dead mount.
+#[derive(Debug)]
+pub struct SimInstance {
+    child: Child,
+    mnt: PathBuf,
+}
+
+impl SimInstance {
+    /// Starts `bin ARGS... MNT` and waits (at most 10 s) until `MNT/ctl` exists.
+    pub fn start(bin: &Path, args: &[&OsStr], mnt: &Path) -> SimInstance {
+        let child = match Command::new(bin)
+            .args(args)
+            .arg(mnt)
+            .stdin(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start {}: {e}", bin.display()),
+        };
+        let sim = SimInstance {
+            child,
+            mnt: mnt.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !mnt.join("ctl").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "dahdi-sim did not come up in 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sim
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for SimInstance {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break;
+                }
+            }
+        }
+        let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
+    }
 }

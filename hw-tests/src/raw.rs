@@ -132,6 +132,12 @@ pub struct Dev {
     file: File,
 }
 
+impl AsFd for Dev {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
 impl Dev {
     /// Opens `path` read-write (optionally non-blocking).
     pub fn open(path: &Path, nonblocking: bool) -> io::Result<Dev> {

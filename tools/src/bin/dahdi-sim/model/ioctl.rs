@@ -17,6 +17,11 @@ fn ok() -> IoctlResult {
     IoctlResult::Done(0, Vec::new())
 }
 
+/// A 1-based DAHDI number (span, channel) from user input as a 0-based index, if positive.
+pub(super) fn index_of(n: i32) -> Option<usize> {
+    usize::try_from(n).ok()?.checked_sub(1)
+}
+
 fn confinfo_bytes([chan, confno, mode]: [i32; 3]) -> Vec<u8> {
     let mut out = vec![0u8; wire::CONFINFO_SIZE];
     wire::put_i32(&mut out, small::CONF_CHAN, chan);
@@ -234,7 +239,7 @@ impl Model {
                 let idx = if spanno == 0 {
                     self.span_of_fh(fh)
                 } else {
-                    usize::try_from(spanno - 1).ok()
+                    index_of(spanno)
                 };
                 match idx.and_then(|i| self.spaninfo_bytes(i)) {
                     Some(b) => IoctlResult::Done(0, b),
@@ -259,9 +264,7 @@ impl Model {
                         _ => None,
                     }
                 } else {
-                    usize::try_from(channo - 1)
-                        .ok()
-                        .filter(|&i| i < self.chans.len())
+                    index_of(channo).filter(|&i| i < self.chans.len())
                 };
                 let Some(ch) = idx.and_then(|i| self.chans.get_mut(i)) else {
                     return Some(IoctlResult::Err(errno::EINVAL));
@@ -286,10 +289,7 @@ impl Model {
     }
 
     fn maint(&mut self, spanno: i32, command: i32) -> IoctlResult {
-        let Some(span) = usize::try_from(spanno - 1)
-            .ok()
-            .and_then(|i| self.spans.get_mut(i))
-        else {
+        let Some(span) = index_of(spanno).and_then(|i| self.spans.get_mut(i)) else {
             return IoctlResult::Err(errno::EINVAL);
         };
         match command {
@@ -319,10 +319,7 @@ impl Model {
             Ioctl::SpanConfig => {
                 use wire::lineconfig as l;
                 let spanno = wire::get_i32(input, l::SPAN);
-                let Some(span) = usize::try_from(spanno - 1)
-                    .ok()
-                    .and_then(|i| self.spans.get_mut(i))
-                else {
+                let Some(span) = index_of(spanno).and_then(|i| self.spans.get_mut(i)) else {
                     return IoctlResult::Err(errno::EINVAL);
                 };
                 let lineconfig = wire::get_i32(input, l::LINECONFIG);
@@ -342,10 +339,7 @@ impl Model {
             Ioctl::ChanConfig => self.chanconfig(input),
             Ioctl::Startup | Ioctl::Shutdown => {
                 let spanno = arg_i32(input);
-                let Some(span) = usize::try_from(spanno - 1)
-                    .ok()
-                    .and_then(|i| self.spans.get_mut(i))
-                else {
+                let Some(span) = index_of(spanno).and_then(|i| self.spans.get_mut(i)) else {
                     return IoctlResult::Err(errno::EINVAL);
                 };
                 span.running = req == Ioctl::Startup;
@@ -397,10 +391,7 @@ impl Model {
     fn chanconfig(&mut self, input: &[u8]) -> IoctlResult {
         use wire::chanconfig as cc;
         let channo = wire::get_i32(input, cc::CHAN);
-        let Some(idx) = usize::try_from(channo - 1)
-            .ok()
-            .filter(|&i| i < self.chans.len())
-        else {
+        let Some(idx) = index_of(channo).filter(|&i| i < self.chans.len()) else {
             return IoctlResult::Err(errno::EINVAL);
         };
         let sig = wire::get_i32(input, cc::SIGTYPE) as u32;
@@ -410,10 +401,7 @@ impl Model {
             return IoctlResult::Err(errno::EINVAL);
         }
         if sig == c::SIG_SLAVE {
-            let ok_master = usize::try_from(master - 1)
-                .ok()
-                .and_then(|m| self.chans.get(m))
-                .is_some();
+            let ok_master = index_of(master).and_then(|m| self.chans.get(m)).is_some();
             if !ok_master {
                 return IoctlResult::Err(errno::EINVAL);
             }

@@ -484,7 +484,7 @@ impl Model {
             });
         }
         for [a, b] in &cfg.crossconnect {
-            let (a, b) = (a - 1, b - 1);
+            let (a, b) = (a.saturating_sub(1), b.saturating_sub(1));
             if let Some(s) = spans.get_mut(a) {
                 s.peer = Some(b);
             }
@@ -967,7 +967,7 @@ impl Model {
             match b {
                 Binding::Pseudo(ch) => {
                     let _ = ch.take_tx_chunk();
-                    let target = usize::try_from(ch.conf[1] - 1).ok();
+                    let target = ioctl::index_of(ch.conf[1]);
                     let mode = ch.conf[2] & c::CONF_MODE_MASK;
                     let idle = [ch.idle_byte(); CHUNK];
                     let chunk = match (mode, target) {

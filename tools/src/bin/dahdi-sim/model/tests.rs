@@ -331,7 +331,14 @@ fn ioctls_never_panic_on_any_argument() {
             cmds[rnd() as usize % cmds.len()]
         };
         let len = rnd() as usize % 600;
-        let input: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+        let mut input: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+        // Edge values in the leading ints, where channel and span numbers live.
+        for off in (0..len.min(16)).step_by(4) {
+            let edge = [0i32, -1, 1, i32::MIN, i32::MAX, 0x4000_0000][rnd() as usize % 6];
+            if rnd() % 2 == 0 {
+                wire::put_i32(&mut input, off, edge);
+            }
+        }
         let _ = m.ioctl(fh, cmd, &input);
         let _ = m.write(fh, &input);
         let _ = m.read(fh, rnd());
