@@ -297,6 +297,41 @@ impl Dev {
         Ok((bi.txbufpolicy, bi.numbufs, bi.bufsize))
     }
 
+    /// DAHDI_DIAL (`op` APPEND/REPLACE/CANCEL, ASCII digits).
+    pub fn dial(&self, op: i32, digits: &str) -> io::Result<()> {
+        let mut d = abi::DialOperation {
+            op,
+            ..Default::default()
+        };
+        for (dst, src) in d.dialstr.iter_mut().zip(digits.bytes().take(255)) {
+            *dst = src;
+        }
+        check(abi::dial(self.fd(), &d))
+    }
+    /// DAHDI_DIALING: whether digits are still being sent.
+    pub fn dialing(&self) -> io::Result<bool> {
+        Ok(self.int_r(abi::dialing)? != 0)
+    }
+    /// DAHDI_SETCONF for this fd's channel.
+    pub fn set_conf(&self, confno: i32, mode: i32) -> io::Result<()> {
+        let mut c = abi::ConfInfo {
+            chan: 0,
+            confno,
+            confmode: mode,
+        };
+        check(abi::setconf(self.fd(), &mut c))
+    }
+    /// DAHDI_MAINT on span `span`.
+    pub fn maint(&self, span: i32, command: i32) -> io::Result<()> {
+        check(abi::maint(
+            self.fd(),
+            &abi::MaintInfo {
+                spanno: span,
+                command,
+            },
+        ))
+    }
+
     /// read(): one block or one frame.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         (&self.file).read(buf)

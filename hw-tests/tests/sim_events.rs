@@ -13,6 +13,8 @@ const EVENT_RINGOFFHOOK: i32 = 2;
 const EVENT_ALARM: i32 = 4;
 const EVENT_NOALARM: i32 = 5;
 const EVENT_TIMER_EXPIRED: i32 = 15;
+const EVENT_DIALCOMPLETE: i32 = 9;
+const DIAL_OP_APPEND: i32 = 1;
 const ALARM_RED: i32 = 8;
 const ALARM_LOS: i32 = 256;
 const IOMUX_SIGEVENT: i32 = 8;
@@ -159,4 +161,44 @@ fn a_pseudo_channel_is_paced_by_the_master_clock() {
         took >= Duration::from_millis(985) && took <= Duration::from_millis(1030),
         "50 blocks of 20 ms took {took:?}"
     );
+}
+
+#[test]
+fn dialling_completes_with_dialcomplete() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    configure_spans().expect("dahdi_cfg must succeed");
+    let a = Dev::open(&chan_node(1, 7), false).unwrap();
+    let start = Instant::now();
+    a.dial(DIAL_OP_APPEND, "T123").unwrap();
+    assert!(a.dialing().unwrap(), "DAHDI_DIALING while digits go out");
+    assert_eq!(a.iomux(IOMUX_SIGEVENT).unwrap(), IOMUX_SIGEVENT);
+    assert_eq!(a.get_event().unwrap(), EVENT_DIALCOMPLETE);
+    assert!(!a.dialing().unwrap());
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(300), "4 digits took {took:?}");
+}
+
+#[test]
+fn a_pseudo_channel_monitors_what_a_channel_receives() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    configure_spans().expect("dahdi_cfg must succeed");
+    // As dahdi_monitor does: a pseudo channel in DAHDI_CONF_MONITOR of channel 39 (span 2
+    // position 8) hears what span 1 position 8 sends.
+    let tx = Dev::open(&chan_node(1, 8), false).unwrap();
+    let watched = Dev::open(&chan_node(2, 8), false).unwrap();
+    let mon = Dev::open(&node("pseudo"), false).unwrap();
+    mon.set_blocksize(160).unwrap();
+    mon.set_conf(39, 1).unwrap();
+    tx.set_blocksize(160).unwrap();
+    let pattern = [0x5au8; 160];
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !heard.windows(80).any(|w| w.iter().all(|&b| b == 0x5a)) {
+        assert!(Instant::now() < deadline, "monitor never heard the pattern");
+        tx.write(&pattern).unwrap();
+        let n = mon.read(&mut buf).unwrap();
+        heard.extend_from_slice(&buf[..n]);
+    }
+    drop(watched);
 }

@@ -302,3 +302,48 @@ fn a_block_written_on_span_2_arrives_bit_exact_on_span_1() {
         "span 2 -> span 1 bit-exact"
     );
 }
+
+#[test]
+fn maint_local_loopback_returns_a_span_its_own_signal() {
+    let _serial = CHANNELS.lock().unwrap_or_else(|e| e.into_inner());
+    configure_spans().expect("dahdi_cfg must succeed");
+    const MAINT_NONE: i32 = 0;
+    const MAINT_LOCALLOOP: i32 = 1;
+    const ALARM_LOOPBACK: i32 = 2;
+    let ctl = Dev::open(&hw_tests::node("ctl"), false).unwrap();
+    struct Unloop<'a>(&'a Dev);
+    impl Drop for Unloop<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.maint(2, 0);
+        }
+    }
+    ctl.maint(2, MAINT_LOCALLOOP).unwrap();
+    let _guard = Unloop(&ctl);
+    let info = ctl.spanstat(2).unwrap();
+    assert_eq!(
+        hw_tests::raw::field_i32(&info, hw_tests::raw::spaninfo::ALARMS) & ALARM_LOOPBACK,
+        ALARM_LOOPBACK
+    );
+    let d = Dev::open(&chan_node(2, 30), false).unwrap();
+    d.set_blocksize(BLOCK as i32).unwrap();
+    let pattern: Vec<u8> = (0..BLOCK).map(|i| (i as u8) | 0x80).collect();
+    d.write(&pattern).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while got.len() < 3 * BLOCK {
+        assert!(Instant::now() < deadline);
+        let n = d.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    let start = got
+        .iter()
+        .position(|&b| b != ALAW_IDLE)
+        .expect("own signal returned");
+    assert_eq!(&got[start..start + BLOCK], &pattern[..]);
+    ctl.maint(2, MAINT_NONE).unwrap();
+    assert_eq!(
+        hw_tests::raw::field_i32(&ctl.spanstat(2).unwrap(), hw_tests::raw::spaninfo::ALARMS),
+        0
+    );
+}

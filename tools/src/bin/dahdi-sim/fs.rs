@@ -5,6 +5,7 @@
 //! even be killed.
 
 use crate::model::{Fh, IoctlResult, Model, Node, errno};
+use crate::wire::Ioctl;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags,
     LockOwner, OpenFlags, PollEvents, PollFlags, PollNotifier, ReplyAttr, ReplyData,
@@ -19,6 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 /// How long a blocking call may stay parked before it is answered with EINTR (the caller
 /// retries, as after a signal).
 const PARK_LIMIT: Duration = Duration::from_secs(5);
+/// How long an open or SPECIFY that finds its channel busy waits for a release before it is
+/// answered EBUSY. close() of a FUSE file returns before the daemon hears RELEASE (the kernel
+/// sends it in the background), so "close, then open again" would otherwise race; with real
+/// DAHDI close is synchronous and the re-open succeeds.
+const BUSY_GRACE: Duration = Duration::from_millis(50);
 /// Attribute and entry cache lifetime.
 const TTL: Duration = Duration::from_secs(1);
 
@@ -41,9 +47,13 @@ const INO_CHAN_FILE_BASE: u64 = 100_000;
 
 /// A blocking call waiting for the clock.
 enum Parked {
+    /// An open of a busy channel, waiting out [`BUSY_GRACE`].
+    Open(Node, ReplyOpen),
     Read(u32, ReplyData),
     Write(Vec<u8>, ReplyWrite),
     Ioctl(u32, Vec<u8>, u32, ReplyIoctl),
+    /// A DAHDI_SPECIFY that found its channel busy, waiting out [`BUSY_GRACE`].
+    Specify(u32, Vec<u8>, u32, ReplyIoctl),
 }
 
 struct ParkedCall {
@@ -54,6 +64,7 @@ struct ParkedCall {
 
 /// An answer to send once the lock is released.
 enum Answer {
+    Open(ReplyOpen, Result<Fh, i32>),
     Read(ReplyData, Result<Vec<u8>, i32>),
     Write(ReplyWrite, Result<usize, i32>),
     Ioctl(ReplyIoctl, u32, IoctlResult),
@@ -63,6 +74,8 @@ enum Answer {
 impl Answer {
     fn send(self) {
         match self {
+            Answer::Open(r, Ok(fh)) => r.opened(FileHandle(fh), device_open_flags()),
+            Answer::Open(r, Err(e)) => r.error(Errno::from_i32(e)),
             Answer::Read(r, Ok(data)) => r.data(&data),
             Answer::Read(r, Err(e)) => r.error(Errno::from_i32(e)),
             Answer::Write(r, Ok(n)) => r.written(u32::try_from(n).unwrap_or(u32::MAX)),
@@ -166,6 +179,8 @@ fn interrupt(call: Parked) {
         Parked::Read(_, r) => r.error(Errno::EINTR),
         Parked::Write(_, r) => r.error(Errno::EINTR),
         Parked::Ioctl(_, _, _, r) => r.error(Errno::EINTR),
+        Parked::Open(_, r) => r.error(Errno::EBUSY),
+        Parked::Specify(_, _, _, r) => r.error(Errno::EBUSY),
     }
 }
 
@@ -197,6 +212,22 @@ fn retry_parked(s: &mut Shared, now: Instant, answers: &mut Vec<Answer>) {
                 }),
                 r => answers.push(Answer::Ioctl(reply, out_size, r)),
             },
+            Parked::Open(node, reply) => match s.model.open(node) {
+                Err(errno::EBUSY) if !expired => still.push_back(ParkedCall {
+                    call: Parked::Open(node, reply),
+                    ..p
+                }),
+                r => answers.push(Answer::Open(reply, r)),
+            },
+            Parked::Specify(cmd, input, out_size, reply) => {
+                match s.model.ioctl(p.fh, cmd, &input) {
+                    IoctlResult::Err(errno::EBUSY) if !expired => still.push_back(ParkedCall {
+                        call: Parked::Specify(cmd, input, out_size, reply),
+                        ..p
+                    }),
+                    r => answers.push(Answer::Ioctl(reply, out_size, r)),
+                }
+            }
         }
     }
     s.parked = still;
@@ -437,14 +468,17 @@ impl Filesystem for DahdiFs {
                 drop(s);
                 reply.error(Errno::EISDIR);
             }
-            Entry::Device(node) => {
-                let res = s.model.open(node);
-                drop(s);
-                match res {
-                    Ok(fh) => reply.opened(FileHandle(fh), device_open_flags()),
-                    Err(e) => reply.error(Errno::from_i32(e)),
+            Entry::Device(node) => match s.model.open(node) {
+                Err(errno::EBUSY) => s.parked.push_back(ParkedCall {
+                    fh: 0,
+                    call: Parked::Open(node, reply),
+                    deadline: Instant::now() + BUSY_GRACE,
+                }),
+                res => {
+                    drop(s);
+                    Answer::Open(reply, res).send();
                 }
-            }
+            },
             Entry::Control | Entry::ProcFile(_) => {
                 let text = match entry {
                     Entry::ProcFile(n) => s.model.proc_text(n).unwrap_or_default(),
@@ -606,6 +640,13 @@ impl Filesystem for DahdiFs {
     ) {
         let mut s = self.lock();
         match s.model.ioctl(fh.0, cmd, in_data) {
+            IoctlResult::Err(errno::EBUSY) if crate::wire::decode(cmd) == Some(Ioctl::Specify) => {
+                s.parked.push_back(ParkedCall {
+                    fh: fh.0,
+                    call: Parked::Specify(cmd, in_data.to_vec(), out_size, reply),
+                    deadline: Instant::now() + BUSY_GRACE,
+                });
+            }
             IoctlResult::Block => {
                 s.parked.push_back(ParkedCall {
                     fh: fh.0,

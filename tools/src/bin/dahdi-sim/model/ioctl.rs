@@ -271,7 +271,7 @@ impl Model {
                 };
                 if req == Ioctl::SetGains {
                     if let Some(src) = input.get(small::GAINS_RX..wire::GAINS_SIZE) {
-                        ch.gains.copy_from_slice(src);
+                        ch.set_gains(src);
                     }
                     ok()
                 } else {
@@ -572,6 +572,7 @@ impl Model {
                         ch.raw_mode = false;
                     }
                     _ => {
+                        ch.audio_processing = arg != 0;
                         if arg != 0 {
                             ch.raw_mode = false;
                             ch.fcs_mode = false;

@@ -113,7 +113,13 @@ struct Channel {
     txbits: i32,
     rxbits: i32,
     timing: [i32; wire::params::TIMING_COUNT],
+    /// rxgain[256] then txgain[256], as in `struct dahdi_gains`.
     gains: Vec<u8>,
+    /// Whether the gain tables are the identity (nothing to apply).
+    unity_gains: bool,
+    /// Audio processing (gains) on: always for voice signalling, after DAHDI_AUDIOMODE(1) for
+    /// clear channels, which otherwise carry data untouched.
+    audio_processing: bool,
     /// Flip one bit of the next HDLC frame sent (control command `corrupt`).
     corrupt_next: bool,
 }
@@ -164,6 +170,8 @@ impl Channel {
             rxbits: 0,
             timing: [0; wire::params::TIMING_COUNT],
             gains,
+            unity_gains: true,
+            audio_processing: false,
             corrupt_next: false,
         }
     }
@@ -175,6 +183,7 @@ impl Channel {
         self.txpolicy = c::POLICY_IMMEDIATE;
         self.law = self.deflaw;
         self.linear = false;
+        self.audio_processing = self.sig != c::SIG_CLEAR;
         self.fcs_mode = false;
         self.raw_mode = false;
         self.buffer_events = false;
@@ -257,7 +266,24 @@ impl Channel {
                 self.tx_pos = 0;
             }
         }
+        if self.audio_processing && !self.unity_gains {
+            for b in &mut out {
+                *b = self.gains.get(256 + usize::from(*b)).copied().unwrap_or(*b);
+            }
+        }
         out
+    }
+
+    /// Sets both gain tables (`rx` then `tx`, 256 bytes each).
+    fn set_gains(&mut self, tables: &[u8]) {
+        if tables.len() == self.gains.len() {
+            self.gains.copy_from_slice(tables);
+        }
+        self.unity_gains = self
+            .gains
+            .iter()
+            .enumerate()
+            .all(|(i, &g)| g == (i % 256) as u8);
     }
 
     /// Accepts 8 received bytes into the current receive block.
@@ -270,7 +296,16 @@ impl Channel {
             return;
         }
         self.rx_overrun = false;
-        self.rx_partial.extend_from_slice(chunk);
+        if self.audio_processing && !self.unity_gains {
+            let gains = &self.gains;
+            self.rx_partial.extend(
+                chunk
+                    .iter()
+                    .map(|&b| gains.get(usize::from(b)).copied().unwrap_or(b)),
+            );
+        } else {
+            self.rx_partial.extend_from_slice(chunk);
+        }
         if self.rx_partial.len() >= self.blocksize {
             let rest = self.rx_partial.split_off(self.blocksize);
             let block = std::mem::replace(&mut self.rx_partial, rest);

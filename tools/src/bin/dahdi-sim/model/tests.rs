@@ -347,3 +347,42 @@ fn ioctls_never_panic_on_any_argument() {
         }
     }
 }
+
+#[test]
+fn gains_apply_only_with_audio_processing() {
+    let mut m = Model::new(&cfg(true));
+    let tx = m.open(Node::Chan(7)).unwrap();
+    let rx = m.open(Node::Chan(38)).unwrap();
+    ioctl_int(&mut m, rx, SET_BLOCKSIZE, 16);
+    // txgain on the sender maps every byte to 0x42.
+    let mut gains = vec![0u8; wire::GAINS_SIZE];
+    for i in 0..256 {
+        gains[4 + i] = i as u8;
+        gains[4 + 256 + i] = 0x42;
+    }
+    assert_eq!(
+        m.ioctl(tx, 0x4204_da10, &gains),
+        IoctlResult::Done(0, vec![])
+    );
+    assert_eq!(m.write(tx, &[0x10; 16]), Ok(16));
+    m.tick();
+    m.tick();
+    assert_eq!(
+        m.read(rx, 100),
+        Ok(vec![0x10; 16]),
+        "clear channel: data untouched"
+    );
+    ioctl_int(&mut m, tx, 0x4004_da20, 1); // AUDIOMODE on
+    assert_eq!(m.write(tx, &[0x10; 16]), Ok(16));
+    m.tick();
+    m.tick();
+    assert_eq!(
+        m.read(rx, 100),
+        Ok(vec![0x42; 16]),
+        "audio mode: txgain applied"
+    );
+    let IoctlResult::Done(0, back) = m.ioctl(tx, 0xc204_da10, &[0u8; wire::GAINS_SIZE]) else {
+        panic!("getgains")
+    };
+    assert_eq!(&back[4..], &gains[4..]);
+}
