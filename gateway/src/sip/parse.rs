@@ -177,6 +177,18 @@ static TOKEN: [bool; 256] = char_class(b"-.!%*_+`'~");
 static WORD: [bool; 256] = char_class(b"-.!%*_+`'~()<>:\\\"/[]?{}");
 static URI: [bool; 256] = char_class(b"-_.!~*'()%&=+$,;?/:@[]#");
 
+/// Position of ASCII byte `b` in `s` (a plain loop: these strings are short, where it beats
+/// `str::find`'s general searcher).
+fn find_byte(s: &str, b: u8) -> Option<usize> {
+    s.as_bytes().iter().position(|&c| c == b)
+}
+
+/// `str::split_once` for an ASCII byte.
+fn split_byte(s: &str, b: u8) -> Option<(&str, &str)> {
+    let i = find_byte(s, b)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
 /// RFC 3261 `token` character.
 pub(crate) fn is_token_char(b: u8) -> bool {
     TOKEN[usize::from(b)]
@@ -238,7 +250,7 @@ pub fn parse_message_with_limit(input: &[u8], max_len: usize) -> Result<Message,
     })?;
     let is_request = matches!(start, StartLine::Request(..));
 
-    let mut headers = Headers::new();
+    let mut headers = Headers::with_capacity(16);
     let fail = |line: usize, kind: ParseErrorKind, _: &Headers| ParseError {
         line,
         kind,
@@ -275,7 +287,7 @@ pub fn parse_message_with_limit(input: &[u8], max_len: usize) -> Result<Message,
         if let Some((l, name, value)) = current.take() {
             push_header(&mut headers, controls, name, value).map_err(|k| fail(l, k, &headers))?;
         }
-        let Some((name, value)) = line.split_once(':') else {
+        let Some((name, value)) = split_byte(line, b':') else {
             return Err(fail(line_no, ParseErrorKind::MissingColon, &headers));
         };
         current = Some((line_no, name, value.trim_matches([' ', '\t']).to_owned()));
@@ -426,9 +438,10 @@ fn bare_line_break_line(head: &[u8]) -> usize {
 /// occurs (rare; only then are values checked one by one), and whether every CR and LF pair up
 /// as CRLF.
 fn scan_head(head: &[u8]) -> (bool, bool) {
-    let controls = head
-        .iter()
-        .any(|&b| (b < 0x20 && b != b'\t' && b != b'\r' && b != b'\n') || b == 0x7f);
+    // fold, not any: no early exit, so the loop vectorizes.
+    let controls = head.iter().fold(false, |acc, &b| {
+        acc | ((b < 0x20 && b != b'\t' && b != b'\r' && b != b'\n') || b == 0x7f)
+    });
     // CR and LF must alternate as CR at i, LF at i+1.
     let mut expect_lf_at = None;
     let mut paired = true;
@@ -660,7 +673,7 @@ fn validate_headers(h: &Headers, start: &StartLine) -> Result<(), HeaderFailure>
 }
 
 fn check_call_id(v: &str) -> Result<(), &'static str> {
-    let (a, b) = match v.split_once('@') {
+    let (a, b) = match split_byte(v, b'@') {
         Some((a, b)) => (a, Some(b)),
         None => (v, None),
     };
@@ -1120,7 +1133,7 @@ fn check_escapes(s: &str) -> Result<(), &'static str> {
 
 /// Checks a URI's syntax (scheme, allowed characters; SIP structure for sip/sips).
 pub(crate) fn check_uri(s: &str) -> Result<(), &'static str> {
-    let (scheme, rest) = s.split_once(':').ok_or("missing scheme")?;
+    let (scheme, rest) = split_byte(s, b':').ok_or("missing scheme")?;
     let mut sb = scheme.bytes();
     if !sb.next().is_some_and(|b| b.is_ascii_alphabetic())
         || !sb.all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
@@ -1139,7 +1152,7 @@ pub(crate) fn check_uri(s: &str) -> Result<(), &'static str> {
 
 /// Splits a `sip:`/`sips:` URI into parts (`Ok(None)` for other schemes).
 pub(crate) fn split_sip_uri(s: &str) -> Result<Option<SipUriParts<'_>>, &'static str> {
-    let (scheme, rest) = s.split_once(':').ok_or("missing scheme")?;
+    let (scheme, rest) = split_byte(s, b':').ok_or("missing scheme")?;
     let secure = if scheme.eq_ignore_ascii_case("sip") {
         false
     } else if scheme.eq_ignore_ascii_case("sips") {
@@ -1148,7 +1161,7 @@ pub(crate) fn split_sip_uri(s: &str) -> Result<Option<SipUriParts<'_>>, &'static
         return Ok(None);
     };
     check_escapes(rest)?;
-    let (user, hostpart) = match rest.split_once('@') {
+    let (user, hostpart) = match split_byte(rest, b'@') {
         Some((u, h)) => {
             if u.is_empty() {
                 return Err("empty user part before '@'");
@@ -1157,11 +1170,11 @@ pub(crate) fn split_sip_uri(s: &str) -> Result<Option<SipUriParts<'_>>, &'static
         }
         None => (None, rest),
     };
-    let (hostport, headers) = match hostpart.split_once('?') {
+    let (hostport, headers) = match split_byte(hostpart, b'?') {
         Some((a, b)) => (a, Some(b)),
         None => (hostpart, None),
     };
-    let (hostport, params) = match hostport.find(';') {
+    let (hostport, params) = match find_byte(hostport, b';') {
         Some(i) => (
             hostport.get(..i).unwrap_or_default(),
             hostport.get(i..).unwrap_or_default(),
@@ -1227,7 +1240,7 @@ fn scan_name_addr(
         if c.peek() != Some(b'<') {
             return Err("quoted display name must be followed by <URI>");
         }
-    } else if !c.rest().starts_with('<') && v.contains('<') {
+    } else if !c.rest().starts_with('<') && find_byte(v, b'<').is_some() {
         // display-name as *(token LWS)
         let start = c.pos;
         while c.peek().is_some_and(|b| b != b'<') {
