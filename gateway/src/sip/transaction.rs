@@ -24,7 +24,10 @@ pub struct TimerConfig {
     pub t2: Duration,
     /// How long a message can stay in the network; default 5 s.
     pub t4: Duration,
-    /// Timer C (proxy INVITE client, > 3 min) if wanted; `None` disables it.
+    /// Timer C (RFC 3261 §16.6): how long an INVITE client transaction may stay in
+    /// Proceeding (ringing) after its last provisional response; when it fires the layer sends
+    /// CANCEL itself and reports [`TuEvent::Timeout`]. Default 181 s (> 3 min as the RFC asks);
+    /// `None` leaves a ringing transaction to the TU's own timeout.
     pub timer_c: Option<Duration>,
     /// How long an INVITE server transaction waits for the TU before sending 100 Trying itself.
     pub trying_delay: Duration,
@@ -39,7 +42,7 @@ impl Default for TimerConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
-            timer_c: None,
+            timer_c: Some(Duration::from_secs(181)),
             trying_delay: Duration::from_millis(200),
             server_invite_timeout: Duration::from_secs(180),
         }
@@ -205,6 +208,8 @@ struct Transaction {
     timer_c_at: Option<Instant>,
     /// Client INVITE: the ACK sent for a non-2xx final.
     ack: Option<Vec<u8>>,
+    /// Client INVITE: when Timer C made the layer send CANCEL.
+    cancel_sent_at: Option<Instant>,
 }
 
 impl Transaction {
@@ -222,6 +227,7 @@ impl Transaction {
             trying_at: None,
             timer_c_at: None,
             ack: None,
+            cancel_sent_at: None,
         }
     }
 
@@ -510,7 +516,14 @@ impl TransactionLayer {
                 (State::Calling | State::Proceeding, true, _) => {
                     tx.state = State::Proceeding;
                     tx.retransmit_at = None;
-                    if let Some(c) = timers.timer_c {
+                    // Timer B only runs in Calling (§17.1.1.2): a ringing call must not time
+                    // out at 64*T1.
+                    if tx.end_is_timeout && tx.cancel_sent_at.is_none() {
+                        tx.end_at = None;
+                    }
+                    if let Some(c) = timers.timer_c
+                        && tx.cancel_sent_at.is_none()
+                    {
                         tx.timer_c_at = Some(now + c);
                     }
                     self.events.push_back(TuEvent::Response {
@@ -733,6 +746,7 @@ impl TransactionLayer {
         let mut ended = Vec::new();
         let mut sends = Vec::new();
         let mut timeouts = Vec::new();
+        let mut cancels = Vec::new();
         for (key, tx) in self.transactions.iter_mut() {
             if tx.trying_at.is_some_and(|t| t <= now) {
                 tx.trying_at = None;
@@ -762,6 +776,17 @@ impl TransactionLayer {
                         tx.end_at = Some(now + 64 * timers.t1);
                         sends.push((tx.peer, bytes));
                     }
+                    timeouts.push(key.clone());
+                    continue;
+                }
+                // Client INVITE ringing too long: CANCEL it and wait (64*T1) for the 487.
+                if let Some(req) = &tx.request
+                    && tx.state == State::Proceeding
+                {
+                    cancels.push((build_cancel(req), tx.peer, tx.reliability));
+                    tx.cancel_sent_at = Some(now);
+                    tx.end_is_timeout = false;
+                    tx.end_at = Some(now + 64 * timers.t1);
                     timeouts.push(key.clone());
                     continue;
                 }
@@ -796,6 +821,10 @@ impl TransactionLayer {
         }
         for key in timeouts {
             self.events.push_back(TuEvent::Timeout { key });
+        }
+        for (cancel, peer, reliability) in cancels {
+            // Fails only if a CANCEL for this branch already exists (the TU sent one).
+            let _ = self.send_request(now, cancel, peer, reliability);
         }
         for (key, timed_out) in ended {
             self.transactions.remove(&key);
