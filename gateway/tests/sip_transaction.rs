@@ -913,3 +913,69 @@ fn invite_server_2xx_waits_timer_l_then_ends() {
     );
     assert_eq!(events, vec![(ms(32_100), TuEvent::Terminated { key })]);
 }
+
+#[test]
+fn responses_carry_received_and_rport_of_the_real_source() {
+    // The request says it came from 192.0.2.1:5060 and asks for rport; it really came through a
+    // NAT as 198.51.100.7:40000.
+    let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    let t0 = Instant::now();
+    let mut layer = TransactionLayer::new(TimerConfig::default());
+    let mut inv = request("INVITE", "z9hG4bKnat");
+    inv.headers.push(
+        HeaderName::Via,
+        "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp",
+    );
+    layer.handle_message(
+        t0,
+        Message::Request(inv.clone()),
+        nat,
+        Reliability::Unreliable,
+    );
+    let Some(TuEvent::Request { key, .. }) = layer.poll_event() else {
+        panic!()
+    };
+    layer.handle_timeout(t0 + ms(200));
+    let trying = layer.poll_transmit().unwrap();
+    assert_eq!(trying.dest, nat, "replies go to the source, not to sent-by");
+    let Message::Response(r) = parse_message(&trying.bytes).unwrap() else {
+        panic!()
+    };
+    let vias = r.headers.vias().unwrap();
+    assert_eq!(vias[0].received(), Some("198.51.100.7"));
+    assert_eq!(vias[0].rport(), Some(Some(40000)));
+    assert_eq!(vias[0].branch(), Some("z9hG4bKnat"));
+    assert_eq!(vias[1].host, "proxy.example.com", "further Vias untouched");
+    assert_eq!(vias[1].received(), None);
+    // The TU's own response is stamped too.
+    layer
+        .send_response(t0 + ms(300), &key, Response::for_request(&inv, 486))
+        .unwrap();
+    let busy = layer.poll_transmit().unwrap();
+    assert!(String::from_utf8_lossy(&busy.bytes).contains(";rport=40000;received=198.51.100.7"));
+
+    // Without rport and from the sent-by address itself: nothing added.
+    let mut layer = TransactionLayer::new(TimerConfig::default());
+    let mut opt = request("OPTIONS", "z9hG4bKplain");
+    opt.headers.set(
+        HeaderName::Via,
+        "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKplain",
+    );
+    layer.handle_message(
+        t0,
+        Message::Request(opt.clone()),
+        peer(),
+        Reliability::Unreliable,
+    );
+    let Some(TuEvent::Request { key, .. }) = layer.poll_event() else {
+        panic!()
+    };
+    layer
+        .send_response(t0, &key, Response::for_request(&opt, 200))
+        .unwrap();
+    let ok = String::from_utf8(layer.poll_transmit().unwrap().bytes).unwrap();
+    assert!(
+        ok.contains("Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKplain\r\n"),
+        "{ok}"
+    );
+}

@@ -349,7 +349,8 @@ impl TransactionLayer {
     fn handle_malformed(&mut self, e: &ParseError, source: SocketAddr) {
         if e.is_request() {
             self.stats.malformed_requests += 1;
-            if let Some(resp) = e.error_response() {
+            if let Some(mut resp) = e.error_response() {
+                stamp_received(&mut resp, source);
                 self.transmit(source, resp.to_bytes());
             }
         } else {
@@ -662,13 +663,14 @@ impl TransactionLayer {
         &mut self,
         now: Instant,
         key: &TransactionKey,
-        resp: Response,
+        mut resp: Response,
     ) -> Result<(), TransactionError> {
         let timers = self.timers;
         let tx = self
             .transactions
             .get_mut(key)
             .ok_or(TransactionError::NoSuchTransaction)?;
+        stamp_received(&mut resp, tx.peer);
         if matches!(
             tx.state,
             State::Completed | State::Confirmed | State::Accepted
@@ -751,7 +753,9 @@ impl TransactionLayer {
             if tx.trying_at.is_some_and(|t| t <= now) {
                 tx.trying_at = None;
                 if let Some(req) = &tx.request {
-                    let trying = Response::for_request(req, 100).to_bytes();
+                    let mut trying = Response::for_request(req, 100);
+                    stamp_received(&mut trying, tx.peer);
+                    let trying = trying.to_bytes();
                     tx.last_sent = Some(trying.clone());
                     sends.push((tx.peer, trying));
                 }
@@ -763,6 +767,7 @@ impl TransactionLayer {
                     // flow (Timer G/H) ends the transaction.
                     if let Some(req) = &tx.request {
                         let mut resp = Response::for_request(req, 408);
+                        stamp_received(&mut resp, tx.peer);
                         resp.ensure_to_tag("sb-timeout");
                         let bytes = resp.to_bytes();
                         tx.state = State::Completed;
@@ -834,6 +839,54 @@ impl TransactionLayer {
             self.events.push_back(TuEvent::Terminated { key });
         }
     }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581: record in the response's top Via where the request really
+/// came from — `received` when the source IP differs from sent-by, and `rport` filled with the
+/// source port when the client asked for it — so responses find their way back through NAT.
+pub fn stamp_received(resp: &mut Response, source: SocketAddr) {
+    let Some(value) = resp.headers.get(&HeaderName::Via) else {
+        return;
+    };
+    let Ok(items) = parse::split_list(value) else {
+        return;
+    };
+    let Some((first, rest)) = items.split_first() else {
+        return;
+    };
+    let Ok(mut via) = parse::parse_via(first) else {
+        return;
+    };
+    let ip = source.ip().to_string();
+    let mut changed = false;
+    if via.host.trim_start_matches('[').trim_end_matches(']') != ip {
+        via.params.set("received", Some(&ip));
+        changed = true;
+    }
+    if via.params.get("rport") == Some(None) {
+        via.params.set("rport", Some(&source.port().to_string()));
+        changed = true;
+    }
+    if !changed {
+        return;
+    }
+    let mut new_value = via.to_string();
+    for item in rest {
+        new_value.push_str(", ");
+        new_value.push_str(item);
+    }
+    // Replace the first Via field only, keeping any further Via fields as they are.
+    let mut headers = super::message::Headers::with_capacity(resp.headers.len());
+    let mut done = false;
+    for h in resp.headers.iter() {
+        if !done && h.name == HeaderName::Via {
+            headers.push(HeaderName::Via, new_value.clone());
+            done = true;
+        } else {
+            headers.push(h.name.clone(), h.value.clone());
+        }
+    }
+    resp.headers = headers;
 }
 
 fn completion(reliability: Reliability, d: Duration) -> Duration {
