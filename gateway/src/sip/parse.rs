@@ -1839,6 +1839,40 @@ k: 100rel, timer\r\nm: <sip:x@h.example>\r\nl: 0\r\n\r\n";
         }
 
         #[test]
+        fn framer_output_does_not_depend_on_how_the_stream_is_cut(
+            cuts in proptest::collection::vec(1usize..200, 1..40),
+            pings in proptest::collection::vec(any::<bool>(), 3),
+        ) {
+            // Three messages with optional CRLFCRLF pings between them, delivered in chunks
+            // of arbitrary sizes, come out as the same items.
+            let mut stream = Vec::new();
+            let mut want = Vec::new();
+            for ping in &pings {
+                stream.extend_from_slice(INVITE.as_bytes());
+                want.push(Framed::Message(INVITE.as_bytes().to_vec()));
+                if *ping {
+                    stream.extend_from_slice(b"\r\n\r\n");
+                    want.push(Framed::KeepAlivePing);
+                }
+            }
+            let mut f = StreamFramer::default();
+            let mut got = Vec::new();
+            let mut rest = stream.as_slice();
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                let (chunk, tail) = rest.split_at(n);
+                f.push(chunk);
+                while let Some(item) = f.next_item().unwrap() {
+                    got.push(item);
+                }
+                rest = tail;
+                i += 1;
+            }
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
         fn mutated_invites_never_panic(pos in 0usize..400, byte in any::<u8>(), cut in 0usize..420) {
             let mut b = INVITE.as_bytes().to_vec();
             if let Some(x) = b.get_mut(pos) { *x = byte; }
