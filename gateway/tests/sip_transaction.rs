@@ -979,3 +979,32 @@ fn responses_carry_received_and_rport_of_the_real_source() {
         "{ok}"
     );
 }
+
+#[test]
+fn absurd_configured_timers_are_clamped_not_a_panic() {
+    let huge = Duration::from_secs(u64::MAX / 4);
+    let timers = TimerConfig {
+        t1: huge,
+        t2: huge,
+        t4: huge,
+        timer_c: Some(huge),
+        trying_delay: huge,
+        server_invite_timeout: huge,
+    };
+    let t0 = Instant::now();
+    let mut layer = TransactionLayer::new(timers);
+    let inv = request("INVITE", "z9hG4bKhuge");
+    layer
+        .send_request(t0, inv.clone(), peer(), Reliability::Unreliable)
+        .unwrap();
+    layer.handle_message(
+        t0,
+        Message::Request(request("INVITE", "z9hG4bKhuge2")),
+        peer(),
+        Reliability::Unreliable,
+    );
+    // T1 is clamped to 60 s: the first retransmission is at 60 s, Timer B at 64 min.
+    assert_eq!(layer.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+    let (_, _) = run_until(&mut layer, t0, Duration::from_secs(24 * 3600));
+    assert!(layer.is_empty());
+}

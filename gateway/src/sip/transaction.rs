@@ -36,6 +36,25 @@ pub struct TimerConfig {
     pub server_invite_timeout: Duration,
 }
 
+impl TimerConfig {
+    /// The values limited to sane ranges: T1 1 ms..=60 s, T2 ≥ T1 and ≤ 1 h, T4, Timer C, the
+    /// 100 Trying delay and the server INVITE timeout ≤ 1 h.
+    pub fn clamped(self) -> TimerConfig {
+        let hour = Duration::from_secs(3600);
+        let t1 = self
+            .t1
+            .clamp(Duration::from_millis(1), Duration::from_secs(60));
+        TimerConfig {
+            t1,
+            t2: self.t2.clamp(t1, hour),
+            t4: self.t4.min(hour),
+            timer_c: self.timer_c.map(|c| c.min(hour)),
+            trying_delay: self.trying_delay.min(hour),
+            server_invite_timeout: self.server_invite_timeout.min(hour),
+        }
+    }
+}
+
 impl Default for TimerConfig {
     fn default() -> Self {
         TimerConfig {
@@ -284,9 +303,13 @@ fn base_method(m: &Method) -> Method {
 
 impl TransactionLayer {
     /// A layer with the given timer values.
+    ///
+    /// Timer values come from configuration, so they are clamped ([`TimerConfig::clamped`])
+    /// rather than trusted: no value can make the timer arithmetic
+    /// overflow.
     pub fn new(timers: TimerConfig) -> Self {
         TransactionLayer {
-            timers,
+            timers: timers.clamped(),
             transactions: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
