@@ -1,7 +1,126 @@
 //! `dahdi-sim`: a FUSE daemon that serves a simulated DAHDI device tree (`ctl`, `channel`,
-//! `pseudo`, `timer`, `chan/SSS/CCC`) so the real DAHDI syscall path can run without hardware.
+//! `pseudo`, `timer`, `chan/SSS/CCC`) so the real DAHDI syscall path — our driver and the Debian
+//! DAHDI tools — can run without hardware or a kernel module.
+//!
+//! Usage: `dahdi-sim [--config FILE] MOUNTPOINT`. With no config it serves two E1 spans wired to
+//! each other like a loopback cable. `MOUNTPOINT/sim/control` takes text commands (alarms, slips)
+//! and `MOUNTPOINT/sim/proc/dahdi/N` holds `/proc/dahdi/N`-style text for `lsdahdi`
+//! (`DAHDI_VIRT_TOP=MOUNTPOINT/sim`).
 
-fn main() {
-    eprintln!("dahdi-sim: not built yet");
-    std::process::exit(2);
+mod clock;
+mod config;
+mod fcs;
+mod fs;
+mod g711;
+mod model;
+mod wire;
+
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dahdi-sim",
+    about = "FUSE simulator of a DAHDI device tree (/dev/dahdi)"
+)]
+struct Args {
+    /// TOML file describing spans and cross-connects (default: two E1 spans wired together).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Configure every channel at start (B = clear, D = HDLCFCS) as if dahdi_cfg had run.
+    #[arg(long)]
+    preconfigured: bool,
+    /// Directory to mount the device tree on (e.g. /dev/dahdi).
+    mountpoint: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut cfg = match &args.config {
+        Some(path) => match config::SimConfig::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("dahdi-sim: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => config::SimConfig::default(),
+    };
+    cfg.preconfigured |= args.preconfigured;
+    match serve(&cfg, &args.mountpoint) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dahdi-sim: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn serve(cfg: &config::SimConfig, mountpoint: &std::path::Path) -> Result<(), String> {
+    // Block the stop signals before any thread starts so that only the signal thread sees them.
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    signals
+        .thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+
+    let shared = Arc::new(Mutex::new(fs::Shared::new(model::Model::new(cfg))));
+    let filesystem = fs::DahdiFs::new(shared.clone());
+    let mut options = fuser::Config::default();
+    options.mount_options = vec![
+        fuser::MountOption::FSName("dahdi-sim".into()),
+        fuser::MountOption::Subtype("dahdi-sim".into()),
+        fuser::MountOption::RW,
+    ];
+    if nix::unistd::geteuid().is_root() {
+        options.acl = fuser::SessionACL::All;
+    }
+    options.n_threads = Some(2);
+    let mut session = fuser::Session::new(filesystem, mountpoint, &options).map_err(|e| {
+        format!(
+            "cannot mount on {}: {e} (is it an existing directory, and is /dev/fuse there?)",
+            mountpoint.display()
+        )
+    })?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let clock = clock::spawn(shared.clone(), stop.clone())
+        .map_err(|e| format!("cannot start the clock thread: {e}"))?;
+
+    let mut unmounter = session.unmount_callable();
+    let stop_sig = stop.clone();
+    let shared_sig = shared.clone();
+    std::thread::Builder::new()
+        .name("dahdi-sim-signals".into())
+        .spawn(move || {
+            let sig = signals.wait();
+            eprintln!("dahdi-sim: {sig:?}, stopping");
+            stop_sig.store(true, Ordering::Relaxed);
+            fs::release_all_parked(&shared_sig);
+            if let Err(e) = unmounter.unmount() {
+                // Files still open: exiting closes /dev/fuse, which aborts the connection and
+                // fails every outstanding request; the mount point needs `umount -l` then.
+                eprintln!("dahdi-sim: unmount failed ({e}); exiting anyway");
+                std::process::exit(0);
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+
+    eprintln!(
+        "dahdi-sim: serving {} spans ({} cross-connects) on {}",
+        cfg.spans.len(),
+        cfg.crossconnect.len(),
+        mountpoint.display()
+    );
+    let result = session.run();
+    stop.store(true, Ordering::Relaxed);
+    let _ = clock.join();
+    result.map_err(|e| format!("FUSE session ended: {e}"))
 }
