@@ -93,7 +93,11 @@ pub struct ToneSpec {
     pub cadence_ms: &'static [u32],
 }
 
-const fn tone(frequencies: &'static [f32], level_dbm0: f32, cadence_ms: &'static [u32]) -> ToneSpec {
+const fn tone(
+    frequencies: &'static [f32],
+    level_dbm0: f32,
+    cadence_ms: &'static [u32],
+) -> ToneSpec {
     ToneSpec {
         frequencies,
         level_dbm0,
