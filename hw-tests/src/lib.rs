@@ -231,3 +231,18 @@ impl Drop for SimInstance {
         let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
     }
 }
+
+/// CPU time (user + system) the shared dahdi-sim has used so far, when the harness exported its
+/// pid (`DAHDI_SIM_PID`); for reporting the simulator's own cost next to a test's figures.
+pub fn sim_cpu_time() -> Option<Duration> {
+    let pid = std::env::var("DAHDI_SIM_PID").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
+    Some(Duration::from_millis((utime + stime) * 1000 / hz))
+}
