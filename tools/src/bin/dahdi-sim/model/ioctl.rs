@@ -187,6 +187,7 @@ impl Model {
             }
             Ioctl::TimerPing => {
                 t.ping = true;
+                t.activity = t.activity.wrapping_add(1);
                 ok()
             }
             Ioctl::TimerPong => {

@@ -122,6 +122,9 @@ struct Channel {
     audio_processing: bool,
     /// Flip one bit of the next HDLC frame sent (control command `corrupt`).
     corrupt_next: bool,
+    /// Counts readiness events (a block or frame received, a buffer freed, an event queued), so
+    /// a poll can be woken for a new arrival even when the ready mask looks the same.
+    activity: u64,
 }
 
 impl Channel {
@@ -173,6 +176,7 @@ impl Channel {
             unity_gains: true,
             audio_processing: false,
             corrupt_next: false,
+            activity: 0,
         }
     }
 
@@ -226,6 +230,7 @@ impl Channel {
     }
 
     fn push_event(&mut self, ev: i32) {
+        self.activity = self.activity.wrapping_add(1);
         if self.events.len() < c::MAX_EVENTS {
             self.events.push_back(ev);
         }
@@ -263,6 +268,7 @@ impl Channel {
             self.tx_pos += n;
             if self.tx_pos >= front.len() {
                 self.tx_blocks.pop_front();
+                self.activity = self.activity.wrapping_add(1);
                 self.tx_pos = 0;
             }
         }
@@ -310,6 +316,7 @@ impl Channel {
             let rest = self.rx_partial.split_off(self.blocksize);
             let block = std::mem::replace(&mut self.rx_partial, rest);
             self.rx_blocks.push_back(block);
+            self.activity = self.activity.wrapping_add(1);
         }
     }
 
@@ -318,6 +325,7 @@ impl Channel {
         let front = self.tx_frames.front_mut()?;
         front.remaining = front.remaining.saturating_sub(CHUNK);
         if front.remaining == 0 {
+            self.activity = self.activity.wrapping_add(1);
             self.tx_frames.pop_front().map(|f| f.data)
         } else {
             None
@@ -338,6 +346,7 @@ impl Channel {
                     self.push_event(c::EVENT_OVERRUN);
                 } else if self.rx_frames.len() < self.numbufs {
                     self.rx_frames.push_back(frame);
+                    self.activity = self.activity.wrapping_add(1);
                 }
             }
         }
@@ -437,6 +446,8 @@ impl Span {
 /// A timer fd's state.
 #[derive(Debug, Default)]
 struct Timer {
+    /// Counts expiries and pings (see [`Channel::activity`]).
+    activity: u64,
     period: i32,
     pos: i32,
     tripped: i32,
@@ -829,6 +840,14 @@ impl Model {
         }
     }
 
+    /// A counter that moves whenever `fh` may have become ready again (see `Channel::activity`).
+    pub(crate) fn activity(&self, fh: Fh) -> u64 {
+        match self.files.get(&fh) {
+            Some(Binding::Timer(t)) => t.activity,
+            _ => self.chan_ref(fh).map(|ch| ch.activity).unwrap_or(0),
+        }
+    }
+
     fn find_chan_by_number(&self, channo: i32) -> Option<&Channel> {
         if channo >= 1 {
             if let Some(ch) = self.chans.get((channo - 1) as usize) {
@@ -1022,6 +1041,7 @@ impl Model {
                     t.pos -= CHUNK as i32;
                     while t.pos <= 0 {
                         t.tripped = t.tripped.saturating_add(1);
+                        t.activity = t.activity.wrapping_add(1);
                         t.pos += t.period;
                     }
                 }
