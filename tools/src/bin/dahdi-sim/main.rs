@@ -11,7 +11,6 @@ mod clock;
 mod config;
 mod fcs;
 mod fs;
-mod g711;
 mod model;
 mod wire;
 

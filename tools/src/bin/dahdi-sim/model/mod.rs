@@ -5,8 +5,8 @@
 
 use crate::config::{LineType, SimConfig};
 use crate::fcs;
-use crate::g711;
 use crate::wire::{self, consts as c};
+use codecs::g711;
 use std::collections::{BTreeMap, VecDeque};
 
 /// A file handle, as handed to the kernel.
@@ -727,11 +727,7 @@ impl Model {
                     let law = ch.law;
                     let mut out = Vec::with_capacity(block.len() * 2);
                     for &b in &block {
-                        let s = if law == c::LAW_ALAW {
-                            g711::alaw_to_linear(b)
-                        } else {
-                            g711::ulaw_to_linear(b)
-                        };
+                        let s = to_linear(b, law);
                         out.extend_from_slice(&s.to_ne_bytes());
                     }
                     out.truncate(size);
@@ -781,11 +777,7 @@ impl Model {
                         .chunks_exact(2)
                         .map(|p| {
                             let s = i16::from_ne_bytes([p[0], p[1]]);
-                            if law == c::LAW_ALAW {
-                                g711::linear_to_alaw(s)
-                            } else {
-                                g711::linear_to_ulaw(s)
-                            }
+                            from_linear(s, law)
                         })
                         .collect();
                     ch.tx_blocks.push_back(block);
@@ -1015,25 +1007,29 @@ impl Model {
             }
         }
         // 4. Pseudo channels and timers.
-        let scratch_rx = &self.rx_scratch;
-        let scratch_tx = &self.tx_scratch;
-        for b in self.files.values_mut() {
+        let Model {
+            chans,
+            files,
+            rx_scratch,
+            tx_scratch,
+            ..
+        } = self;
+        for b in files.values_mut() {
             match b {
                 Binding::Pseudo(ch) => {
                     let _ = ch.take_tx_chunk();
-                    let target = ioctl::index_of(ch.conf[1]);
+                    // A monitor hears the watched channel in linear, re-encoded in its own law.
+                    let target = ioctl::index_of(ch.conf[1]).and_then(|t| {
+                        Some((chans.get(t)?.law, rx_scratch.get(t)?, tx_scratch.get(t)?))
+                    });
                     let mode = ch.conf[2] & c::CONF_MODE_MASK;
-                    let idle = [ch.idle_byte(); CHUNK];
                     let chunk = match (mode, target) {
-                        (c::CONF_MONITOR, Some(t)) => scratch_rx.get(t).copied().unwrap_or(idle),
-                        (c::CONF_MONITORTX, Some(t)) => scratch_tx.get(t).copied().unwrap_or(idle),
-                        (c::CONF_MONITORBOTH, Some(t)) => {
-                            match (scratch_rx.get(t), scratch_tx.get(t)) {
-                                (Some(r), Some(x)) => mix(r, x, ch.law),
-                                _ => idle,
-                            }
+                        (c::CONF_MONITOR, Some((law, rx, _))) => mix(Some(rx), None, law, ch.law),
+                        (c::CONF_MONITORTX, Some((law, _, tx))) => mix(None, Some(tx), law, ch.law),
+                        (c::CONF_MONITORBOTH, Some((law, rx, tx))) => {
+                            mix(Some(rx), Some(tx), law, ch.law)
                         }
-                        _ => idle,
+                        _ => [ch.idle_byte(); CHUNK],
                     };
                     ch.put_rx_chunk(&chunk);
                 }
@@ -1081,20 +1077,29 @@ impl Model {
 }
 
 /// Mixes two G.711 chunks through linear.
-fn mix(a: &[u8; CHUNK], b: &[u8; CHUNK], law: i32) -> [u8; CHUNK] {
+fn to_linear(byte: u8, law: i32) -> i16 {
+    if law == c::LAW_ALAW {
+        g711::alaw_decode(byte)
+    } else {
+        g711::ulaw_decode(byte)
+    }
+}
+
+fn from_linear(sample: i16, law: i32) -> u8 {
+    if law == c::LAW_ALAW {
+        g711::alaw_encode(sample)
+    } else {
+        g711::ulaw_encode(sample)
+    }
+}
+
+/// Sums up to two chunks of law `from` in linear and encodes the result in law `to`.
+fn mix(a: Option<&[u8; CHUNK]>, b: Option<&[u8; CHUNK]>, from: i32, to: i32) -> [u8; CHUNK] {
     let mut out = [0u8; CHUNK];
-    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        let (lx, ly) = if law == c::LAW_ALAW {
-            (g711::alaw_to_linear(x), g711::alaw_to_linear(y))
-        } else {
-            (g711::ulaw_to_linear(x), g711::ulaw_to_linear(y))
-        };
-        let s = lx.saturating_add(ly);
-        *o = if law == c::LAW_ALAW {
-            g711::linear_to_alaw(s)
-        } else {
-            g711::linear_to_ulaw(s)
-        };
+    for (i, o) in out.iter_mut().enumerate() {
+        let x = a.and_then(|a| a.get(i)).map_or(0, |&v| to_linear(v, from));
+        let y = b.and_then(|b| b.get(i)).map_or(0, |&v| to_linear(v, from));
+        *o = from_linear(x.saturating_add(y), to);
     }
     out
 }
