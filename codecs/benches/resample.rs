@@ -15,7 +15,11 @@ use rubato::Resampler as _;
 fn bench_pair(c: &mut Criterion, from: u32, to: u32) {
     let frame_in = from as usize / 50;
     let signal = common::speechlike(frame_in * 50, 3);
-    let mut group = c.benchmark_group(format!("resample_{}k_to_{}k_per_20ms", from / 1000, to / 1000));
+    let mut group = c.benchmark_group(format!(
+        "resample_{}k_to_{}k_per_20ms",
+        from / 1000,
+        to / 1000
+    ));
     let mut ours = Resampler::new(from, to).unwrap();
     let mut out = vec![0i16; to as usize / 50 + 8];
     let mut n = 0usize;
@@ -27,7 +31,8 @@ fn bench_pair(c: &mut Criterion, from: u32, to: u32) {
             black_box(&out[..k]);
         })
     });
-    let mut rub = rubato::FftFixedIn::<f32>::new(from as usize, to as usize, frame_in, 1, 1).unwrap();
+    let mut rub =
+        rubato::FftFixedIn::<f32>::new(from as usize, to as usize, frame_in, 1, 1).unwrap();
     let mut input = vec![vec![0f32; frame_in]];
     let mut output = rub.output_buffer_allocate(true);
     group.bench_function("rubato FftFixedIn (f32, incl. i16 conversion)", |b| {

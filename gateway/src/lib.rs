@@ -6,5 +6,6 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod sip;
 pub mod telemetry;
 pub mod web;

@@ -1,6 +1,6 @@
 //! ABI probe: compiles a C program against DAHDI's own `dahdi/user.h`, and checks that every
-//! request number, struct size, field offset and constant `tdm_driver::abi` declares is what
-//! the C compiler makes of the header on this machine.
+//! request number, struct size, field offset and size, and constant `tdm_driver::abi` declares
+//! is what the C compiler makes of the header on this machine.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -18,6 +18,7 @@ struct AbiTables {
     requests: BTreeMap<String, u64>,
     sizes: BTreeMap<String, u64>,
     offsets: BTreeMap<(String, String), u64>,
+    field_sizes: BTreeMap<(String, String), u64>,
     constants: BTreeMap<String, i64>,
 }
 
@@ -36,11 +37,10 @@ fn ours_from(
     }
     for layout in layouts {
         t.sizes.insert(layout.c_name.to_owned(), layout.size as u64);
-        for (field, offset) in layout.fields {
-            t.offsets.insert(
-                (layout.c_name.to_owned(), (*field).to_owned()),
-                *offset as u64,
-            );
+        for ((field, offset), size) in layout.fields.iter().zip(layout.field_sizes) {
+            let key = (layout.c_name.to_owned(), (*field).to_owned());
+            t.offsets.insert(key.clone(), *offset as u64);
+            t.field_sizes.insert(key, *size as u64);
         }
     }
     for (name, value) in constants {
@@ -76,6 +76,13 @@ fn probe_source(tables: &AbiTables) -> String {
         )
         .unwrap();
     }
+    for (st, field) in tables.field_sizes.keys() {
+        writeln!(
+            c,
+            "  printf(\"fsize {st} {field} %zu\\n\", sizeof(((struct {st} *)0)->{field}));"
+        )
+        .unwrap();
+    }
     for name in tables.constants.keys() {
         writeln!(
             c,
@@ -104,6 +111,12 @@ fn parse_probe_output(out: &str) -> Result<AbiTables, String> {
             }
             ["off", st, field, n] => {
                 t.offsets.insert(
+                    ((*st).to_owned(), (*field).to_owned()),
+                    n.parse().map_err(|_| bad())?,
+                );
+            }
+            ["fsize", st, field, n] => {
+                t.field_sizes.insert(
                     ((*st).to_owned(), (*field).to_owned()),
                     n.parse().map_err(|_| bad())?,
                 );
@@ -149,6 +162,13 @@ fn compare(ours: &AbiTables, header: &AbiTables) -> Vec<String> {
     diff("request", &ours.requests, &header.requests, true, &mut out);
     diff("sizeof", &ours.sizes, &header.sizes, false, &mut out);
     diff("offsetof", &ours.offsets, &header.offsets, false, &mut out);
+    diff(
+        "field sizeof",
+        &ours.field_sizes,
+        &header.field_sizes,
+        false,
+        &mut out,
+    );
     diff(
         "constant",
         &ours.constants,
@@ -207,6 +227,7 @@ fn every_request_size_offset_and_constant_matches_dahdi_user_h() {
     // And the probe really reported each entry (a comparison over nothing proves nothing).
     assert_eq!(header.requests.len(), ours.requests.len());
     assert_eq!(header.offsets.len(), ours.offsets.len());
+    assert_eq!(header.field_sizes.len(), ours.field_sizes.len());
     assert_eq!(header.constants.len(), ours.constants.len());
 }
 
@@ -221,9 +242,12 @@ fn a_wrong_number_size_offset_or_constant_is_reported() {
         .get_mut(&("dahdi_params".to_owned(), "chan_alarms".to_owned()))
         .unwrap() = 136;
     *bad.constants.get_mut("DAHDI_SIG_HDLCFCS").unwrap() = 0x180;
+    *bad.field_sizes
+        .get_mut(&("dahdi_chanconfig".to_owned(), "netdev_name".to_owned()))
+        .unwrap() = 15;
     bad.requests.insert("DAHDI_NOT_IN_HEADER".to_owned(), 1);
     let mismatches = compare(&bad, &header);
-    assert_eq!(mismatches.len(), 5, "{mismatches:#?}");
+    assert_eq!(mismatches.len(), 6, "{mismatches:#?}");
     let all = mismatches.join("\n");
     for needle in [
         "DAHDI_SPECIFY",
@@ -232,6 +256,7 @@ fn a_wrong_number_size_offset_or_constant_is_reported() {
         "dahdi_spaninfo",
         "chan_alarms",
         "DAHDI_SIG_HDLCFCS",
+        "netdev_name",
         "DAHDI_NOT_IN_HEADER",
     ] {
         assert!(all.contains(needle), "{needle} not named in:\n{all}");

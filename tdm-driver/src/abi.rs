@@ -81,6 +81,8 @@ pub struct StructLayout {
     pub size: usize,
     /// `(field name, offsetof)` of every field declared on the Rust side.
     pub fields: &'static [(&'static str, usize)],
+    /// `sizeof` of each field, in the order of `fields`.
+    pub field_sizes: &'static [usize],
 }
 
 /// Declares an ABI structure: the struct, a compile-time size check, an all-zero `Default`,
@@ -94,7 +96,7 @@ macro_rules! abi_struct {
     ) => {
         $(#[$meta])*
         #[repr($($repr)*)]
-        #[derive(Clone, Copy, Debug)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $fty, )*
         }
@@ -115,8 +117,49 @@ macro_rules! abi_struct {
                 c_name: $c_name,
                 size: size_of::<$name>(),
                 fields: &[ $( (stringify!($field), offset_of!($name, $field)) ),* ],
+                field_sizes: &[ $( size_of::<$fty>() ),* ],
             };
+
+            /// Sum of the field sizes: the struct size exactly when it has no padding.
+            pub const FIELD_BYTES: usize = 0 $( + size_of::<$fty>() )*;
+
+            /// Decodes the struct from the bytes an ioctl carries (e.g. what a FUSE daemon
+            /// receives); `None` if there are fewer than `size_of::<Self>()` bytes.
+            pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+                if bytes.len() < size_of::<Self>() {
+                    return None;
+                }
+                // SAFETY: the length is checked above, `read_unaligned` needs no alignment,
+                // and every field is an integer, an integer array or a raw pointer, for which
+                // any bit pattern is a valid value.
+                Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+            }
         }
+    };
+}
+
+/// Gives padding-free ABI structs `as_bytes()`, checked at compile time to have no padding
+/// (padding bytes are uninitialised and must never be read as `u8`).
+macro_rules! abi_as_bytes {
+    ( $( $name:ident ),* $(,)? ) => {
+        $(
+            const _: () = assert!($name::FIELD_BYTES == size_of::<$name>());
+
+            impl $name {
+                /// The struct's bytes, as an ioctl carries them (e.g. a FUSE daemon's reply).
+                pub fn as_bytes(&self) -> &[u8] {
+                    // SAFETY: the struct has no padding (asserted above), so all its
+                    // `size_of` bytes are initialised; `u8` needs no alignment; the slice
+                    // borrows `self`.
+                    unsafe {
+                        std::slice::from_raw_parts(
+                            (self as *const Self).cast::<u8>(),
+                            size_of::<Self>(),
+                        )
+                    }
+                }
+            }
+        )*
     };
 }
 
@@ -619,10 +662,37 @@ abi_struct! {
     }
 }
 
+// Not here, because they have padding: SpanInfoV1 (2 tail bytes), SfConfig, RadioStat.
+abi_as_bytes!(
+    Params,
+    SpanInfo,
+    MaintInfo,
+    ConfInfo,
+    Gains,
+    LineConfig,
+    ChanConfig,
+    ToneDef,
+    ToneDefHeader,
+    BufferInfo,
+    DialParams,
+    DialOperation,
+    EchoCanParam,
+    EchoCanParams,
+    RingCadence,
+    IndirectData,
+    VersionInfo,
+    AttachEchoCan,
+    DynamicSpan,
+    VmwiInfo,
+    RadioParam,
+    TranscoderFormats,
+    TranscoderInfo,
+);
+
 /// `struct dahdi_hwgain`: hardware gain (DAHDI_SET_HWGAIN). The C struct ends with the
 /// bitfield `__u32 tx:1`, held here as the whole word `tx_bits` (bit 0: 0 = rx, 1 = tx).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HwGain {
     /// Gain in tenths of a dB.
     pub newgain: i32,
@@ -638,6 +708,7 @@ impl HwGain {
         c_name: "dahdi_hwgain",
         size: size_of::<HwGain>(),
         fields: &[("newgain", offset_of!(HwGain, newgain))],
+        field_sizes: &[size_of::<i32>()],
     };
 }
 
@@ -1432,6 +1503,34 @@ mod tests {
         assert_eq!(request_nr(DAHDI_STARTUP), 99);
         assert_eq!(request_name(DAHDI_HDLCFCSMODE), Some("DAHDI_HDLCFCSMODE"));
         assert_eq!(request_name(0x1234), None);
+    }
+
+    #[test]
+    fn structs_round_trip_through_their_ioctl_bytes() {
+        let mut info = SpanInfo {
+            spanno: 2,
+            alarms: DAHDI_ALARM_RED,
+            totalchans: 31,
+            ..Default::default()
+        };
+        set_c_str_field(&mut info.spantype, "E1").unwrap();
+        let bytes = info.as_bytes().to_vec();
+        assert_eq!(bytes.len(), 314);
+        // spanno at 0, alarms at 64, native endian.
+        assert_eq!(bytes[..4], 2i32.to_ne_bytes());
+        assert_eq!(bytes[64..68], DAHDI_ALARM_RED.to_ne_bytes());
+        let back = SpanInfo::from_bytes(&bytes).unwrap();
+        assert_eq!(back, info);
+        assert_eq!(SpanInfo::from_bytes(&bytes[..313]), None);
+        let cc = ChanConfig {
+            chan: 16,
+            sigtype: DAHDI_SIG_HDLCFCS,
+            ..Default::default()
+        };
+        assert_eq!(ChanConfig::from_bytes(cc.as_bytes()), Some(cc));
+        // Padded structs decode but do not expose their bytes.
+        assert!(SfConfig::from_bytes(&[0u8; 88]).is_some());
+        assert!(RadioStat::from_bytes(&[1u8; 8]).is_some());
     }
 
     #[test]

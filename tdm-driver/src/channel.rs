@@ -409,9 +409,27 @@ impl<B: Backend> Channel<B> {
                 ),
             });
         }
-        self.backend
-            .read(&self.handle, buf)
-            .map_err(|e| TdmError::from_io("read", &self.path, e))
+        self.read_raw(buf)
+    }
+
+    /// One read(), retried when a signal interrupts it.
+    fn read_raw(&self, buf: &mut [u8]) -> Result<usize> {
+        loop {
+            match self.backend.read(&self.handle, buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => return other.map_err(|e| TdmError::from_io("read", &self.path, e)),
+            }
+        }
+    }
+
+    /// One write(), retried when a signal interrupts it.
+    fn write_raw(&self, buf: &[u8]) -> Result<usize> {
+        loop {
+            match self.backend.write(&self.handle, buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => return other.map_err(|e| TdmError::from_io("write", &self.path, e)),
+            }
+        }
     }
 
     /// Writes one block (at most [`Channel::block_bytes`] bytes), blocking while every transmit
@@ -427,9 +445,7 @@ impl<B: Backend> Channel<B> {
                 ),
             });
         }
-        self.backend
-            .write(&self.handle, buf)
-            .map_err(|e| TdmError::from_io("write", &self.path, e))
+        self.write_raw(buf)
     }
 
     /// Reads one HDLC frame (HDLCFCS channel) into `buf`, which must hold the largest frame
@@ -437,10 +453,7 @@ impl<B: Backend> Channel<B> {
     /// after it the (already checked) FCS. Frames with a bad FCS never arrive: they queue
     /// [`Event::BadFcs`], reported as [`TdmError::EventPending`].
     pub fn read_frame(&self, buf: &mut [u8]) -> Result<usize> {
-        let n = self
-            .backend
-            .read(&self.handle, buf)
-            .map_err(|e| TdmError::from_io("read", &self.path, e))?;
+        let n = self.read_raw(buf)?;
         self.frame_payload_len(n)
     }
 
@@ -487,10 +500,7 @@ impl<B: Backend> Channel<B> {
     /// overwrites with the FCS, and checks the whole frame was taken.
     pub fn write_frame(&mut self, frame: &[u8]) -> Result<()> {
         self.prepare_frame(frame)?;
-        let n = self
-            .backend
-            .write(&self.handle, &self.frame_scratch)
-            .map_err(|e| TdmError::from_io("write", &self.path, e))?;
+        let n = self.write_raw(&self.frame_scratch)?;
         self.check_frame_written(n)
     }
 }
@@ -949,6 +959,59 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn pseudo_timer_and_ctl_open_their_nodes_and_report_unsupported_requests() {
+        let (dir, root) = file_root();
+        let mut pseudo = Pseudo::open(root.clone()).unwrap();
+        assert_eq!(pseudo.path(), dir.path().join("pseudo"));
+        assert!(matches!(
+            pseudo.set_linear(true),
+            Err(TdmError::NotSupported {
+                op: "DAHDI_SETLINEAR",
+                ..
+            })
+        ));
+        assert_eq!(
+            pseudo.block_bytes(),
+            DEFAULT_BLOCK_SIZE,
+            "linear stays off after a failure"
+        );
+        let ctl = crate::Ctl::open(root.clone()).unwrap();
+        assert_eq!(ctl.path(), dir.path().join("ctl"));
+        assert!(matches!(
+            ctl.span_stat(0),
+            Err(TdmError::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            ctl.spans(),
+            Err(TdmError::NotSupported {
+                op: "DAHDI_SPANSTAT",
+                ..
+            })
+        ));
+        assert!(matches!(
+            ctl.version(),
+            Err(TdmError::NotSupported {
+                op: "DAHDI_GETVERSION",
+                ..
+            })
+        ));
+        assert!(matches!(
+            ctl.channel_state(1024),
+            Err(TdmError::InvalidArgument { .. })
+        ));
+        let timer = Timer::open(root).unwrap();
+        assert!(matches!(
+            timer.ping(),
+            Err(TdmError::NotSupported {
+                op: "DAHDI_TIMERPING",
+                ..
+            })
+        ));
+        // A regular file is always "ready" for poll, but never has POLLPRI: wait times out.
+        assert!(!timer.wait(Duration::from_millis(10)).unwrap());
     }
 
     #[test]

@@ -9,11 +9,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use audio::{AudioFormat, WavOut};
+use gateway::telemetry::{self, LogFormat};
 
 /// spanbridge operator tools.
 #[derive(Debug, Parser)]
 #[command(name = "gwctl", version, about)]
 struct Cli {
+    /// Log output format (logs go to stderr; filter with SPANBRIDGE_LOG, default "warn").
+    #[arg(long, global = true, default_value = "human")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,7 +77,12 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Err(e) = telemetry::init(cli.log_format, "warn") {
+        eprintln!("gwctl: {e}");
+        return ExitCode::FAILURE;
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gwctl: {e}");

@@ -1,0 +1,10 @@
+//! SIP for the gateway: a strict, sans-IO message parser and serializer, RFC 3261 transactions
+//! on virtual time, SDP offer/answer, and a minimal UAS with a thin tokio UDP adapter.
+//!
+//! Why our own core and not `rsipstack`: see `docs/decisions/0001-sip-stack.md`.
+
+pub mod message;
+pub mod parse;
+pub mod sdp;
+pub mod transaction;
+pub mod uas;

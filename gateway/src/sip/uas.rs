@@ -1,0 +1,231 @@
+//! A minimal UAS over the transaction layer: answers OPTIONS 200 (with Allow/Accept/Supported),
+//! refuses what it does not implement (501, 416, 420, 415), answers malformed requests 400/505,
+//! and a tokio UDP adapter that drives it. It is the smallest useful SIP element and the shape
+//! the B2BUA core takes: a sans-IO core plus a thin socket loop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::message::{HeaderName, Method, Response};
+use super::parse::{UasPolicy, validate_request};
+use super::transaction::{
+    Reliability, TimerConfig, TransactionLayer, TransactionStats, Transmit, TuEvent,
+};
+
+/// The sans-IO OPTIONS/501 responder.
+#[derive(Debug)]
+pub struct OptionsUas {
+    layer: TransactionLayer,
+    policy: UasPolicy,
+    tag_counter: u64,
+    answered: u64,
+}
+
+impl Default for OptionsUas {
+    fn default() -> Self {
+        Self::new(TimerConfig::default())
+    }
+}
+
+impl OptionsUas {
+    /// A responder implementing only OPTIONS (ACK and CANCEL are handled by the transactions).
+    pub fn new(timers: TimerConfig) -> Self {
+        OptionsUas {
+            layer: TransactionLayer::new(timers),
+            policy: UasPolicy {
+                methods: vec![Method::Options],
+                option_tags: Vec::new(),
+                content_types: vec!["application/sdp".to_owned()],
+            },
+            tag_counter: 0,
+            answered: 0,
+        }
+    }
+
+    /// Feeds a received datagram.
+    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8], source: SocketAddr) {
+        self.layer
+            .handle_datagram(now, bytes, source, Reliability::Unreliable);
+        self.run_tu(now);
+    }
+
+    /// Runs due timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.layer.handle_timeout(now);
+        self.run_tu(now);
+    }
+
+    /// When to call [`OptionsUas::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.layer.poll_timeout()
+    }
+
+    /// Next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.layer.poll_transmit()
+    }
+
+    /// Transaction counters.
+    pub fn transaction_stats(&self) -> &TransactionStats {
+        self.layer.stats()
+    }
+
+    /// Requests answered by the TU (not counting 400s for malformed ones).
+    pub fn answered(&self) -> u64 {
+        self.answered
+    }
+
+    fn run_tu(&mut self, now: Instant) {
+        while let Some(ev) = self.layer.poll_event() {
+            let TuEvent::Request { key, request, .. } = ev else {
+                continue;
+            };
+            self.tag_counter += 1;
+            let tag = format!("sb{:x}", self.tag_counter);
+            let mut resp = match validate_request(&request, &self.policy) {
+                Err(rej) => rej.response(&request, &self.policy),
+                Ok(()) => {
+                    let mut r = Response::for_request(&request, 200);
+                    let allow: Vec<&str> = self
+                        .policy
+                        .methods
+                        .iter()
+                        .map(Method::as_str)
+                        .chain(["ACK", "CANCEL"])
+                        .collect();
+                    r.headers.push(HeaderName::Allow, allow.join(", "));
+                    r.headers
+                        .push(HeaderName::Accept, self.policy.content_types.join(", "));
+                    r
+                }
+            };
+            resp.ensure_to_tag(&tag);
+            resp.headers.push(HeaderName::Server, "spanbridge");
+            if self.layer.send_response(now, &key, resp).is_ok() {
+                self.answered += 1;
+            }
+        }
+    }
+}
+
+/// Counters shared with a running [`UdpUas`].
+#[derive(Debug, Default)]
+pub struct UdpUasCounters {
+    /// Datagrams received.
+    pub received: AtomicU64,
+    /// Datagrams sent.
+    pub sent: AtomicU64,
+    /// Send errors (e.g. ICMP unreachable reported on the socket).
+    pub send_errors: AtomicU64,
+    /// Malformed requests (answered 400/505 when addressable).
+    pub malformed_requests: AtomicU64,
+    /// Malformed responses dropped.
+    pub malformed_responses: AtomicU64,
+}
+
+/// A running UDP [`OptionsUas`]; stop it with [`UdpUas::shutdown`].
+#[derive(Debug)]
+pub struct UdpUas {
+    local_addr: SocketAddr,
+    counters: Arc<UdpUasCounters>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl UdpUas {
+    /// Binds `addr` (port 0 for any) and serves until shut down.
+    pub async fn bind(addr: SocketAddr) -> io::Result<UdpUas> {
+        let socket = UdpSocket::bind(addr).await?;
+        let local_addr = socket.local_addr()?;
+        let counters = Arc::new(UdpUasCounters::default());
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(serve(
+            socket,
+            OptionsUas::default(),
+            counters.clone(),
+            stopped,
+        ));
+        Ok(UdpUas {
+            local_addr,
+            counters,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Live counters.
+    pub fn counters(&self) -> &UdpUasCounters {
+        &self.counters
+    }
+
+    /// Stops the loop and waits for it; returns its IO error if it failed.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+}
+
+async fn serve(
+    socket: UdpSocket,
+    mut uas: OptionsUas,
+    counters: Arc<UdpUasCounters>,
+    mut stopped: oneshot::Receiver<()>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let deadline = uas.poll_timeout();
+        tokio::select! {
+            _ = &mut stopped => return Ok(()),
+            r = socket.recv_from(&mut buf) => {
+                match r {
+                    Ok((n, from)) => {
+                        counters.received.fetch_add(1, Ordering::Relaxed);
+                        let datagram = buf.get(..n).unwrap_or_default();
+                        uas.handle_datagram(Instant::now(), datagram, from);
+                    }
+                    // ICMP port unreachable from an earlier send surfaces here on Linux.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            _ = sleep_until(deadline) => uas.handle_timeout(Instant::now()),
+        }
+        let s = uas.transaction_stats();
+        counters
+            .malformed_requests
+            .store(s.malformed_requests, Ordering::Relaxed);
+        counters
+            .malformed_responses
+            .store(s.malformed_responses_dropped, Ordering::Relaxed);
+        while let Some(t) = uas.poll_transmit() {
+            match socket.send_to(&t.bytes, t.dest).await {
+                Ok(_) => counters.sent.fetch_add(1, Ordering::Relaxed),
+                Err(_) => counters.send_errors.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}

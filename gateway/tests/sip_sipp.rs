@@ -1,0 +1,122 @@
+//! Real-peer test: SIPp (Debian package `sip-tester`) against the gateway's UDP UAS on
+//! 127.0.0.1. Each scenario runs a bounded number of calls; the test asserts SIPp's exit code
+//! and its own count of successful and failed calls.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gateway::sip::uas::UdpUas;
+
+const CALLS: u32 = 50;
+
+fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/sipp")
+        .join(name)
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// SIPp's cumulative (C) counter `name` from the last row of its `-trace_stat` CSV.
+fn stat(csv: &Path, name: &str) -> u64 {
+    let text = std::fs::read_to_string(csv).unwrap_or_else(|e| panic!("{}: {e}", csv.display()));
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().unwrap().split(';').collect();
+    let last: Vec<&str> = lines.next_back().unwrap().split(';').collect();
+    let idx = header
+        .iter()
+        .position(|h| *h == name)
+        .unwrap_or_else(|| panic!("no column {name} in {header:?}"));
+    last[idx].trim().parse().unwrap()
+}
+
+struct SippRun {
+    exit_code: Option<i32>,
+    successful: u64,
+    failed: u64,
+    stderr: String,
+}
+
+fn run_sipp(target: std::net::SocketAddr, scenario_file: &str) -> SippRun {
+    if Command::new("sipp").arg("-v").output().is_err() {
+        panic!(
+            "sipp not found: install the Debian package `sip-tester` (apt-get install -y sip-tester)"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("stats.csv");
+    let out = Command::new("sipp")
+        .current_dir(dir.path())
+        .arg(target.to_string())
+        .args(["-sf", scenario(scenario_file).to_str().unwrap()])
+        .args(["-i", "127.0.0.1", "-p", &free_udp_port().to_string()])
+        .args(["-m", &CALLS.to_string(), "-r", "100", "-l", "20"])
+        .args(["-timeout", "30", "-timeout_error", "-nostdin"])
+        .args(["-trace_stat", "-stf", csv.to_str().unwrap(), "-fd", "1"])
+        .output()
+        .expect("run sipp");
+    SippRun {
+        exit_code: out.status.code(),
+        successful: stat(&csv, "SuccessfulCall(C)"),
+        failed: stat(&csv, "FailedCall(C)"),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+async fn check(scenario_file: &'static str) -> UdpUas {
+    let uas = UdpUas::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let target = uas.local_addr();
+    let run = tokio::task::spawn_blocking(move || run_sipp(target, scenario_file))
+        .await
+        .unwrap();
+    assert_eq!(
+        run.exit_code,
+        Some(0),
+        "{scenario_file}: sipp failed: {}",
+        run.stderr
+    );
+    assert_eq!(run.successful, u64::from(CALLS), "{scenario_file}");
+    assert_eq!(run.failed, 0, "{scenario_file}");
+    uas
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_options_get_200_with_allow() {
+    let uas = check("options_uac.xml").await;
+    assert!(
+        uas.counters()
+            .received
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= u64::from(CALLS)
+    );
+    uas.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_unknown_method_gets_501_with_allow() {
+    check("unknown_method_uac.xml")
+        .await
+        .shutdown()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_malformed_request_gets_400() {
+    let uas = check("malformed_uac.xml").await;
+    assert!(
+        uas.counters()
+            .malformed_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= u64::from(CALLS)
+    );
+    uas.shutdown().await.unwrap();
+}
