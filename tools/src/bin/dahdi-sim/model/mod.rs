@@ -113,7 +113,7 @@ struct Channel {
     txbits: i32,
     rxbits: i32,
     timing: [i32; wire::params::TIMING_COUNT],
-    /// rxgain[256] then txgain[256], as in `struct dahdi_gains`.
+    /// `rxgain[256]` then `txgain[256]`, as in `struct dahdi_gains`.
     gains: Vec<u8>,
     /// Whether the gain tables are the identity (nothing to apply).
     unity_gains: bool,
