@@ -92,6 +92,16 @@ pub fn configure_spans() -> Result<String, String> {
     static DONE: OnceLock<Result<String, String>> = OnceLock::new();
     DONE.get_or_init(|| {
         let _ = dahdi_root();
+        if std::env::var_os("DAHDI_HW").is_some()
+            && std::env::var_os("HW_TESTS_ALLOW_RECONFIGURE").is_none()
+        {
+            return Err(
+                "real DAHDI hardware: refusing to load the simulator's system.conf \
+                        (two E1 spans, span 1 wired to span 2). On a lab machine whose first two \
+                        E1 ports are joined by a loopback cable, set HW_TESTS_ALLOW_RECONFIGURE=1."
+                    .into(),
+            );
+        }
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let conf = dir.path().join("system.conf");
         std::fs::write(&conf, SYSTEM_CONF).map_err(|e| format!("write system.conf: {e}"))?;
