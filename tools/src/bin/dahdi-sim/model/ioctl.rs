@@ -351,6 +351,7 @@ impl Model {
                 if !(0..c::TONE_ZONE_MAX).contains(&zone) {
                     return IoctlResult::Err(errno::EINVAL);
                 }
+                self.zone_loaded = true;
                 ok()
             }
             Ioctl::FreeZone | Ioctl::DefaultZone => {
@@ -445,6 +446,8 @@ impl Model {
             _ => None,
         };
         let peer = idx.and_then(|i| self.peer_of(i));
+        let zone_loaded = self.zone_loaded;
+        let span_chans = self.chans.len();
         let arg = arg_i32(input);
         let ch = match self.chan_mut(fh) {
             Ok(ch) => ch,
@@ -528,7 +531,11 @@ impl Model {
                 }
             }
             Ioctl::Hook => {
-                if ch.span.is_none() || !audio {
+                // As DAHDI: no hook on clear-type channels (DAHDI_FLAG_CLEAR) or CAS.
+                if ch.span.is_none()
+                    || ch.sig & c::SIG_CLEAR == c::SIG_CLEAR
+                    || ch.sig == c::SIG_CAS
+                {
                     return IoctlResult::Err(errno::EINVAL);
                 }
                 match arg {
@@ -553,7 +560,7 @@ impl Model {
                 ok()
             }
             Ioctl::SetLinear => {
-                if !audio {
+                if !audio || !ch.audio_processing {
                     return IoctlResult::Err(errno::EINVAL);
                 }
                 ch.linear = arg != 0;
@@ -567,10 +574,12 @@ impl Model {
                     Ioctl::HdlcRawMode => {
                         ch.raw_mode = arg != 0;
                         ch.fcs_mode = false;
+                        ch.audio_processing = false;
                     }
                     Ioctl::HdlcFcsMode => {
                         ch.fcs_mode = arg != 0;
                         ch.raw_mode = false;
+                        ch.audio_processing = false;
                     }
                     _ => {
                         ch.audio_processing = arg != 0;
@@ -584,6 +593,10 @@ impl Model {
                 ok()
             }
             Ioctl::Dial => {
+                if !zone_loaded {
+                    // DAHDI: "Cannot dial until a tone zone is loaded" (dahdi_cfg loads them).
+                    return IoctlResult::Err(libc::ENODATA);
+                }
                 let op = wire::get_i32(input, small::DIAL_OP);
                 let digits = wire::get_str(input, small::DIAL_STR, small::DIAL_STR_LEN);
                 match op {
@@ -609,7 +622,23 @@ impl Model {
                 let chan = wire::get_i32(input, small::CONF_CHAN);
                 let confno = wire::get_i32(input, small::CONF_CONFNO);
                 let mode = wire::get_i32(input, small::CONF_CONFMODE);
-                let chan = if chan == 0 { ch.channo } else { chan };
+                if chan != 0 && chan != ch.channo {
+                    // Conferencing another channel's fd is not simulated.
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                if !ch.audio_processing {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                let monitor = matches!(mode & c::CONF_MODE_MASK, 1..=3 | 9..=12);
+                let target_ok = if monitor {
+                    index_of(confno).is_some_and(|t| t < span_chans)
+                } else {
+                    (-1..=1024).contains(&confno)
+                };
+                if !target_ok || (confno == 0) != (mode == 0) {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                let chan = ch.channo;
                 ch.conf = [chan, confno, mode];
                 IoctlResult::Done(0, confinfo_bytes(ch.conf))
             }

@@ -117,8 +117,9 @@ struct Channel {
     gains: Vec<u8>,
     /// Whether the gain tables are the identity (nothing to apply).
     unity_gains: bool,
-    /// Audio processing (gains) on: always for voice signalling, after DAHDI_AUDIOMODE(1) for
-    /// clear channels, which otherwise carry data untouched.
+    /// DAHDI_FLAG_AUDIO: audio processing (gains, linear mode) on. Set for voice signalling;
+    /// off for clear-type signalling (CLEAR, HDLC*, DACS), which carries data untouched until
+    /// DAHDI_AUDIOMODE(1) on a literal CLEAR channel.
     audio_processing: bool,
     /// Flip one bit of the next HDLC frame sent (control command `corrupt`).
     corrupt_next: bool,
@@ -187,7 +188,7 @@ impl Channel {
         self.txpolicy = c::POLICY_IMMEDIATE;
         self.law = self.deflaw;
         self.linear = false;
-        self.audio_processing = self.sig != c::SIG_CLEAR;
+        self.audio_processing = self.span.is_none() || self.sig & c::SIG_CLEAR != c::SIG_CLEAR;
         self.fcs_mode = false;
         self.raw_mode = false;
         self.buffer_events = false;
@@ -480,6 +481,8 @@ pub(crate) struct Model {
     blocksize_on_open: usize,
     dialparams: [i32; 6],
     default_zone: i32,
+    /// Whether a tone zone was loaded (DIAL needs one, as in DAHDI).
+    zone_loaded: bool,
     /// Ticks run since start.
     ticks: u64,
     /// Ticks the clock could not run on time (reported as irqmisses).
@@ -553,6 +556,7 @@ impl Model {
             blocksize_on_open: cfg.blocksize_on_open,
             dialparams: [0; 6],
             default_zone: 0,
+            zone_loaded: false,
             ticks: 0,
             late_ticks: 0,
             tx_scratch: vec![[0xff; CHUNK]; n],
@@ -572,6 +576,7 @@ impl Model {
 
     /// Configures every channel (B = clear, D = HDLCFCS) and starts every span.
     fn preconfigure(&mut self) {
+        self.zone_loaded = true;
         for s in &mut self.spans {
             s.running = true;
             s.lineconfig = match s.line {

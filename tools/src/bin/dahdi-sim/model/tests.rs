@@ -105,6 +105,20 @@ fn audio_crosses_the_wire_one_block_per_read() {
 #[test]
 fn hook_reaches_the_far_end_as_events_and_blocks_io_with_elast() {
     let mut m = Model::new(&cfg(true));
+    let ctl = m.open(Node::Ctl).unwrap();
+    let clear = m.open(Node::Chan(3)).unwrap();
+    assert_eq!(
+        ioctl_int(&mut m, clear, HOOK, c::OFFHOOK),
+        IoctlResult::Err(errno::EINVAL),
+        "no hook on a clear channel"
+    );
+    // E&M on E1 (CAS-style hook signalling) on both ends of position 2.
+    for chan in [2, 33] {
+        let mut cc = vec![0u8; 76];
+        wire::put_i32(&mut cc, 0, chan);
+        wire::put_i32(&mut cc, 44, 0x20000);
+        assert_eq!(m.ioctl(ctl, CHANCONFIG, &cc), IoctlResult::Done(0, vec![]));
+    }
     let a = m.open(Node::Chan(2)).unwrap();
     let b = m.open(Node::Chan(33)).unwrap();
     assert_eq!(
@@ -282,7 +296,16 @@ fn linear_mode_converts_through_the_channel_law() {
     let rx = m.open(Node::Chan(32)).unwrap();
     for fh in [tx, rx] {
         ioctl_int(&mut m, fh, SET_BLOCKSIZE, 16);
-        ioctl_int(&mut m, fh, 0x4004_da28, 1);
+        assert_eq!(
+            ioctl_int(&mut m, fh, 0x4004_da28, 1),
+            IoctlResult::Err(errno::EINVAL),
+            "no linear mode on a clear channel out of audio mode"
+        );
+        ioctl_int(&mut m, fh, 0x4004_da20, 1); // AUDIOMODE
+        assert_eq!(
+            ioctl_int(&mut m, fh, 0x4004_da28, 1),
+            IoctlResult::Done(0, vec![])
+        );
     }
     let samples: Vec<u8> = (0..16i16).flat_map(|i| (i * 1000).to_ne_bytes()).collect();
     assert_eq!(m.write(tx, &samples), Ok(32));
