@@ -22,6 +22,21 @@ pub(super) fn index_of(n: i32) -> Option<usize> {
     usize::try_from(n).ok()?.checked_sub(1)
 }
 
+/// The line build-out names DAHDI reports for `lbo` 0..=7.
+fn lbo_name(lbo: i32) -> &'static str {
+    match lbo {
+        0 => "0 db (CSU)/0-133 feet (DSX-1)",
+        1 => "133-266 feet (DSX-1)",
+        2 => "266-399 feet (DSX-1)",
+        3 => "399-533 feet (DSX-1)",
+        4 => "533-655 feet (DSX-1)",
+        5 => "-7.5db (CSU)",
+        6 => "-15db (CSU)",
+        7 => "-22.5db (CSU)",
+        _ => "Unknown",
+    }
+}
+
 fn confinfo_bytes([chan, confno, mode]: [i32; 3]) -> Vec<u8> {
     let mut out = vec![0u8; wire::CONFINFO_SIZE];
     wire::put_i32(&mut out, small::CONF_CHAN, chan);
@@ -101,7 +116,7 @@ impl Model {
         wire::put_i32(&mut out, s::TOTALSPANS, self.spans.len() as i32);
         wire::put_i32(&mut out, s::LBO, span.lbo);
         wire::put_i32(&mut out, s::LINECONFIG, span.lineconfig);
-        wire::put_str(&mut out, s::LBONAME, 40, "0 db (CSU)/0-133 feet (DSX-1)");
+        wire::put_str(&mut out, s::LBONAME, 40, lbo_name(span.lbo));
         wire::put_str(&mut out, s::LOCATION, 40, "dahdi-sim");
         wire::put_str(&mut out, s::MANUFACTURER, 40, "spanbridge");
         wire::put_str(&mut out, s::DEVICETYPE, 40, "dahdi-sim loopback pair");

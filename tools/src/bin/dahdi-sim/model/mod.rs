@@ -759,11 +759,12 @@ impl Model {
         if n == 0 {
             return Err(errno::EINVAL);
         }
-        if !ch.events.is_empty() {
-            return Err(errno::ELAST);
-        }
+        // As DAHDI: a write on a real channel cancels dialing, even when it then fails.
         if ch.span.is_some() {
             ch.dialing = None;
+        }
+        if !ch.events.is_empty() {
+            return Err(errno::ELAST);
         }
         match ch.mode() {
             Mode::Audio => {
