@@ -14,6 +14,8 @@ pub(crate) type Fh = u64;
 
 /// Samples moved per tick (DAHDI_CHUNKSIZE): 1 ms at 8 kHz.
 pub(crate) const CHUNK: usize = 8;
+/// `__DAHDI_SIG_FXO`: the bit every FXO-style signalling type carries.
+const SIG_FXO_BIT: u32 = 1 << 12;
 /// First channel number given to pseudo channels (DAHDI's FIRST_PSEUDO_CHANNEL).
 const FIRST_PSEUDO: i32 = 0x8000;
 
@@ -189,6 +191,15 @@ impl Channel {
         self.law = self.deflaw;
         self.linear = false;
         self.audio_processing = self.span.is_none() || self.sig & c::SIG_CLEAR != c::SIG_CLEAR;
+        // DAHDI's default RBS timings (ms), in dahdi_params order: prewink, preflash, wink,
+        // flash, start (ring time on FXO signalling), rxwink, rxflash, debounce, pulsebreak,
+        // pulsemake, pulseafter.
+        let start = if self.sig & SIG_FXO_BIT != 0 {
+            2000
+        } else {
+            1500
+        };
+        self.timing = [50, 50, 150, 750, start, 250, 1250, 600, 50, 50, 750];
         self.fcs_mode = false;
         self.raw_mode = false;
         self.buffer_events = false;

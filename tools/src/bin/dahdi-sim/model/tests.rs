@@ -409,3 +409,38 @@ fn gains_apply_only_with_audio_processing() {
     };
     assert_eq!(&back[4..], &gains[4..]);
 }
+
+#[test]
+fn a_frame_longer_than_the_receive_block_is_an_overrun() {
+    let mut m = Model::new(&cfg(true));
+    let d1 = m.open(Node::Chan(16)).unwrap();
+    let d2 = m.open(Node::Chan(47)).unwrap();
+    ioctl_int(&mut m, d2, SET_BLOCKSIZE, 32);
+    assert_eq!(m.write(d1, &[0x55; 100]), Ok(100));
+    for _ in 0..13 {
+        m.tick();
+    }
+    assert_eq!(m.read(d2, 1024), Err(errno::ELAST));
+    assert_eq!(event(&mut m, d2), c::EVENT_OVERRUN);
+    assert_eq!(m.read(d2, 1024), Err(errno::EAGAIN));
+}
+
+#[test]
+fn open_restores_dahdi_defaults() {
+    let mut m = Model::new(&cfg(true));
+    let fh = m.open(Node::Chan(9)).unwrap();
+    ioctl_int(&mut m, fh, SET_BLOCKSIZE, 160);
+    m.release(fh);
+    let fh = m.open(Node::Chan(9)).unwrap();
+    assert_eq!(
+        m.ioctl(fh, 0x8004_da01, &[]),
+        IoctlResult::Done(0, 1024i32.to_ne_bytes().to_vec())
+    );
+    let IoctlResult::Done(0, p) = m.ioctl(fh, GET_PARAMS, &[0u8; wire::PARAMS_SIZE]) else {
+        panic!("params")
+    };
+    // prewinktime, winktime and flashtime at DAHDI's defaults.
+    assert_eq!(wire::get_i32(&p, wire::params::TIMING_FIRST), 50);
+    assert_eq!(wire::get_i32(&p, wire::params::TIMING_FIRST + 8), 150);
+    assert_eq!(wire::get_i32(&p, wire::params::TIMING_FIRST + 12), 750);
+}
