@@ -2,16 +2,47 @@
 //! `pseudo`, `timer`, `chan/SSS/CCC`) so the real DAHDI syscall path — our driver and the Debian
 //! DAHDI tools — can run without hardware or a kernel module.
 //!
-//! Usage: `dahdi-sim [--config FILE] MOUNTPOINT`. With no config it serves two E1 spans wired to
-//! each other like a loopback cable. `MOUNTPOINT/sim/control` takes text commands (alarms, slips)
-//! and `MOUNTPOINT/sim/proc/dahdi/N` holds `/proc/dahdi/N`-style text for `lsdahdi`
-//! (`DAHDI_VIRT_TOP=MOUNTPOINT/sim`).
+//! Usage: `dahdi-sim [--config FILE] [--preconfigured] MOUNTPOINT` (root, or a user allowed to
+//! mount FUSE). SIGTERM/SIGINT answer every parked call, unmount and exit. `hw-tests/run` shows
+//! how to put it on `/dev/dahdi` inside a private mount namespace without touching the host.
+//!
+//! With no config it serves two E1 spans (channels 1–31 and 32–62, D-channel at position 16)
+//! wired to each other like a loopback cable: what channel N of one span sends, the same
+//! position of the other receives, hook changes included. Channels start unconfigured (open
+//! gives ENXIO) until `dahdi_cfg` or CHANCONFIG configures them; `--preconfigured` starts with
+//! B = clear and D = HDLCFCS on every span. A config file:
+//!
+//! ```toml
+//! blocksize_on_open = 1024      # DAHDI's default; a gateway sets its own with SET_BLOCKSIZE
+//! preconfigured = false
+//! crossconnect = [[1, 2]]       # pairs of span numbers wired together
+//!
+//! [[span]]
+//! type = "T1"                   # E1 (31 channels, D at 16) or T1 (24 channels, D at 24)
+//! channels = 24                 # optional
+//! dchannels = [24]              # optional, positions
+//! name = "SIM/1"                # optional
+//! ```
+//!
+//! `MOUNTPOINT/sim/control` takes one command per line (a bad one fails the write with EINVAL
+//! and the reason on stderr); reading it gives the clock and span status:
+//!
+//! * `alarm SPAN NAME...` — set the span's alarms: LOS, LFA, LMFA (each with RED), RED,
+//!   YELLOW (RAI), BLUE (AIS), RECOVER, NONE. Open channels get DAHDI_EVENT_ALARM; RED, BLUE and
+//!   LOS replace the received signal by all-ones and stop D-channel frames.
+//! * `clear SPAN` — no alarms (DAHDI_EVENT_NOALARM).
+//! * `slip SPAN [N]` — N controlled slips: one frame (one byte per timeslot) deleted.
+//! * `bpv|crc4|fas|ebit SPAN [N]` — add to the span's error counters (SPANSTAT, /proc).
+//! * `corrupt CHANNO` — flip a bit of the next HDLC frame sent on that channel (the far end
+//!   gets DAHDI_EVENT_BADFCS).
+//!
+//! `MOUNTPOINT/sim/proc/dahdi/N` holds `/proc/dahdi/N` text in DAHDI's format, so
+//! `DAHDI_VIRT_TOP=MOUNTPOINT/sim lsdahdi` lists the spans.
 
 mod clock;
 mod config;
 mod fcs;
 mod fs;
-mod g711;
 mod model;
 mod wire;
 
