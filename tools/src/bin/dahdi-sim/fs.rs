@@ -582,7 +582,7 @@ impl Filesystem for DahdiFs {
                 match result {
                     Ok(()) => reply.written(u32::try_from(data.len()).unwrap_or(u32::MAX)),
                     Err(e) => {
-                        eprintln!("dahdi-sim: control: {e}");
+                        tracing::warn!("control: {e}");
                         reply.error(Errno::EINVAL);
                     }
                 }

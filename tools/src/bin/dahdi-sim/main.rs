@@ -66,17 +66,24 @@ struct Args {
     /// Configure every channel at start (B = clear, D = HDLCFCS) as if dahdi_cfg had run.
     #[arg(long)]
     preconfigured: bool,
+    /// Log format on stderr: human or json (filter with SPANBRIDGE_LOG, default "info").
+    #[arg(long, default_value = "human")]
+    log_format: gateway::telemetry::LogFormat,
     /// Directory to mount the device tree on (e.g. /dev/dahdi).
     mountpoint: PathBuf,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = gateway::telemetry::init(args.log_format, "info") {
+        eprintln!("dahdi-sim: {e}");
+        return ExitCode::from(2);
+    }
     let mut cfg = match &args.config {
         Some(path) => match config::SimConfig::load(path) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("dahdi-sim: {e}");
+                tracing::error!("{e}");
                 return ExitCode::from(2);
             }
         },
@@ -86,7 +93,7 @@ fn main() -> ExitCode {
     match serve(&cfg, &args.mountpoint) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dahdi-sim: {e}");
+            tracing::error!("{e}");
             ExitCode::from(1)
         }
     }
@@ -132,23 +139,23 @@ fn serve(cfg: &config::SimConfig, mountpoint: &std::path::Path) -> Result<(), St
         .name("dahdi-sim-signals".into())
         .spawn(move || {
             let sig = signals.wait();
-            eprintln!("dahdi-sim: {sig:?}, stopping");
+            tracing::info!(signal = ?sig, "stopping");
             stop_sig.store(true, Ordering::Relaxed);
             fs::release_all_parked(&shared_sig);
             if let Err(e) = unmounter.unmount() {
                 // Files still open: exiting closes /dev/fuse, which aborts the connection and
                 // fails every outstanding request; the mount point needs `umount -l` then.
-                eprintln!("dahdi-sim: unmount failed ({e}); exiting anyway");
+                tracing::warn!("unmount failed ({e}); exiting anyway");
                 std::process::exit(0);
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
-    eprintln!(
-        "dahdi-sim: serving {} spans ({} cross-connects) on {}",
-        cfg.spans.len(),
-        cfg.crossconnect.len(),
-        mountpoint.display()
+    tracing::info!(
+        spans = cfg.spans.len(),
+        cross_connects = cfg.crossconnect.len(),
+        mountpoint = %mountpoint.display(),
+        "serving the DAHDI device tree"
     );
     let result = session.run();
     stop.store(true, Ordering::Relaxed);
