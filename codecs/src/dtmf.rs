@@ -281,14 +281,19 @@ const MISSES_TO_RELEASE: u32 = 2;
 
 /// Minimum level of each tone (dBm0).
 const MIN_TONE_DBM0: f32 = -33.0;
-/// Largest accepted normal twist (high tone weaker), dB.
-const MAX_NORMAL_TWIST_DB: f32 = 9.0;
-/// Largest accepted reverse twist (low tone weaker), dB.
-const MAX_REVERSE_TWIST_DB: f32 = 5.0;
+/// Largest accepted normal twist (high tone weaker), dB. The requirement is 8 dB; the twist
+/// measured over one rectangular 102-sample window is off by up to ±1.5 dB when the strong tone
+/// leaks into the weak tone's bin, so the limit carries that margin
+/// (`tests/dtmf_spec.rs::twist_of_8_db_normal_and_4_db_reverse_is_tolerated`).
+const MAX_NORMAL_TWIST_DB: f32 = 10.0;
+/// Largest accepted reverse twist (low tone weaker), dB: 4 dB required, plus the same margin.
+const MAX_REVERSE_TWIST_DB: f32 = 6.0;
 /// How far the strongest tone of a group must exceed the others of that group, dB.
 const RELATIVE_PEAK_DB: f32 = 6.0;
-/// Share of the window's energy the two tones must carry.
-const MIN_TONE_SHARE: f32 = 0.6;
+/// Share of the window's energy the two tones must carry. 0.6 let three 7th/9th-harmonic
+/// pairs of a high female espeak-ng voice through as '*' in the talk-off test; 0.75 rejects
+/// them and still passes the 15 dB SNR noise test.
+const MIN_TONE_SHARE: f32 = 0.75;
 /// Share kept while a digit is held (hysteresis).
 const HOLD_TONE_SHARE: f32 = 0.4;
 /// The weaker half of a window must carry at least this fraction of the stronger's energy.
