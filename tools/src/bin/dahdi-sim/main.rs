@@ -2,8 +2,8 @@
 //! `pseudo`, `timer`, `chan/SSS/CCC`) so the real DAHDI syscall path — our driver and the Debian
 //! DAHDI tools — can run without hardware or a kernel module.
 //!
-//! Usage: `dahdi-sim [--config FILE] [--preconfigured] MOUNTPOINT` (root, or a user allowed to
-//! mount FUSE). SIGTERM/SIGINT answer every parked call, unmount and exit. `hw-tests/run` shows
+//! Usage: `dahdi-sim [--config FILE] [--preconfigured] [--park-limit-ms N] MOUNTPOINT` (root,
+//! or a user allowed to mount FUSE). SIGTERM/SIGINT answer every parked call, unmount and exit. `hw-tests/run` shows
 //! how to put it on `/dev/dahdi` inside a private mount namespace without touching the host.
 //!
 //! With no config it serves two E1 spans (channels 1–31 and 32–62, D-channel at position 16)
@@ -69,6 +69,11 @@ struct Args {
     /// Log format on stderr: human or json (filter with SPANBRIDGE_LOG, default "info").
     #[arg(long, default_value = "human")]
     log_format: gateway::telemetry::LogFormat,
+    /// Answer a blocking read, write or IOMUX with EINTR after this many milliseconds without
+    /// progress (real DAHDI waits forever; a client killed while blocked exits only once
+    /// answered).
+    #[arg(long, default_value_t = fs::DEFAULT_PARK_LIMIT.as_millis() as u64)]
+    park_limit_ms: u64,
     /// Directory to mount the device tree on (e.g. /dev/dahdi).
     mountpoint: PathBuf,
 }
@@ -90,7 +95,8 @@ fn main() -> ExitCode {
         None => config::SimConfig::default(),
     };
     cfg.preconfigured |= args.preconfigured;
-    match serve(&cfg, &args.mountpoint) {
+    let park_limit = std::time::Duration::from_millis(args.park_limit_ms.max(1));
+    match serve(&cfg, &args.mountpoint, park_limit) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -99,7 +105,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(cfg: &config::SimConfig, mountpoint: &std::path::Path) -> Result<(), String> {
+fn serve(
+    cfg: &config::SimConfig,
+    mountpoint: &std::path::Path,
+    park_limit: std::time::Duration,
+) -> Result<(), String> {
     // Block the stop signals before any thread starts so that only the signal thread sees them.
     let mut signals = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
@@ -110,7 +120,7 @@ fn serve(cfg: &config::SimConfig, mountpoint: &std::path::Path) -> Result<(), St
         .map_err(|e| format!("cannot block signals: {e}"))?;
 
     let shared = Arc::new(Mutex::new(fs::Shared::new(model::Model::new(cfg))));
-    let filesystem = fs::DahdiFs::new(shared.clone());
+    let filesystem = fs::DahdiFs::new(shared.clone(), park_limit);
     let mut options = fuser::Config::default();
     options.mount_options = vec![
         fuser::MountOption::FSName("dahdi-sim".into()),
