@@ -1,0 +1,314 @@
+//! DTMF detector against the Q.24-style acceptance figures of issue 2, driven by our generator:
+//! digits at 40 ms on / 40 ms off, frequency deviation, twist, minimum level, short tones, noise,
+//! chunking and arbitrary input.
+//!
+//! Levels are dBm0 by the G.711 µ-law convention: 0 dBm0 ≙ a sine of peak 22 737 in 16-bit PCM,
+//! so a full-scale sine is +3.17 dBm0.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use codecs::dtmf::{self, DIGITS, DtmfDetector, DtmfEvent, DtmfGenerator, DtmfParams};
+use codecs::tones::dbm0_to_peak;
+use proptest::prelude::*;
+
+/// ±15 ms at 8 kHz.
+const TOLERANCE: i64 = 120;
+
+/// A detected digit: (digit, start sample, end sample).
+type Press = (char, u64, u64);
+
+fn detect_chunked(samples: &[i16], chunk: usize) -> Vec<DtmfEvent> {
+    let mut det = DtmfDetector::new();
+    let mut events = Vec::new();
+    for c in samples.chunks(chunk.max(1)) {
+        det.process(c, |e| events.push(e));
+    }
+    det.finish(|e| events.push(e));
+    events
+}
+
+/// Runs the detector and pairs key-downs with key-ups, checking the pairing on the way.
+fn presses(samples: &[i16]) -> Vec<Press> {
+    let events = detect_chunked(samples, 160);
+    let mut out = Vec::new();
+    let mut down: Option<(char, u64)> = None;
+    for e in events {
+        match e {
+            DtmfEvent::KeyDown { digit, at_sample } => {
+                assert!(down.is_none(), "key-down {digit} while {down:?} held");
+                down = Some((digit, at_sample));
+            }
+            DtmfEvent::KeyUp {
+                digit,
+                at_sample,
+                started_at,
+            } => {
+                let (d, s) = down.take().expect("key-up without key-down");
+                assert_eq!((d, s), (digit, started_at));
+                assert!(at_sample >= started_at);
+                out.push((digit, started_at, at_sample));
+            }
+        }
+    }
+    assert!(down.is_none(), "finish() left a digit held");
+    out
+}
+
+fn digits_of(p: &[Press]) -> String {
+    p.iter().map(|&(d, _, _)| d).collect()
+}
+
+/// A leading silence so the first digit does not start at sample 0.
+const LEAD: usize = 400;
+
+/// `digits` with `params`, after [`LEAD`] samples of silence; also returns each tone's
+/// (start, end) sample.
+fn signal(digits: &str, params: &DtmfParams) -> (Vec<i16>, Vec<(u64, u64)>) {
+    let mut s = vec![0i16; LEAD];
+    let mut spans = Vec::new();
+    let on = u64::from(params.on_ms) * 8;
+    let per = on + u64::from(params.off_ms) * 8;
+    for (i, _) in digits.chars().enumerate() {
+        let start = LEAD as u64 + i as u64 * per;
+        spans.push((start, start + on));
+    }
+    dtmf::generate(digits, params, &mut s).unwrap();
+    s.extend(std::iter::repeat_n(0, 400));
+    (s, spans)
+}
+
+fn fast(level_dbm0: f32, twist_db: f32) -> DtmfParams {
+    DtmfParams {
+        level_dbm0,
+        twist_db,
+        on_ms: 40,
+        off_ms: 40,
+    }
+}
+
+/// Every digit once, at 40/40 ms, with a custom pair of frequencies and peaks per digit.
+fn off_nominal(factor_low: f64, factor_high: f64, level_dbm0: f32) -> Vec<i16> {
+    let peak = f64::from(dbm0_to_peak(level_dbm0));
+    let mut s = vec![0i16; LEAD];
+    let mut buf = [0i16; 160];
+    for d in DIGITS.chars() {
+        let (r, c) = dtmf::digit_frequencies(d).unwrap();
+        let mut g = DtmfGenerator::with_frequencies(
+            f64::from(r) * factor_low,
+            f64::from(c) * factor_high,
+            peak,
+            peak,
+            fast(level_dbm0, 0.0),
+        );
+        loop {
+            let n = g.fill(&mut buf);
+            if n == 0 {
+                break;
+            }
+            s.extend_from_slice(&buf[..n]);
+        }
+    }
+    s
+}
+
+/// Deterministic noise with a roughly Gaussian distribution (sum of 4 uniforms), unit variance.
+fn noise(len: usize, seed: u64) -> Vec<f64> {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+    };
+    // Sum of 4 uniforms on [-0.5, 0.5) has variance 4/12.
+    let scale = (3.0f64).sqrt();
+    (0..len)
+        .map(|_| (uniform() + uniform() + uniform() + uniform()) * scale)
+        .collect()
+}
+
+#[test]
+fn all_sixteen_digits_at_40_ms_on_40_ms_off_once_each_with_accurate_timestamps() {
+    for level in [-10.0, -3.0, -20.0] {
+        let (s, spans) = signal(DIGITS, &fast(level, 0.0));
+        let p = presses(&s);
+        assert_eq!(digits_of(&p), DIGITS, "level {level}: {p:?}");
+        for (&(d, start, end), &(t0, t1)) in p.iter().zip(&spans) {
+            assert!(
+                (start as i64 - t0 as i64).abs() <= TOLERANCE,
+                "{d}: key-down at {start}, tone began at {t0}"
+            );
+            assert!(
+                (end as i64 - t1 as i64).abs() <= TOLERANCE,
+                "{d}: key-up at {end}, tone ended at {t1}"
+            );
+        }
+    }
+}
+
+#[test]
+fn frequency_deviation_of_1_5_percent_is_accepted() {
+    for (fl, fh) in [
+        (1.015, 1.015),
+        (0.985, 0.985),
+        (1.015, 0.985),
+        (0.985, 1.015),
+    ] {
+        let p = presses(&off_nominal(fl, fh, -10.0));
+        assert_eq!(digits_of(&p), DIGITS, "deviation {fl}/{fh}");
+    }
+}
+
+#[test]
+fn frequency_deviation_of_3_5_percent_is_rejected() {
+    for (fl, fh) in [
+        (1.035, 1.035),
+        (0.965, 0.965),
+        (1.035, 1.0),
+        (1.0, 0.965),
+        (0.965, 1.0),
+        (1.0, 1.035),
+    ] {
+        let p = presses(&off_nominal(fl, fh, -10.0));
+        assert_eq!(digits_of(&p), "", "deviation {fl}/{fh}: {p:?}");
+    }
+}
+
+#[test]
+fn normal_twist_of_8_db_and_reverse_twist_of_4_db_are_accepted() {
+    // Normal twist: the high (column) tone weaker than the low one.
+    for (level, twist) in [(-10.0, -8.0), (-10.0, 4.0), (-18.0, -8.0), (-18.0, 4.0)] {
+        for shift in (0..51).step_by(10) {
+            let (mut s, _) = signal(DIGITS, &fast(level, twist));
+            s.splice(0..0, std::iter::repeat_n(0, shift));
+            let p = presses(&s);
+            assert_eq!(
+                digits_of(&p),
+                DIGITS,
+                "level {level} twist {twist} shift {shift}"
+            );
+        }
+    }
+}
+
+#[test]
+fn excessive_twist_is_rejected() {
+    for twist in [-14.0, 10.0] {
+        let (s, _) = signal(DIGITS, &fast(-13.0, twist));
+        let p = presses(&s);
+        assert_eq!(digits_of(&p), "", "twist {twist}: {p:?}");
+    }
+}
+
+#[test]
+fn minus_26_dbm0_per_tone_is_detected_and_very_weak_tones_are_not() {
+    let (s, _) = signal(DIGITS, &fast(-26.0, 0.0));
+    assert_eq!(digits_of(&presses(&s)), DIGITS);
+    let (s, _) = signal(DIGITS, &fast(-45.0, 0.0));
+    assert_eq!(digits_of(&presses(&s)), "");
+}
+
+#[test]
+fn tones_shorter_than_23_ms_are_rejected_and_40_ms_tones_found_at_any_alignment() {
+    for shift in (0..51).step_by(5) {
+        for on_ms in [10, 15, 20, 22] {
+            let params = DtmfParams {
+                on_ms,
+                off_ms: 60,
+                ..fast(-10.0, 0.0)
+            };
+            let (mut s, _) = signal(DIGITS, &params);
+            s.splice(0..0, std::iter::repeat_n(0, shift));
+            let p = presses(&s);
+            assert_eq!(digits_of(&p), "", "{on_ms} ms tones, shift {shift}: {p:?}");
+        }
+        let (mut s, _) = signal(DIGITS, &fast(-10.0, 0.0));
+        s.splice(0..0, std::iter::repeat_n(0, shift));
+        assert_eq!(digits_of(&presses(&s)), DIGITS, "40 ms, shift {shift}");
+    }
+}
+
+#[test]
+fn white_noise_at_15_db_snr_still_gives_every_digit_once() {
+    let level = -10.0;
+    let (clean, _) = signal(DIGITS, &fast(level, 0.0));
+    // Signal power while a digit sounds: two sines of equal peak.
+    let peak = f64::from(dbm0_to_peak(level));
+    let signal_power = 2.0 * peak * peak / 2.0;
+    let noise_rms = (signal_power / 10f64.powf(15.0 / 10.0)).sqrt();
+    for seed in 1..=5 {
+        let n = noise(clean.len(), seed);
+        let noisy: Vec<i16> = clean
+            .iter()
+            .zip(&n)
+            .map(|(&x, &v)| {
+                (f64::from(x) + v * noise_rms)
+                    .round()
+                    .clamp(-32768.0, 32767.0) as i16
+            })
+            .collect();
+        let p = presses(&noisy);
+        assert_eq!(digits_of(&p), DIGITS, "seed {seed}: {p:?}");
+    }
+}
+
+#[test]
+fn noise_alone_gives_no_digit() {
+    for seed in 1..=3 {
+        let s: Vec<i16> = noise(8000 * 10, seed)
+            .into_iter()
+            .map(|v| (v * 3000.0).round() as i16)
+            .collect();
+        assert_eq!(digits_of(&presses(&s)), "", "seed {seed}");
+    }
+}
+
+fn digits_strategy() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        proptest::sample::select(DIGITS.chars().collect::<Vec<_>>()),
+        1..8,
+    )
+    .prop_map(|v| v.into_iter().collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn chunk_sizes_do_not_change_the_events(
+        digits in digits_strategy(),
+        on_ms in 30u32..120,
+        off_ms in 30u32..120,
+        level in -28.0f32..-4.0,
+        seed in 1u64..1000,
+    ) {
+        let params = DtmfParams { level_dbm0: level, twist_db: 0.0, on_ms, off_ms };
+        let (clean, _) = signal(&digits, &params);
+        let n = noise(clean.len(), seed);
+        let s: Vec<i16> = clean.iter().zip(&n).map(|(&x, &v)| x.saturating_add((v * 200.0) as i16)).collect();
+        let reference = detect_chunked(&s, 1);
+        for chunk in [7usize, 8, 160, 1000, s.len()] {
+            prop_assert_eq!(&detect_chunked(&s, chunk), &reference, "chunk {}", chunk);
+        }
+    }
+
+    #[test]
+    fn any_input_is_handled_without_panicking(
+        samples in proptest::collection::vec(any::<i16>(), 0..4000),
+        chunk in 1usize..300,
+    ) {
+        let events = detect_chunked(&samples, chunk);
+        for e in events {
+            let (DtmfEvent::KeyDown { digit, .. } | DtmfEvent::KeyUp { digit, .. }) = e;
+            prop_assert!(DIGITS.contains(digit));
+        }
+    }
+
+    #[test]
+    fn loud_clipped_square_waves_never_panic(
+        period in 2usize..40,
+        len in 0usize..3000,
+    ) {
+        let s: Vec<i16> = (0..len).map(|n| if (n / period) % 2 == 0 { i16::MAX } else { i16::MIN }).collect();
+        let _ = detect_chunked(&s, 8);
+    }
+}
