@@ -8,7 +8,7 @@
 //! `sox IN -r 8000 -c 1 -b 16 -e signed-integer OUT.raw`, in parallel threads.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
