@@ -312,3 +312,67 @@ proptest! {
         let _ = detect_chunked(&s, 8);
     }
 }
+
+#[test]
+fn generator_levels_follow_the_dbm0_reference() {
+    // −10 dBm0 low tone, high tone 4 dB weaker: peaks 22 737·10^(−10/20) and ·10^(−14/20).
+    let params = DtmfParams {
+        level_dbm0: -10.0,
+        twist_db: -4.0,
+        on_ms: 100,
+        off_ms: 0,
+    };
+    let mut s = Vec::new();
+    dtmf::generate("1", &params, &mut s).unwrap();
+    assert_eq!(s.len(), 800);
+    let amplitude = |f: f64| {
+        let w = std::f64::consts::TAU * f / 8000.0;
+        let (mut re, mut im) = (0.0, 0.0);
+        for (n, &v) in s.iter().enumerate() {
+            re += f64::from(v) * (w * n as f64).cos();
+            im -= f64::from(v) * (w * n as f64).sin();
+        }
+        2.0 * (re * re + im * im).sqrt() / s.len() as f64
+    };
+    let low = amplitude(697.0);
+    let high = amplitude(1209.0);
+    let expect_low = 22_737.0 * 10f64.powf(-10.0 / 20.0);
+    let expect_high = 22_737.0 * 10f64.powf(-14.0 / 20.0);
+    assert!(
+        (low / expect_low - 1.0).abs() < 0.01,
+        "697 Hz peak {low}, expected {expect_low}"
+    );
+    assert!(
+        (high / expect_high - 1.0).abs() < 0.01,
+        "1209 Hz peak {high}, expected {expect_high}"
+    );
+}
+
+#[test]
+fn a_10_ms_break_inside_a_tone_does_not_split_the_digit() {
+    for shift in (0..51).step_by(3) {
+        let params = DtmfParams {
+            on_ms: 60,
+            off_ms: 0,
+            ..fast(-10.0, 0.0)
+        };
+        let mut s = vec![0i16; 400 + shift];
+        dtmf::generate("5", &params, &mut s).unwrap();
+        s.extend(std::iter::repeat_n(0, 80));
+        dtmf::generate("5", &params, &mut s).unwrap();
+        s.extend(std::iter::repeat_n(0, 400));
+        let p = presses(&s);
+        assert_eq!(digits_of(&p), "5", "shift {shift}: {p:?}");
+    }
+}
+
+#[test]
+fn a_digit_changing_without_a_pause_is_reported_as_two_digits() {
+    let params = DtmfParams {
+        on_ms: 60,
+        off_ms: 0,
+        ..fast(-10.0, 0.0)
+    };
+    let (s, _) = signal("12", &params);
+    assert_eq!(digits_of(&presses(&s)), "12");
+}
