@@ -5,15 +5,17 @@
 //! cadence — looked up with [`spec`] and played by [`ToneGenerator`], an endless,
 //! allocation-free, phase-continuous source.
 //!
-//! Sources of the tables (values checked against public listings, not copied from them):
+//! Sources of the tables (values checked with the search tools against public listings — the
+//! "Precise Tone Plan" article, CCITT Blue Book Recommendation E.180 (1988, also Q.35) and its
+//! Supplement 2 listing national tones, ETSI TR 101 041-2 — not copied from them):
 //! - **US**: the North American "precise tone plan" (ANSI T1.401 / Telcordia): dial 350+440 Hz at
 //!   −13 dBm0 per tone, continuous; audible ringing 440+480 Hz at −19 dBm0, 2 s on / 4 s off;
 //!   busy 480+620 Hz at −24 dBm0, 0.5 s / 0.5 s; reorder (congestion) 480+620 Hz at −24 dBm0,
 //!   0.25 s / 0.25 s. The same cadences appear in ANSI IS-95's supervisory tones.
 //! - **ETSI**: the harmonised European tones recommended by ETSI ES 201 970 and ITU-T E.180
 //!   (see also ETSI TR 101 041-2): a single 425 Hz tone; dial continuous, ringing 1 s on / 4 s off,
-//!   busy 0.5 s / 0.5 s, congestion 0.25 s / 0.25 s. ES 201 970 leaves the level to the network
-//!   within a range; we send −10 dBm0.
+//!   busy 0.5 s / 0.5 s, congestion 0.25 s / 0.25 s. The level is left to the network within a
+//!   range (E.180 §2 gives the electrical limits); we send −10 dBm0, the usual nominal value.
 //! - **UK** (BT SIN 350, as in ITU-T E.180 Supplement 2): dial 350+440 Hz continuous; ringing
 //!   400+450 Hz 0.4/0.2/0.4/2.0 s; busy 400 Hz 0.375/0.375 s; congestion 400 Hz
 //!   0.4/0.35/0.225/0.525 s.
