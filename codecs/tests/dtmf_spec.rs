@@ -376,3 +376,26 @@ fn a_digit_changing_without_a_pause_is_reported_as_two_digits() {
     let (s, _) = signal("12", &params);
     assert_eq!(digits_of(&presses(&s)), "12");
 }
+
+#[test]
+fn combined_worst_cases_still_give_every_digit_once() {
+    // −26 dBm0, or ±1.5 % off, each with white noise at 15 dB SNR.
+    let cases: [(&str, Vec<i16>, f32); 3] = [
+        ("-26 dBm0", signal(DIGITS, &fast(-26.0, 0.0)).0, -26.0),
+        ("+1.5 %", off_nominal(1.015, 1.015, -10.0), -10.0),
+        ("-1.5 %", off_nominal(0.985, 0.985, -10.0), -10.0),
+    ];
+    for (name, clean, level) in cases {
+        let peak = f64::from(dbm0_to_peak(level));
+        let noise_rms = (peak * peak / 10f64.powf(1.5)).sqrt();
+        for seed in 1..=3 {
+            let noisy: Vec<i16> = clean
+                .iter()
+                .zip(noise(clean.len(), seed))
+                .map(|(&x, v)| (f64::from(x) + v * noise_rms).round() as i16)
+                .collect();
+            let p = presses(&noisy);
+            assert_eq!(digits_of(&p), DIGITS, "{name}, seed {seed}: {p:?}");
+        }
+    }
+}
