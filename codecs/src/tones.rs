@@ -273,7 +273,8 @@ impl ToneGenerator {
         Self::from_spec(spec(country, kind))
     }
 
-    /// A generator for any tone description.
+    /// A generator for any tone description. At most the first two frequencies sound; an odd
+    /// number of cadence entries simply makes the cycle start "on" again after its last entry.
     pub fn from_spec(spec: &'static ToneSpec) -> Self {
         let peak = f64::from(dbm0_to_peak(spec.level_dbm0));
         let mut oscillators = [Oscillator::new(0.0, 0.0); 2];
