@@ -30,8 +30,9 @@
 //! pause always separates two. Timestamps are estimated to within a few milliseconds of the
 //! tone's edges. Results do not depend on how the input is split into calls.
 //!
-//! Proven by `codecs/tests/dtmf_spec.rs` (acceptance figures) and `codecs/tests/dtmf_talkoff.rs`
-//! (no digit in ten minutes of synthetic speech and a minute and a half of music-like signals).
+//! Proven by `codecs/tests/dtmf_spec.rs` (acceptance figures), `dtmf_edge_cases.rs`,
+//! `dtmf_spandsp.rs` (interop with spandsp both ways) and `dtmf_talkoff.rs` (no digit in 670 s of
+//! synthetic speech and 102 s of music-like signals).
 
 use crate::error::CodecError;
 use crate::tones::dbm0_to_peak;
@@ -305,9 +306,10 @@ const MAX_REVERSE_TWIST_DB: f32 = 6.0;
 /// How far the strongest tone of a group must exceed the others of that group, dB.
 const RELATIVE_PEAK_DB: f32 = 6.0;
 /// Share of the window's energy the two tones must carry. A clean digit at the ±1.5 % frequency
-/// limit still gives about 0.8 (the 1633 Hz bin loses a quarter of a tone 24 Hz off-centre);
-/// speech rarely exceeds 0.65: at 0.6 the talk-off material had 23 passing windows in 700 s, at
-/// 0.7 two, never two in a row (four are needed for a key-down).
+/// limit still gives about 0.8 (the 1633 Hz bin loses a quarter of a tone 24 Hz off-centre), so
+/// 0.75 would leave little margin there. Speech rarely exceeds 0.65: over the 772 s of
+/// `tests/dtmf_talkoff.rs`, 53 windows pass every other criterion at 0.6 and 13 at 0.7, never
+/// two in a row (a key-down needs four).
 const MIN_TONE_SHARE: f32 = 0.7;
 /// Share kept while a digit is held (hysteresis).
 const HOLD_TONE_SHARE: f32 = 0.4;

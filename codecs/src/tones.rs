@@ -92,15 +92,21 @@ impl fmt::Display for Country {
 impl FromStr for Country {
     type Err = CodecError;
 
-    /// Parses a country name, ignoring case (`us`, `etsi`, `uk`, `de`, `fr`).
+    /// Parses a country name, ignoring case: `us` (also `usa`, `na`), `etsi` (also `eu`), `uk`
+    /// (also `gb`), `de`, `fr`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.trim();
-        Country::ALL
-            .into_iter()
-            .find(|c| c.name().eq_ignore_ascii_case(wanted))
+        let wanted = s.trim().to_ascii_lowercase();
+        let alias = match wanted.as_str() {
+            "usa" | "na" => Some(Country::Us),
+            "eu" => Some(Country::Etsi),
+            "gb" => Some(Country::Uk),
+            _ => None,
+        };
+        alias
+            .or_else(|| Country::ALL.into_iter().find(|c| c.name() == wanted))
             .ok_or_else(|| {
                 CodecError::InvalidArgument(format!(
-                    "unknown tone country {s:?}; choose one of {}",
+                    "unknown country {s:?}: use one of {}",
                     choices(Country::ALL.iter().map(|c| c.name()))
                 ))
             })
@@ -149,15 +155,21 @@ impl fmt::Display for ToneKind {
 impl FromStr for ToneKind {
     type Err = CodecError;
 
-    /// Parses a tone name, ignoring case (`dial`, `ringback`, `busy`, `congestion`).
+    /// Parses a tone name, ignoring case: `dial`, `ringback` (also `ring`, `ringing`), `busy`,
+    /// `congestion` (also `reorder`, `fastbusy`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let wanted = s.trim();
-        ToneKind::ALL
-            .into_iter()
-            .find(|k| k.name().eq_ignore_ascii_case(wanted))
+        let wanted = s.trim().to_ascii_lowercase();
+        let alias = match wanted.as_str() {
+            "dialtone" => Some(ToneKind::Dial),
+            "ring" | "ringing" => Some(ToneKind::Ringback),
+            "reorder" | "fastbusy" => Some(ToneKind::Congestion),
+            _ => None,
+        };
+        alias
+            .or_else(|| ToneKind::ALL.into_iter().find(|k| k.name() == wanted))
             .ok_or_else(|| {
                 CodecError::InvalidArgument(format!(
-                    "unknown tone kind {s:?}; choose one of {}",
+                    "unknown tone {s:?}: use one of {}",
                     choices(ToneKind::ALL.iter().map(|k| k.name()))
                 ))
             })
@@ -172,7 +184,7 @@ fn choices<'a>(names: impl Iterator<Item = &'a str>) -> String {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ToneSpec {
     /// The frequencies sounded together, in Hz (one or two).
-    pub frequencies_hz: &'static [f32],
+    pub frequencies: &'static [f32],
     /// Level of each frequency component, in dBm0 (see the module docs for the reference).
     pub level_dbm0: f32,
     /// Cadence in milliseconds, alternating on, off, on, off, ... and repeated forever; empty
@@ -188,12 +200,12 @@ impl ToneSpec {
 }
 
 const fn tone(
-    frequencies_hz: &'static [f32],
+    frequencies: &'static [f32],
     level_dbm0: f32,
     cadence_ms: &'static [u32],
 ) -> ToneSpec {
     ToneSpec {
-        frequencies_hz,
+        frequencies,
         level_dbm0,
         cadence_ms,
     }
@@ -278,8 +290,8 @@ impl ToneGenerator {
     pub fn from_spec(spec: &'static ToneSpec) -> Self {
         let peak = f64::from(dbm0_to_peak(spec.level_dbm0));
         let mut oscillators = [Oscillator::new(0.0, 0.0); 2];
-        let voices = spec.frequencies_hz.len().min(oscillators.len());
-        for (osc, &f) in oscillators.iter_mut().zip(spec.frequencies_hz) {
+        let voices = spec.frequencies.len().min(oscillators.len());
+        for (osc, &f) in oscillators.iter_mut().zip(spec.frequencies) {
             *osc = Oscillator::new(f64::from(f), peak);
         }
         let mut generator = Self {

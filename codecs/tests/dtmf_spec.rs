@@ -1,401 +1,309 @@
-//! DTMF detector against the Q.24-style acceptance figures of issue 2, driven by our generator:
-//! digits at 40 ms on / 40 ms off, frequency deviation, twist, minimum level, short tones, noise,
-//! chunking and arbitrary input.
-//!
-//! Levels are dBm0 by the G.711 µ-law convention: 0 dBm0 ≙ a sine of peak 22 737 in 16-bit PCM,
-//! so a full-scale sine is +3.17 dBm0.
+//! The DTMF detector against the requirements an operator would check with a test set
+//! (ITU-T Q.24 style): every digit at 40 ms on / 40 ms off, frequency tolerance, twist, level,
+//! duration, noise, chunking. Signals come from the crate's generator, which is itself checked
+//! here against the nominal frequencies with an independent DFT.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use codecs::dtmf::{self, DIGITS, DtmfDetector, DtmfEvent, DtmfGenerator, DtmfParams};
 use codecs::tones::dbm0_to_peak;
 use proptest::prelude::*;
 
-/// ±15 ms at 8 kHz.
-const TOLERANCE: i64 = 120;
-
-/// A detected digit: (digit, start sample, end sample).
-type Press = (char, u64, u64);
-
-fn detect_chunked(samples: &[i16], chunk: usize) -> Vec<DtmfEvent> {
-    let mut det = DtmfDetector::new();
-    let mut events = Vec::new();
-    for c in samples.chunks(chunk.max(1)) {
-        det.process(c, |e| events.push(e));
-    }
-    det.finish(|e| events.push(e));
-    events
+/// (digit, start_ms, end_ms) of every key-up, after `finish`.
+fn detect(samples: &[i16]) -> Vec<(char, f64, f64)> {
+    detect_chunked(samples, samples.len().max(1))
 }
 
-/// Runs the detector and pairs key-downs with key-ups, checking the pairing on the way.
-fn presses(samples: &[i16]) -> Vec<Press> {
-    let events = detect_chunked(samples, 160);
+fn detect_chunked(samples: &[i16], chunk: usize) -> Vec<(char, f64, f64)> {
+    let mut d = DtmfDetector::new();
     let mut out = Vec::new();
-    let mut down: Option<(char, u64)> = None;
-    for e in events {
-        match e {
-            DtmfEvent::KeyDown { digit, at_sample } => {
-                assert!(down.is_none(), "key-down {digit} while {down:?} held");
-                down = Some((digit, at_sample));
-            }
-            DtmfEvent::KeyUp {
-                digit,
-                at_sample,
-                started_at,
-            } => {
-                let (d, s) = down.take().expect("key-up without key-down");
-                assert_eq!((d, s), (digit, started_at));
-                assert!(at_sample >= started_at);
-                out.push((digit, started_at, at_sample));
-            }
-        }
+    let mut downs = 0;
+    let mut on = |e: DtmfEvent| match e {
+        DtmfEvent::KeyDown { .. } => downs += 1,
+        DtmfEvent::KeyUp {
+            digit,
+            at_sample,
+            started_at,
+        } => out.push((digit, started_at as f64 / 8.0, at_sample as f64 / 8.0)),
+    };
+    for c in samples.chunks(chunk) {
+        d.process(c, &mut on);
     }
-    assert!(down.is_none(), "finish() left a digit held");
+    d.finish(&mut on);
+    assert_eq!(downs, out.len(), "every key-down has exactly one key-up");
     out
 }
 
-fn digits_of(p: &[Press]) -> String {
-    p.iter().map(|&(d, _, _)| d).collect()
+fn silence(ms: usize) -> Vec<i16> {
+    vec![0; ms * 8]
 }
 
-/// A leading silence so the first digit does not start at sample 0.
-const LEAD: usize = 400;
-
-/// `digits` with `params`, after [`LEAD`] samples of silence; also returns each tone's
-/// (start, end) sample.
-fn signal(digits: &str, params: &DtmfParams) -> (Vec<i16>, Vec<(u64, u64)>) {
-    let mut s = vec![0i16; LEAD];
-    let mut spans = Vec::new();
-    let on = u64::from(params.on_ms) * 8;
-    let per = on + u64::from(params.off_ms) * 8;
-    for (i, _) in digits.chars().enumerate() {
-        let start = LEAD as u64 + i as u64 * per;
-        spans.push((start, start + on));
-    }
-    dtmf::generate(digits, params, &mut s).unwrap();
-    s.extend(std::iter::repeat_n(0, 400));
-    (s, spans)
+/// One tone pair with explicit frequencies and levels (dBm0 per tone).
+fn pair(low_hz: f64, high_hz: f64, low_dbm0: f32, high_dbm0: f32, on_ms: u32) -> Vec<i16> {
+    let params = DtmfParams {
+        on_ms,
+        off_ms: 0,
+        ..DtmfParams::default()
+    };
+    let mut g = DtmfGenerator::with_frequencies(
+        low_hz,
+        high_hz,
+        f64::from(dbm0_to_peak(low_dbm0)),
+        f64::from(dbm0_to_peak(high_dbm0)),
+        params,
+    );
+    let mut out = vec![0i16; g.remaining() as usize];
+    let n = g.fill(&mut out);
+    out.truncate(n);
+    out
 }
 
-fn fast(level_dbm0: f32, twist_db: f32) -> DtmfParams {
-    DtmfParams {
-        level_dbm0,
-        twist_db,
-        on_ms: 40,
-        off_ms: 40,
-    }
+fn nominal(digit: char) -> (f64, f64) {
+    let (l, h) = dtmf::digit_frequencies(digit).unwrap();
+    (f64::from(l), f64::from(h))
 }
 
-/// Every digit once, at 40/40 ms, with a custom pair of frequencies and peaks per digit.
-fn off_nominal(factor_low: f64, factor_high: f64, level_dbm0: f32) -> Vec<i16> {
-    let peak = f64::from(dbm0_to_peak(level_dbm0));
-    let mut s = vec![0i16; LEAD];
-    let mut buf = [0i16; 160];
-    for d in DIGITS.chars() {
-        let (r, c) = dtmf::digit_frequencies(d).unwrap();
-        let mut g = DtmfGenerator::with_frequencies(
-            f64::from(r) * factor_low,
-            f64::from(c) * factor_high,
-            peak,
-            peak,
-            fast(level_dbm0, 0.0),
-        );
-        loop {
-            let n = g.fill(&mut buf);
-            if n == 0 {
-                break;
+#[test]
+fn generator_puts_energy_exactly_at_the_nominal_pair() {
+    // Independent check of the test signal: a direct DFT at the 8 DTMF frequencies.
+    for digit in DIGITS.chars() {
+        let mut x = Vec::new();
+        dtmf::generate(
+            &digit.to_string(),
+            &DtmfParams {
+                on_ms: 100,
+                off_ms: 0,
+                ..Default::default()
+            },
+            &mut x,
+        )
+        .unwrap();
+        let power = |f: f64| {
+            let (mut re, mut im) = (0.0, 0.0);
+            for (n, &v) in x.iter().enumerate() {
+                let w = std::f64::consts::TAU * f * n as f64 / 8000.0;
+                re += f64::from(v) * w.cos();
+                im += f64::from(v) * w.sin();
             }
-            s.extend_from_slice(&buf[..n]);
+            (re * re + im * im).sqrt() * 2.0 / x.len() as f64
+        };
+        let (l, h) = nominal(digit);
+        let expected = f64::from(dbm0_to_peak(-10.0));
+        assert!((power(l) / expected - 1.0).abs() < 0.05, "{digit} low");
+        assert!((power(h) / expected - 1.0).abs() < 0.05, "{digit} high");
+        for f in [697.0, 770.0, 852.0, 941.0, 1209.0, 1336.0, 1477.0, 1633.0] {
+            if f != l && f != h {
+                assert!(power(f) < expected * 0.05, "{digit}: leakage at {f}");
+            }
         }
     }
-    s
 }
 
-/// Deterministic noise with a roughly Gaussian distribution (sum of 4 uniforms), unit variance.
-fn noise(len: usize, seed: u64) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-    let mut uniform = move || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+#[test]
+fn all_16_digits_at_40ms_on_40ms_off_are_found_once_with_timestamps() {
+    let params = DtmfParams {
+        on_ms: 40,
+        off_ms: 40,
+        ..DtmfParams::default()
     };
-    // Sum of 4 uniforms on [-0.5, 0.5) has variance 4/12.
-    let scale = (3.0f64).sqrt();
-    (0..len)
-        .map(|_| (uniform() + uniform() + uniform() + uniform()) * scale)
+    let mut x = silence(100);
+    dtmf::generate(DIGITS, &params, &mut x).unwrap();
+    x.extend(silence(100));
+    let found = detect(&x);
+    let digits: String = found.iter().map(|d| d.0).collect();
+    assert_eq!(digits, DIGITS);
+    for (i, (digit, start, end)) in found.iter().enumerate() {
+        let true_start = 100.0 + 80.0 * i as f64;
+        assert!(
+            (start - true_start).abs() <= 15.0,
+            "{digit}: start {start} vs {true_start}"
+        );
+        assert!(
+            (end - (true_start + 40.0)).abs() <= 15.0,
+            "{digit}: end {end}"
+        );
+    }
+}
+
+#[test]
+fn frequency_deviation_of_1_5_percent_is_accepted_and_3_5_percent_rejected() {
+    for digit in DIGITS.chars() {
+        let (l, h) = nominal(digit);
+        for (dl, dh) in [
+            (1.015, 1.015),
+            (0.985, 0.985),
+            (1.015, 0.985),
+            (0.985, 1.015),
+        ] {
+            let x = [
+                silence(20),
+                pair(l * dl, h * dh, -10.0, -10.0, 50),
+                silence(50),
+            ]
+            .concat();
+            let found = detect(&x);
+            assert_eq!(found.len(), 1, "{digit} at ×{dl}/×{dh}: {found:?}");
+            assert_eq!(found[0].0, digit);
+        }
+        for (dl, dh) in [
+            (1.035, 1.0),
+            (0.965, 1.0),
+            (1.0, 1.035),
+            (1.0, 0.965),
+            (1.035, 1.035),
+            (0.965, 0.965),
+        ] {
+            let x = [
+                silence(20),
+                pair(l * dl, h * dh, -10.0, -10.0, 50),
+                silence(50),
+            ]
+            .concat();
+            let found = detect(&x);
+            assert!(
+                found.is_empty(),
+                "{digit} at ×{dl}/×{dh} must be rejected: {found:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn twist_of_8_db_normal_and_4_db_reverse_is_tolerated() {
+    for digit in DIGITS.chars() {
+        let (l, h) = nominal(digit);
+        // Normal twist: the high (column) tone weaker.
+        let x = [silence(20), pair(l, h, -8.0, -16.0, 50), silence(50)].concat();
+        assert_eq!(
+            detect(&x).iter().map(|d| d.0).collect::<String>(),
+            digit.to_string(),
+            "normal twist {digit}"
+        );
+        // Reverse twist: the low (row) tone weaker.
+        let x = [silence(20), pair(l, h, -14.0, -10.0, 50), silence(50)].concat();
+        assert_eq!(
+            detect(&x).iter().map(|d| d.0).collect::<String>(),
+            digit.to_string(),
+            "reverse twist {digit}"
+        );
+    }
+    // Far beyond the limits nothing is reported (a single tone with a trace of the other).
+    let (l, h) = nominal('5');
+    let x = [silence(20), pair(l, h, -6.0, -26.0, 50), silence(50)].concat();
+    assert!(detect(&x).is_empty(), "20 dB normal twist must be rejected");
+    let x = [silence(20), pair(l, h, -24.0, -8.0, 50), silence(50)].concat();
+    assert!(
+        detect(&x).is_empty(),
+        "16 dB reverse twist must be rejected"
+    );
+}
+
+#[test]
+fn works_down_to_minus_26_dbm0_per_tone() {
+    for digit in DIGITS.chars() {
+        let (l, h) = nominal(digit);
+        let x = [silence(20), pair(l, h, -26.0, -26.0, 50), silence(50)].concat();
+        let found = detect(&x);
+        assert_eq!(found.len(), 1, "{digit} at -26 dBm0: {found:?}");
+        assert_eq!(found[0].0, digit);
+    }
+    // Well below the sensitivity limit nothing is reported.
+    let (l, h) = nominal('1');
+    let x = [silence(20), pair(l, h, -45.0, -45.0, 50), silence(50)].concat();
+    assert!(detect(&x).is_empty());
+}
+
+#[test]
+fn tones_shorter_than_23_ms_are_rejected_longer_ones_found() {
+    for digit in DIGITS.chars() {
+        let (l, h) = nominal(digit);
+        let short = [silence(20), pair(l, h, -10.0, -10.0, 20), silence(50)].concat();
+        assert!(
+            detect(&short).is_empty(),
+            "{digit}: a 20 ms tone must not count"
+        );
+        let ok = [silence(20), pair(l, h, -10.0, -10.0, 40), silence(50)].concat();
+        assert_eq!(detect(&ok).len(), 1, "{digit}: a 40 ms tone must count");
+    }
+}
+
+/// White noise from a deterministic generator, at `rms`.
+fn noise(n: usize, rms: f64, seed: u64) -> Vec<f64> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            // Sum of 12 uniforms: approximately Gaussian with unit variance.
+            let mut acc = 0.0;
+            for _ in 0..12 {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                acc += (s >> 11) as f64 / (1u64 << 53) as f64;
+            }
+            (acc - 6.0) * rms
+        })
         .collect()
 }
 
 #[test]
-fn all_sixteen_digits_at_40_ms_on_40_ms_off_once_each_with_accurate_timestamps() {
-    for level in [-10.0, -3.0, -20.0] {
-        let (s, spans) = signal(DIGITS, &fast(level, 0.0));
-        let p = presses(&s);
-        assert_eq!(digits_of(&p), DIGITS, "level {level}: {p:?}");
-        for (&(d, start, end), &(t0, t1)) in p.iter().zip(&spans) {
-            assert!(
-                (start as i64 - t0 as i64).abs() <= TOLERANCE,
-                "{d}: key-down at {start}, tone began at {t0}"
-            );
-            assert!(
-                (end as i64 - t1 as i64).abs() <= TOLERANCE,
-                "{d}: key-up at {end}, tone ended at {t1}"
-            );
-        }
-    }
+fn digits_are_found_in_white_noise_at_15_db_snr() {
+    let params = DtmfParams {
+        level_dbm0: -10.0,
+        on_ms: 60,
+        off_ms: 60,
+        ..DtmfParams::default()
+    };
+    let mut x = silence(60);
+    dtmf::generate(DIGITS, &params, &mut x).unwrap();
+    // Signal power of two tones at -10 dBm0 each: 2 * peak²/2.
+    let peak = f64::from(dbm0_to_peak(-10.0));
+    let signal_power = peak * peak;
+    let noise_rms = (signal_power / 10f64.powf(1.5)).sqrt();
+    let n = noise(x.len(), noise_rms, 7);
+    let noisy: Vec<i16> = x
+        .iter()
+        .zip(&n)
+        .map(|(&s, &v)| (f64::from(s) + v).round().clamp(-32768.0, 32767.0) as i16)
+        .collect();
+    let found: String = detect(&noisy).iter().map(|d| d.0).collect();
+    assert_eq!(found, DIGITS);
+    // Noise alone is never a digit.
+    let only: Vec<i16> = noise(8000 * 10, 3000.0, 9)
+        .iter()
+        .map(|&v| v as i16)
+        .collect();
+    assert!(detect(&only).is_empty());
 }
 
 #[test]
-fn frequency_deviation_of_1_5_percent_is_accepted() {
-    for (fl, fh) in [
-        (1.015, 1.015),
-        (0.985, 0.985),
-        (1.015, 0.985),
-        (0.985, 1.015),
-    ] {
-        let p = presses(&off_nominal(fl, fh, -10.0));
-        assert_eq!(digits_of(&p), DIGITS, "deviation {fl}/{fh}");
-    }
-}
-
-#[test]
-fn frequency_deviation_of_3_5_percent_is_rejected() {
-    for (fl, fh) in [
-        (1.035, 1.035),
-        (0.965, 0.965),
-        (1.035, 1.0),
-        (1.0, 0.965),
-        (0.965, 1.0),
-        (1.0, 1.035),
-    ] {
-        let p = presses(&off_nominal(fl, fh, -10.0));
-        assert_eq!(digits_of(&p), "", "deviation {fl}/{fh}: {p:?}");
-    }
-}
-
-#[test]
-fn normal_twist_of_8_db_and_reverse_twist_of_4_db_are_accepted() {
-    // Normal twist: the high (column) tone weaker than the low one.
-    for (level, twist) in [(-10.0, -8.0), (-10.0, 4.0), (-18.0, -8.0), (-18.0, 4.0)] {
-        for shift in (0..51).step_by(10) {
-            let (mut s, _) = signal(DIGITS, &fast(level, twist));
-            s.splice(0..0, std::iter::repeat_n(0, shift));
-            let p = presses(&s);
-            assert_eq!(
-                digits_of(&p),
-                DIGITS,
-                "level {level} twist {twist} shift {shift}"
-            );
-        }
-    }
-}
-
-#[test]
-fn excessive_twist_is_rejected() {
-    for twist in [-14.0, 10.0] {
-        let (s, _) = signal(DIGITS, &fast(-13.0, twist));
-        let p = presses(&s);
-        assert_eq!(digits_of(&p), "", "twist {twist}: {p:?}");
-    }
-}
-
-#[test]
-fn minus_26_dbm0_per_tone_is_detected_and_very_weak_tones_are_not() {
-    let (s, _) = signal(DIGITS, &fast(-26.0, 0.0));
-    assert_eq!(digits_of(&presses(&s)), DIGITS);
-    let (s, _) = signal(DIGITS, &fast(-45.0, 0.0));
-    assert_eq!(digits_of(&presses(&s)), "");
-}
-
-#[test]
-fn tones_shorter_than_23_ms_are_rejected_and_40_ms_tones_found_at_any_alignment() {
-    for shift in (0..51).step_by(5) {
-        for on_ms in [10, 15, 20, 22] {
-            let params = DtmfParams {
-                on_ms,
-                off_ms: 60,
-                ..fast(-10.0, 0.0)
-            };
-            let (mut s, _) = signal(DIGITS, &params);
-            s.splice(0..0, std::iter::repeat_n(0, shift));
-            let p = presses(&s);
-            assert_eq!(digits_of(&p), "", "{on_ms} ms tones, shift {shift}: {p:?}");
-        }
-        let (mut s, _) = signal(DIGITS, &fast(-10.0, 0.0));
-        s.splice(0..0, std::iter::repeat_n(0, shift));
-        assert_eq!(digits_of(&presses(&s)), DIGITS, "40 ms, shift {shift}");
-    }
-}
-
-#[test]
-fn white_noise_at_15_db_snr_still_gives_every_digit_once() {
-    let level = -10.0;
-    let (clean, _) = signal(DIGITS, &fast(level, 0.0));
-    // Signal power while a digit sounds: two sines of equal peak.
-    let peak = f64::from(dbm0_to_peak(level));
-    let signal_power = 2.0 * peak * peak / 2.0;
-    let noise_rms = (signal_power / 10f64.powf(15.0 / 10.0)).sqrt();
-    for seed in 1..=5 {
-        let n = noise(clean.len(), seed);
-        let noisy: Vec<i16> = clean
-            .iter()
-            .zip(&n)
-            .map(|(&x, &v)| {
-                (f64::from(x) + v * noise_rms)
-                    .round()
-                    .clamp(-32768.0, 32767.0) as i16
-            })
-            .collect();
-        let p = presses(&noisy);
-        assert_eq!(digits_of(&p), DIGITS, "seed {seed}: {p:?}");
-    }
-}
-
-#[test]
-fn noise_alone_gives_no_digit() {
-    for seed in 1..=3 {
-        let s: Vec<i16> = noise(8000 * 10, seed)
-            .into_iter()
-            .map(|v| (v * 3000.0).round() as i16)
-            .collect();
-        assert_eq!(digits_of(&presses(&s)), "", "seed {seed}");
-    }
-}
-
-fn digits_strategy() -> impl Strategy<Value = String> {
-    proptest::collection::vec(
-        proptest::sample::select(DIGITS.chars().collect::<Vec<_>>()),
-        1..8,
-    )
-    .prop_map(|v| v.into_iter().collect())
+fn two_identical_digits_with_a_short_pause_are_two_digits() {
+    let params = DtmfParams {
+        on_ms: 50,
+        off_ms: 40,
+        ..DtmfParams::default()
+    };
+    let mut x = Vec::new();
+    dtmf::generate("55", &params, &mut x).unwrap();
+    let found: String = detect(&x).iter().map(|d| d.0).collect();
+    assert_eq!(found, "55");
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(24))]
 
     #[test]
-    fn chunk_sizes_do_not_change_the_events(
-        digits in digits_strategy(),
-        on_ms in 30u32..120,
-        off_ms in 30u32..120,
-        level in -28.0f32..-4.0,
-        seed in 1u64..1000,
-    ) {
-        let params = DtmfParams { level_dbm0: level, twist_db: 0.0, on_ms, off_ms };
-        let (clean, _) = signal(&digits, &params);
-        let n = noise(clean.len(), seed);
-        let s: Vec<i16> = clean.iter().zip(&n).map(|(&x, &v)| x.saturating_add((v * 200.0) as i16)).collect();
-        let reference = detect_chunked(&s, 1);
-        for chunk in [7usize, 8, 160, 1000, s.len()] {
-            prop_assert_eq!(&detect_chunked(&s, chunk), &reference, "chunk {}", chunk);
-        }
+    fn chunk_size_does_not_change_the_events(chunk in prop::sample::select(vec![1usize, 7, 8, 51, 102, 160, 1000]), seed in 0u64..1000) {
+        let params = DtmfParams { on_ms: 45, off_ms: 45, ..DtmfParams::default() };
+        let mut x = silence(13);
+        dtmf::generate("159#0D", &params, &mut x).unwrap();
+        let n = noise(x.len(), 300.0, seed);
+        let x: Vec<i16> = x.iter().zip(&n).map(|(&s, &v)| (f64::from(s) + v) as i16).collect();
+        let whole = detect(&x);
+        prop_assert_eq!(detect_chunked(&x, chunk), whole.clone());
+        prop_assert_eq!(whole.iter().map(|d| d.0).collect::<String>(), "159#0D");
     }
 
     #[test]
-    fn any_input_is_handled_without_panicking(
-        samples in proptest::collection::vec(any::<i16>(), 0..4000),
-        chunk in 1usize..300,
-    ) {
-        let events = detect_chunked(&samples, chunk);
-        for e in events {
-            let (DtmfEvent::KeyDown { digit, .. } | DtmfEvent::KeyUp { digit, .. }) = e;
-            prop_assert!(DIGITS.contains(digit));
-        }
-    }
-
-    #[test]
-    fn loud_clipped_square_waves_never_panic(
-        period in 2usize..40,
-        len in 0usize..3000,
-    ) {
-        let s: Vec<i16> = (0..len).map(|n| if (n / period) % 2 == 0 { i16::MAX } else { i16::MIN }).collect();
-        let _ = detect_chunked(&s, 8);
-    }
-}
-
-#[test]
-fn generator_levels_follow_the_dbm0_reference() {
-    // −10 dBm0 low tone, high tone 4 dB weaker: peaks 22 737·10^(−10/20) and ·10^(−14/20).
-    let params = DtmfParams {
-        level_dbm0: -10.0,
-        twist_db: -4.0,
-        on_ms: 100,
-        off_ms: 0,
-    };
-    let mut s = Vec::new();
-    dtmf::generate("1", &params, &mut s).unwrap();
-    assert_eq!(s.len(), 800);
-    let amplitude = |f: f64| {
-        let w = std::f64::consts::TAU * f / 8000.0;
-        let (mut re, mut im) = (0.0, 0.0);
-        for (n, &v) in s.iter().enumerate() {
-            re += f64::from(v) * (w * n as f64).cos();
-            im -= f64::from(v) * (w * n as f64).sin();
-        }
-        2.0 * (re * re + im * im).sqrt() / s.len() as f64
-    };
-    let low = amplitude(697.0);
-    let high = amplitude(1209.0);
-    let expect_low = 22_737.0 * 10f64.powf(-10.0 / 20.0);
-    let expect_high = 22_737.0 * 10f64.powf(-14.0 / 20.0);
-    assert!(
-        (low / expect_low - 1.0).abs() < 0.01,
-        "697 Hz peak {low}, expected {expect_low}"
-    );
-    assert!(
-        (high / expect_high - 1.0).abs() < 0.01,
-        "1209 Hz peak {high}, expected {expect_high}"
-    );
-}
-
-#[test]
-fn a_10_ms_break_inside_a_tone_does_not_split_the_digit() {
-    for shift in (0..51).step_by(3) {
-        let params = DtmfParams {
-            on_ms: 60,
-            off_ms: 0,
-            ..fast(-10.0, 0.0)
-        };
-        let mut s = vec![0i16; 400 + shift];
-        dtmf::generate("5", &params, &mut s).unwrap();
-        s.extend(std::iter::repeat_n(0, 80));
-        dtmf::generate("5", &params, &mut s).unwrap();
-        s.extend(std::iter::repeat_n(0, 400));
-        let p = presses(&s);
-        assert_eq!(digits_of(&p), "5", "shift {shift}: {p:?}");
-    }
-}
-
-#[test]
-fn a_digit_changing_without_a_pause_is_reported_as_two_digits() {
-    let params = DtmfParams {
-        on_ms: 60,
-        off_ms: 0,
-        ..fast(-10.0, 0.0)
-    };
-    let (s, _) = signal("12", &params);
-    assert_eq!(digits_of(&presses(&s)), "12");
-}
-
-#[test]
-fn combined_worst_cases_still_give_every_digit_once() {
-    // −26 dBm0, or ±1.5 % off, each with white noise at 15 dB SNR.
-    let cases: [(&str, Vec<i16>, f32); 3] = [
-        ("-26 dBm0", signal(DIGITS, &fast(-26.0, 0.0)).0, -26.0),
-        ("+1.5 %", off_nominal(1.015, 1.015, -10.0), -10.0),
-        ("-1.5 %", off_nominal(0.985, 0.985, -10.0), -10.0),
-    ];
-    for (name, clean, level) in cases {
-        let peak = f64::from(dbm0_to_peak(level));
-        let noise_rms = (peak * peak / 10f64.powf(1.5)).sqrt();
-        for seed in 1..=3 {
-            let noisy: Vec<i16> = clean
-                .iter()
-                .zip(noise(clean.len(), seed))
-                .map(|(&x, v)| (f64::from(x) + v * noise_rms).round() as i16)
-                .collect();
-            let p = presses(&noisy);
-            assert_eq!(digits_of(&p), DIGITS, "{name}, seed {seed}: {p:?}");
-        }
+    fn arbitrary_samples_never_panic(x in prop::collection::vec(any::<i16>(), 0..4000), chunk in 1usize..300) {
+        let _ = detect_chunked(&x, chunk);
     }
 }

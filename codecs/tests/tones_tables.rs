@@ -54,7 +54,7 @@ fn names_parse_case_insensitively_and_errors_list_the_choices() {
     for c in ["us", "etsi", "uk", "de", "fr"] {
         assert!(msg.contains(c), "{msg}");
     }
-    let CodecError::InvalidArgument(msg) = "ring".parse::<ToneKind>().unwrap_err() else {
+    let CodecError::InvalidArgument(msg) = "howler".parse::<ToneKind>().unwrap_err() else {
         panic!("wrong error variant");
     };
     for k in ["dial", "ringback", "busy", "congestion"] {
@@ -65,21 +65,21 @@ fn names_parse_case_insensitively_and_errors_list_the_choices() {
 #[test]
 fn us_and_etsi_tables_hold_the_standard_values() {
     let s = tones::spec(Country::Us, ToneKind::Dial);
-    assert_eq!(s.frequencies_hz, &[350.0, 440.0]);
+    assert_eq!(s.frequencies, &[350.0, 440.0]);
     assert!(s.cadence_ms.is_empty());
     let s = tones::spec(Country::Us, ToneKind::Ringback);
     assert_eq!(
-        (s.frequencies_hz, s.cadence_ms),
+        (s.frequencies, s.cadence_ms),
         (&[440.0, 480.0][..], &[2000, 4000][..])
     );
     let s = tones::spec(Country::Us, ToneKind::Busy);
     assert_eq!(
-        (s.frequencies_hz, s.cadence_ms),
+        (s.frequencies, s.cadence_ms),
         (&[480.0, 620.0][..], &[500, 500][..])
     );
     let s = tones::spec(Country::Us, ToneKind::Congestion);
     assert_eq!(
-        (s.frequencies_hz, s.cadence_ms),
+        (s.frequencies, s.cadence_ms),
         (&[480.0, 620.0][..], &[250, 250][..])
     );
     let expected: [(ToneKind, &[u32]); 4] = [
@@ -90,7 +90,7 @@ fn us_and_etsi_tables_hold_the_standard_values() {
     ];
     for (kind, cadence) in expected {
         let s = tones::spec(Country::Etsi, kind);
-        assert_eq!(s.frequencies_hz, &[425.0], "{kind}");
+        assert_eq!(s.frequencies, &[425.0], "{kind}");
         assert_eq!(s.cadence_ms, cadence, "{kind}");
     }
 }
@@ -128,7 +128,7 @@ fn frequencies_and_level_match_the_table() {
             // The first 200 ms are "on" for every tone in the tables.
             let x = render(country, kind, 1600);
             let expected = f64::from(dbm0_to_peak(spec.level_dbm0)).powi(2) / 2.0;
-            for &f in spec.frequencies_hz {
+            for &f in spec.frequencies {
                 let p = tone_power(&x, f64::from(f));
                 let db = 10.0 * (p / expected).log10();
                 assert!(db.abs() < 0.5, "{country} {kind} {f} Hz: {db:.2} dB off");
@@ -163,8 +163,8 @@ fn output_is_seamless_whatever_the_fill_sizes() {
             assert_eq!(pieces, whole, "{country} {kind}");
             // Phase continuity: no sample-to-sample jump larger than the sine's own slope allows.
             let spec = tones::spec(country, kind);
-            let peak = f64::from(dbm0_to_peak(spec.level_dbm0)) * spec.frequencies_hz.len() as f64;
-            let fmax = spec.frequencies_hz.iter().copied().fold(0.0f32, f32::max);
+            let peak = f64::from(dbm0_to_peak(spec.level_dbm0)) * spec.frequencies.len() as f64;
+            let fmax = spec.frequencies.iter().copied().fold(0.0f32, f32::max);
             let max_step = peak * std::f64::consts::TAU * f64::from(fmax) / 8000.0 + 2.0;
             for w in whole.windows(2) {
                 if w[0] != 0 && w[1] != 0 {
