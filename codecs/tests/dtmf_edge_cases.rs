@@ -1,7 +1,7 @@
 //! DTMF detector edge cases beyond the acceptance figures of `dtmf_spec.rs`, driven by our
-//! generator: a 10 ms break inside a digit, a digit changing without a pause, twist beyond the
-//! limits, tones far below the minimum level, noise alone, the worst cases combined with noise,
-//! absolute generator levels, and clipped square waves.
+//! generator: short tones and twist at every alignment to the analysis windows, a 10 ms break
+//! inside a digit, a digit changing without a pause, twist beyond the limits, noise alone, the
+//! worst cases combined with noise, absolute generator levels, and clipped square waves.
 //!
 //! Levels are dBm0 by the G.711 µ-law convention: 0 dBm0 ≙ a sine of peak 22 737 in 16-bit PCM,
 //! so a full-scale sine is +3.17 dBm0.
@@ -134,9 +134,40 @@ fn excessive_twist_is_rejected() {
 }
 
 #[test]
-fn tones_far_below_the_minimum_level_are_not_reported() {
-    let (s, _) = signal(DIGITS, &fast(-45.0, 0.0));
-    assert_eq!(digits_of(&presses(&s)), "");
+fn tones_of_10_to_22_ms_are_rejected_and_40_ms_found_at_every_window_alignment() {
+    for shift in (0..51).step_by(5) {
+        for on_ms in [10, 15, 20, 22] {
+            let params = DtmfParams {
+                on_ms,
+                off_ms: 60,
+                ..fast(-10.0, 0.0)
+            };
+            let (mut s, _) = signal(DIGITS, &params);
+            s.splice(0..0, std::iter::repeat_n(0, shift));
+            let p = presses(&s);
+            assert_eq!(digits_of(&p), "", "{on_ms} ms tones, shift {shift}: {p:?}");
+        }
+        let (mut s, _) = signal(DIGITS, &fast(-10.0, 0.0));
+        s.splice(0..0, std::iter::repeat_n(0, shift));
+        assert_eq!(digits_of(&presses(&s)), DIGITS, "40 ms, shift {shift}");
+    }
+}
+
+#[test]
+fn twist_of_8_db_normal_and_4_db_reverse_holds_at_every_window_alignment() {
+    // Normal twist: the high (column) tone weaker than the low one.
+    for (level, twist) in [(-10.0, -8.0), (-10.0, 4.0), (-18.0, -8.0), (-18.0, 4.0)] {
+        for shift in (0..51).step_by(10) {
+            let (mut s, _) = signal(DIGITS, &fast(level, twist));
+            s.splice(0..0, std::iter::repeat_n(0, shift));
+            let p = presses(&s);
+            assert_eq!(
+                digits_of(&p),
+                DIGITS,
+                "level {level} twist {twist} shift {shift}"
+            );
+        }
+    }
 }
 
 #[test]
