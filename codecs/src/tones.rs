@@ -8,7 +8,7 @@
 //! Sources of the tables (values checked with the search tools against public listings — the
 //! "Precise Tone Plan" article, CCITT Blue Book Recommendation E.180 (1988, also Q.35) and its
 //! Supplement 2 listing national tones, ETSI TR 101 041-2 — not copied from them):
-//! - **US**: the North American "precise tone plan" (ANSI T1.401 / Telcordia): dial 350+440 Hz at
+//! - **US**: the North American "precise tone plan": dial 350+440 Hz at
 //!   −13 dBm0 per tone, continuous; audible ringing 440+480 Hz at −19 dBm0, 2 s on / 4 s off;
 //!   busy 480+620 Hz at −24 dBm0, 0.5 s / 0.5 s; reorder (congestion) 480+620 Hz at −24 dBm0,
 //!   0.25 s / 0.25 s. The same cadences appear in ANSI IS-95's supervisory tones.
@@ -16,12 +16,12 @@
 //!   (see also ETSI TR 101 041-2): a single 425 Hz tone; dial continuous, ringing 1 s on / 4 s off,
 //!   busy 0.5 s / 0.5 s, congestion 0.25 s / 0.25 s. The level is left to the network within a
 //!   range (E.180 §2 gives the electrical limits); we send −10 dBm0, the usual nominal value.
-//! - **UK** (BT SIN 350, as in ITU-T E.180 Supplement 2): dial 350+440 Hz continuous; ringing
+//! - **UK** (the national plan as PBX tone-zone tables list it): dial 350+440 Hz continuous; ringing
 //!   400+450 Hz 0.4/0.2/0.4/2.0 s; busy 400 Hz 0.375/0.375 s; congestion 400 Hz
 //!   0.4/0.35/0.225/0.525 s.
-//! - **DE** (E.180 Supplement 2, Deutsche Telekom 1TR110): 425 Hz; ringing 1/4 s, busy
+//! - **DE** (E.180 Supplement 2's entry for Germany): 425 Hz; ringing 1/4 s, busy
 //!   0.48/0.48 s, congestion 0.24/0.24 s.
-//! - **FR** (E.180 Supplement 2, France Télécom): 440 Hz; ringing 1.5/3.5 s, busy 0.5/0.5 s,
+//! - **FR** (the national plan as PBX tone-zone tables list it): 440 Hz; ringing 1.5/3.5 s, busy 0.5/0.5 s,
 //!   congestion 0.25/0.25 s.
 //!
 //! # Levels
