@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod media;
 pub mod sip;
 pub mod telemetry;
 pub mod web;
