@@ -4,4 +4,5 @@
 //! Everything here is sans-IO: packets and the current [`std::time::Instant`] go in, frames,
 //! packets and events come out. The steady-state per-packet path does not allocate.
 
+pub mod jitter;
 pub mod rtp;
