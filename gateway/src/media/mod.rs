@@ -4,5 +4,6 @@
 //! Everything here is sans-IO: packets and the current [`std::time::Instant`] go in, frames,
 //! packets and events come out. The steady-state per-packet path does not allocate.
 
+pub mod bridge;
 pub mod jitter;
 pub mod rtp;
