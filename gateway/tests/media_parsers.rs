@@ -74,3 +74,50 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Any telephone-event packets (any source, timestamp, bytes, timing) never panic the
+    /// receiver, and every digit that begins ends exactly once.
+    #[test]
+    fn dtmf_receiver_takes_any_packets(
+        ops in proptest::collection::vec(
+            (0u32..2, 0u32..6, proptest::collection::vec(any::<u8>(), 0..8), 0u64..300),
+            0..200,
+        )
+    ) {
+        use gateway::media::dtmf::{DtmfReceiver, ReceivedDigit};
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let mut rx = DtmfReceiver::new(Duration::from_millis(250));
+        let mut now = t0;
+        let (mut began, mut ended) = (0usize, 0usize);
+        let drain = |rx: &mut DtmfReceiver, began: &mut usize, ended: &mut usize| {
+            while let Some(d) = rx.poll_event() {
+                match d {
+                    ReceivedDigit::Began { .. } => *began += 1,
+                    ReceivedDigit::Ended { .. } => *ended += 1,
+                }
+                prop_assert!(*ended <= *began && *began <= *ended + 1);
+            }
+            Ok(())
+        };
+        for (ssrc, ts, payload, dt) in ops {
+            now += Duration::from_millis(dt);
+            rx.handle_timeout(now);
+            rx.handle_packet(now, ssrc, ts * 800, &payload);
+            drain(&mut rx, &mut began, &mut ended)?;
+        }
+        rx.handle_timeout(now + Duration::from_secs(1));
+        drain(&mut rx, &mut began, &mut ended)?;
+        prop_assert_eq!(began, ended);
+    }
+
+    /// Telephone-event payloads: any bytes parse or fail cleanly; parsed ones round-trip.
+    #[test]
+    fn telephone_event_parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..12)) {
+        use gateway::media::dtmf::TelephoneEvent;
+        if let Ok(e) = TelephoneEvent::parse(&bytes) {
+            prop_assert_eq!(&e.to_bytes().unwrap()[..], &[bytes[0], bytes[1] & 0xbf, bytes[2], bytes[3]][..]);
+        }
+    }
+}

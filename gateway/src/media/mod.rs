@@ -5,5 +5,6 @@
 //! packets and events come out. The steady-state per-packet path does not allocate.
 
 pub mod bridge;
+pub mod dtmf;
 pub mod jitter;
 pub mod rtp;
