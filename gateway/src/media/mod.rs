@@ -7,4 +7,5 @@
 pub mod bridge;
 pub mod dtmf;
 pub mod jitter;
+pub mod rtcp;
 pub mod rtp;
