@@ -1,0 +1,91 @@
+//! The steady-state media path does not allocate: counted with an instrumented global allocator
+//! over thousands of packets (receive: parse, stats, jitter buffer, decode + PLC; send: RTP
+//! context, serialise; bridge ticks; RFC 4733 both ways; RTCP report writing).
+//! One test per binary, so no other test thread allocates meanwhile.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::alloc::System;
+use std::time::{Duration, Instant};
+
+use gateway::media::bridge::{Bridge, Silence, leg_rings};
+use gateway::media::dtmf::{DtmfReceiver, DtmfSender, DtmfSenderConfig};
+use gateway::media::jitter::{G711Playout, JitterConfig};
+use gateway::media::rtcp::{ReportBlock, RtcpWriter, parse_compound};
+use gateway::media::rtp::{ReceiveStats, RtpPacket, RtpSender};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+#[test]
+fn steady_state_media_path_does_not_allocate() {
+    let t0 = Instant::now();
+    let mut playout = G711Playout::new(JitterConfig::default(), t0);
+    let mut stats = ReceiveStats::new(0x1234, 8000);
+    let mut tx = RtpSender::new(0x9999, 100, 1000);
+    let (mut a, pa) = leg_rings(8);
+    let (mut b, pb) = leg_rings(8);
+    let mut bridge = Bridge::new(pa, pb, Box::new(Silence));
+    let mut dtmf_tx = DtmfSender::new(DtmfSenderConfig::default());
+    let mut dtmf_rx = DtmfReceiver::new(Duration::from_millis(250));
+    let mut wire = [0u8; 1500];
+    let mut out = [0u8; 1500];
+    let mut rtcp = [0u8; 512];
+    let mut frame = [0i16; 160];
+    let payload = [0xd5u8; 160];
+    let mut encoded = [0u8; 160];
+
+    let mut run = |from: u64, to: u64| {
+        for i in from..to {
+            let now = t0 + Duration::from_millis(20 * i);
+            // Receive.
+            let p = RtpPacket::new(8, false, i as u16, (i * 160) as u32, 0x1234, &payload);
+            let n = p.write(&mut wire).unwrap();
+            let parsed = RtpPacket::parse(&wire[..n]).unwrap();
+            stats.update(parsed.sequence, parsed.timestamp, now);
+            playout.insert(&parsed, now);
+            playout.pull(now, &mut frame);
+            // Through the bridge.
+            a.push_received(&frame);
+            bridge.tick();
+            let to_send = b.pop_to_send().unwrap_or([0; 160]);
+            let _ = a.pop_to_send();
+            // Send.
+            codecs::g711::encode_frame(codecs::g711::Law::Ulaw, &to_send, &mut encoded);
+            if dtmf_tx.is_active() {
+                tx.skip(160);
+            } else {
+                let h = tx.next_packet(0, 160, 160);
+                h.packet(&encoded).write(&mut out).unwrap();
+            }
+            if i % 100 == 0 {
+                dtmf_tx.send_digit('5').unwrap();
+            }
+            while let Some(ev) = dtmf_tx.poll(now, &mut tx) {
+                dtmf_rx.handle_packet(now, 0x9999, ev.header.timestamp, &ev.payload);
+            }
+            dtmf_rx.handle_timeout(now);
+            while dtmf_rx.poll_event().is_some() {}
+            // RTCP every 5 s.
+            if i % 250 == 0 {
+                let block = ReportBlock::from_stats(&mut stats, None, now);
+                let mut w = RtcpWriter::new(&mut rtcp);
+                w.receiver_report(0x9999, &[block]).unwrap();
+                w.sdes_cname(0x9999, b"leg@gw").unwrap();
+                let n = w.len();
+                assert_eq!(parse_compound(&rtcp[..n]).unwrap().count(), 2);
+            }
+        }
+    };
+    // Warm-up (first packets prime the buffer), then count.
+    run(0, 200);
+    let region = Region::new(GLOBAL);
+    run(200, 20_200);
+    let change = region.change();
+    assert_eq!(
+        (change.allocations, change.reallocations),
+        (0, 0),
+        "allocations on the steady-state path: {change:?}"
+    );
+    assert!(playout.buffer().stats().played > 19_000);
+}
