@@ -45,7 +45,7 @@ struct SippRun {
     stderr: String,
 }
 
-fn run_sipp(target: std::net::SocketAddr, scenario_file: &str) -> SippRun {
+fn run_sipp(target: std::net::SocketAddr, scenario_file: &str, extra: &[&str]) -> SippRun {
     if Command::new("sipp").arg("-v").output().is_err() {
         panic!(
             "sipp not found: install the Debian package `sip-tester` (apt-get install -y sip-tester)"
@@ -61,6 +61,7 @@ fn run_sipp(target: std::net::SocketAddr, scenario_file: &str) -> SippRun {
         .args(["-m", &CALLS.to_string(), "-r", "100", "-l", "20"])
         .args(["-timeout", "30", "-timeout_error", "-nostdin"])
         .args(["-trace_stat", "-stf", csv.to_str().unwrap(), "-fd", "1"])
+        .args(extra)
         .output()
         .expect("run sipp");
     SippRun {
@@ -72,9 +73,13 @@ fn run_sipp(target: std::net::SocketAddr, scenario_file: &str) -> SippRun {
 }
 
 async fn check(scenario_file: &'static str) -> UdpUas {
+    check_with(scenario_file, &[]).await
+}
+
+async fn check_with(scenario_file: &'static str, extra: &'static [&'static str]) -> UdpUas {
     let uas = UdpUas::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let target = uas.local_addr();
-    let run = tokio::task::spawn_blocking(move || run_sipp(target, scenario_file))
+    let run = tokio::task::spawn_blocking(move || run_sipp(target, scenario_file, extra))
         .await
         .unwrap();
     assert_eq!(
@@ -117,6 +122,36 @@ async fn sipp_malformed_request_gets_400() {
             .malformed_requests
             .load(std::sync::atomic::Ordering::Relaxed)
             >= u64::from(CALLS)
+    );
+    uas.shutdown().await.unwrap();
+}
+
+/// SIPp drops 10 % of what it sends and receives (`-lost 10`; up to 10 retransmissions so a call
+/// fails only if 11 attempts in a row are lost): it retransmits OPTIONS, and our
+/// server transactions must replay the same 200 rather than hand the TU a second request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_options_survive_10_percent_loss_by_retransmission() {
+    let uas = check_with(
+        "options_uac.xml",
+        &["-lost", "10", "-max_non_invite_retrans", "10"],
+    )
+    .await;
+    let received = uas
+        .counters()
+        .received
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        received > u64::from(CALLS),
+        "SIPp retransmitted ({received} datagrams for {CALLS} calls)"
+    );
+    let answered = uas
+        .counters()
+        .answered
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        answered,
+        u64::from(CALLS),
+        "each OPTIONS reached the TU exactly once"
     );
     uas.shutdown().await.unwrap();
 }

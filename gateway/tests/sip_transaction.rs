@@ -784,3 +784,227 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn timers_follow_a_configured_t1_t2_t4() {
+    let timers = TimerConfig {
+        t1: ms(100),
+        t2: ms(400),
+        t4: ms(1000),
+        ..TimerConfig::default()
+    };
+    let t0 = Instant::now();
+    let mut layer = TransactionLayer::new(timers);
+    let key = layer
+        .send_request(
+            t0,
+            request("OPTIONS", "z9hG4bKt1"),
+            peer(),
+            Reliability::Unreliable,
+        )
+        .unwrap();
+    let (sent, events) = run_until(&mut layer, t0, Duration::from_secs(60));
+    let times: Vec<u64> = sent.iter().map(|(d, _)| d.as_millis() as u64).collect();
+    // 100, 200, 400 (= T2) doubling, then every 400 ms until Timer F = 64*T1 = 6.4 s.
+    assert_eq!(&times[..5], &[0, 100, 300, 700, 1100]);
+    assert!(
+        times.windows(2).skip(3).all(|w| w[1] - w[0] == 400),
+        "{times:?}"
+    );
+    assert_eq!(events.first(), Some(&(ms(6_400), TuEvent::Timeout { key })));
+
+    // T4 drives Timer K.
+    let mut layer = TransactionLayer::new(timers);
+    let req = request("BYE", "z9hG4bKt4");
+    let key = layer
+        .send_request(t0, req.clone(), peer(), Reliability::Unreliable)
+        .unwrap();
+    layer.handle_datagram(
+        t0 + ms(50),
+        &response_to(&req, 200, "x"),
+        peer(),
+        Reliability::Unreliable,
+    );
+    let (_, events) = run_until(&mut layer, t0, Duration::from_secs(60));
+    assert_eq!(
+        events.last(),
+        Some(&(ms(1_050), TuEvent::Terminated { key }))
+    );
+}
+
+#[test]
+fn ringing_invite_client_outlives_timer_b_and_timer_c_cancels_it() {
+    let t0 = Instant::now();
+    let mut layer = TransactionLayer::new(TimerConfig::default());
+    let inv = request("INVITE", "z9hG4bKtc");
+    let key = layer
+        .send_request(t0, inv.clone(), peer(), Reliability::Unreliable)
+        .unwrap();
+    let _ = layer.poll_transmit();
+    // 180 at 1 s stops Timers A and B and starts Timer C (181 s); a later 180 restarts it.
+    layer.handle_datagram(
+        t0 + ms(1_000),
+        &response_to(&inv, 180, "r"),
+        peer(),
+        Reliability::Unreliable,
+    );
+    layer.handle_datagram(
+        t0 + ms(61_000),
+        &response_to(&inv, 180, "r"),
+        peer(),
+        Reliability::Unreliable,
+    );
+    while layer.poll_event().is_some() {}
+    let (sent, events) = run_until(&mut layer, t0, ms(242_000));
+    // Nothing happens at 32 s (Timer B would have ended a ringing call: the "drops at 30 s" bug).
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, ms(242_000));
+    assert_eq!(first_line(&sent[0].1), "CANCEL sip:bob@192.0.2.10 SIP/2.0");
+    assert_eq!(
+        events,
+        vec![(ms(242_000), TuEvent::Timeout { key: key.clone() })]
+    );
+    // The callee answers the CANCEL and then the INVITE 487: ACKed, ended by Timer D.
+    let cancel = gateway::sip::transaction::build_cancel(&inv);
+    layer.handle_datagram(
+        t0 + ms(242_100),
+        &response_to(&cancel, 200, "r"),
+        peer(),
+        Reliability::Unreliable,
+    );
+    layer.handle_datagram(
+        t0 + ms(242_200),
+        &response_to(&inv, 487, "r"),
+        peer(),
+        Reliability::Unreliable,
+    );
+    let ack = layer.poll_transmit().unwrap();
+    assert!(first_line(&ack).starts_with("ACK "));
+    let (_, events) = run_until(&mut layer, t0, Duration::from_secs(600));
+    assert!(
+        events.contains(&(ms(274_200), TuEvent::Terminated { key })),
+        "{events:?}"
+    );
+    assert!(layer.is_empty());
+}
+
+#[test]
+fn invite_server_2xx_waits_timer_l_then_ends() {
+    let t0 = Instant::now();
+    let mut layer = TransactionLayer::new(TimerConfig::default());
+    let inv = request("INVITE", "z9hG4bKl");
+    layer.handle_message(
+        t0,
+        Message::Request(inv.clone()),
+        peer(),
+        Reliability::Unreliable,
+    );
+    let Some(TuEvent::Request { key, .. }) = layer.poll_event() else {
+        panic!()
+    };
+    let mut ok = Response::for_request(&inv, 200);
+    ok.ensure_to_tag("l");
+    layer.send_response(t0 + ms(100), &key, ok).unwrap();
+    let (sent, events) = run_until(&mut layer, t0, Duration::from_secs(60));
+    assert_eq!(
+        sent.len(),
+        1,
+        "the transaction never retransmits a 2xx (the dialog does)"
+    );
+    assert_eq!(events, vec![(ms(32_100), TuEvent::Terminated { key })]);
+}
+
+#[test]
+fn responses_carry_received_and_rport_of_the_real_source() {
+    // The request says it came from 192.0.2.1:5060 and asks for rport; it really came through a
+    // NAT as 198.51.100.7:40000.
+    let nat: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+    let t0 = Instant::now();
+    let mut layer = TransactionLayer::new(TimerConfig::default());
+    let mut inv = request("INVITE", "z9hG4bKnat");
+    inv.headers.push(
+        HeaderName::Via,
+        "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp",
+    );
+    layer.handle_message(
+        t0,
+        Message::Request(inv.clone()),
+        nat,
+        Reliability::Unreliable,
+    );
+    let Some(TuEvent::Request { key, .. }) = layer.poll_event() else {
+        panic!()
+    };
+    layer.handle_timeout(t0 + ms(200));
+    let trying = layer.poll_transmit().unwrap();
+    assert_eq!(trying.dest, nat, "replies go to the source, not to sent-by");
+    let Message::Response(r) = parse_message(&trying.bytes).unwrap() else {
+        panic!()
+    };
+    let vias = r.headers.vias().unwrap();
+    assert_eq!(vias[0].received(), Some("198.51.100.7"));
+    assert_eq!(vias[0].rport(), Some(Some(40000)));
+    assert_eq!(vias[0].branch(), Some("z9hG4bKnat"));
+    assert_eq!(vias[1].host, "proxy.example.com", "further Vias untouched");
+    assert_eq!(vias[1].received(), None);
+    // The TU's own response is stamped too.
+    layer
+        .send_response(t0 + ms(300), &key, Response::for_request(&inv, 486))
+        .unwrap();
+    let busy = layer.poll_transmit().unwrap();
+    assert!(String::from_utf8_lossy(&busy.bytes).contains(";rport=40000;received=198.51.100.7"));
+
+    // Without rport and from the sent-by address itself: nothing added.
+    let mut layer = TransactionLayer::new(TimerConfig::default());
+    let mut opt = request("OPTIONS", "z9hG4bKplain");
+    opt.headers.set(
+        HeaderName::Via,
+        "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKplain",
+    );
+    layer.handle_message(
+        t0,
+        Message::Request(opt.clone()),
+        peer(),
+        Reliability::Unreliable,
+    );
+    let Some(TuEvent::Request { key, .. }) = layer.poll_event() else {
+        panic!()
+    };
+    layer
+        .send_response(t0, &key, Response::for_request(&opt, 200))
+        .unwrap();
+    let ok = String::from_utf8(layer.poll_transmit().unwrap().bytes).unwrap();
+    assert!(
+        ok.contains("Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKplain\r\n"),
+        "{ok}"
+    );
+}
+
+#[test]
+fn absurd_configured_timers_are_clamped_not_a_panic() {
+    let huge = Duration::from_secs(u64::MAX / 4);
+    let timers = TimerConfig {
+        t1: huge,
+        t2: huge,
+        t4: huge,
+        timer_c: Some(huge),
+        trying_delay: huge,
+        server_invite_timeout: huge,
+    };
+    let t0 = Instant::now();
+    let mut layer = TransactionLayer::new(timers);
+    let inv = request("INVITE", "z9hG4bKhuge");
+    layer
+        .send_request(t0, inv.clone(), peer(), Reliability::Unreliable)
+        .unwrap();
+    layer.handle_message(
+        t0,
+        Message::Request(request("INVITE", "z9hG4bKhuge2")),
+        peer(),
+        Reliability::Unreliable,
+    );
+    // T1 is clamped to 60 s: the first retransmission is at 60 s, Timer B at 64 min.
+    assert_eq!(layer.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+    let (_, _) = run_until(&mut layer, t0, Duration::from_secs(24 * 3600));
+    assert!(layer.is_empty());
+}

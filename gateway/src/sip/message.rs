@@ -221,6 +221,11 @@ impl Headers {
         Headers(Vec::new())
     }
 
+    /// An empty header list with room for `n` fields.
+    pub fn with_capacity(n: usize) -> Self {
+        Headers(Vec::with_capacity(n))
+    }
+
     /// Appends a header field.
     pub fn push(&mut self, name: HeaderName, value: impl Into<String>) {
         self.0.push(Header {

@@ -157,13 +157,45 @@ impl ParseError {
     }
 }
 
+/// A 256-entry membership table: alphanumerics plus `extra`.
+const fn char_class(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+static TOKEN: [bool; 256] = char_class(b"-.!%*_+`'~");
+static WORD: [bool; 256] = char_class(b"-.!%*_+`'~()<>:\\\"/[]?{}");
+static URI: [bool; 256] = char_class(b"-_.!~*'()%&=+$,;?/:@[]#");
+
+/// Position of ASCII byte `b` in `s` (a plain loop: these strings are short, where it beats
+/// `str::find`'s general searcher).
+fn find_byte(s: &str, b: u8) -> Option<usize> {
+    s.as_bytes().iter().position(|&c| c == b)
+}
+
+/// `str::split_once` for an ASCII byte.
+fn split_byte(s: &str, b: u8) -> Option<(&str, &str)> {
+    let i = find_byte(s, b)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
 /// RFC 3261 `token` character.
 pub(crate) fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    TOKEN[usize::from(b)]
 }
 
 fn is_word_char(b: u8) -> bool {
-    is_token_char(b) || b"()<>:\\\"/[]?{}".contains(&b)
+    WORD[usize::from(b)]
 }
 
 fn is_ws(b: u8) -> bool {
@@ -202,10 +234,11 @@ pub fn parse_message_with_limit(input: &[u8], max_len: usize) -> Result<Message,
     };
     let head = input.get(..head_end).unwrap_or_default();
     let body_all = input.get(head_end + 4..).unwrap_or_default();
+    let (controls, paired) = scan_head(head);
     let head =
         std::str::from_utf8(head).map_err(|_| ParseError::new(0, ParseErrorKind::NotUtf8))?;
 
-    let mut lines = head.split("\r\n");
+    let mut lines = Lines { head, pos: 0 };
     let start_line = lines.next().unwrap_or_default();
     let start = parse_start_line(start_line).map_err(|k| {
         let mut e = ParseError::new(1, k);
@@ -217,20 +250,25 @@ pub fn parse_message_with_limit(input: &[u8], max_len: usize) -> Result<Message,
     })?;
     let is_request = matches!(start, StartLine::Request(..));
 
-    let mut headers = Headers::new();
+    let mut headers = Headers::with_capacity(16);
     let fail = |line: usize, kind: ParseErrorKind, _: &Headers| ParseError {
         line,
         kind,
         request_headers: is_request.then(|| Box::new(salvage_headers(head))),
     };
 
+    if !paired {
+        return Err(fail(
+            bare_line_break_line(head.as_bytes()),
+            ParseErrorKind::BareLineBreak,
+            &headers,
+        ));
+    }
+
     // Header lines, with folding: a line starting with SP/HT continues the previous one.
     let mut current: Option<(usize, &str, String)> = None;
     for (idx, line) in lines.enumerate() {
         let line_no = idx + 2;
-        if line.bytes().any(|b| b == b'\r' || b == b'\n') {
-            return Err(fail(line_no, ParseErrorKind::BareLineBreak, &headers));
-        }
         if line.bytes().next().is_some_and(is_ws) {
             match current.as_mut() {
                 Some((_, _, value)) => {
@@ -247,17 +285,16 @@ pub fn parse_message_with_limit(input: &[u8], max_len: usize) -> Result<Message,
             }
         }
         if let Some((l, name, value)) = current.take() {
-            push_header(&mut headers, l, name, value).map_err(|k| fail(l, k, &headers))?;
+            push_header(&mut headers, controls, name, value).map_err(|k| fail(l, k, &headers))?;
         }
-        let Some((name, value)) = line.split_once(':') else {
+        let Some((name, value)) = split_byte(line, b':') else {
             return Err(fail(line_no, ParseErrorKind::MissingColon, &headers));
         };
         current = Some((line_no, name, value.trim_matches([' ', '\t']).to_owned()));
     }
     if let Some((l, name, value)) = current.take() {
-        push_header(&mut headers, l, name, value).map_err(|k| fail(l, k, &headers))?;
+        push_header(&mut headers, controls, name, value).map_err(|k| fail(l, k, &headers))?;
     }
-
     validate_headers(&headers, &start).map_err(|(name, k)| {
         let line = line_of(head, name.as_ref());
         fail(line, k, &headers)
@@ -348,7 +385,79 @@ fn line_of(head: &str, name: Option<&HeaderName>) -> usize {
 }
 
 fn find_subslice(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
+}
+
+/// Lines of a header section whose CR/LF are known to pair up, without the CRLF.
+struct Lines<'a> {
+    head: &'a str,
+    pos: usize,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.head.get(self.pos..)?;
+        if self.pos > self.head.len() {
+            return None;
+        }
+        match memchr::memchr(b'\n', rest.as_bytes()) {
+            Some(i) => {
+                self.pos += i + 1;
+                let line = rest.get(..i).unwrap_or_default();
+                Some(line.strip_suffix('\r').unwrap_or(line))
+            }
+            None => {
+                self.pos = self.head.len() + 1;
+                Some(rest)
+            }
+        }
+    }
+}
+
+/// The 1-based line of the first CR or LF that is not part of a CRLF.
+fn bare_line_break_line(head: &[u8]) -> usize {
+    let mut line = 1;
+    for (i, &b) in head.iter().enumerate() {
+        let bare = match b {
+            b'\r' => head.get(i + 1) != Some(&b'\n'),
+            b'\n' => i == 0 || head.get(i - 1) != Some(&b'\r'),
+            _ => false,
+        };
+        if bare {
+            return line;
+        }
+        if b == b'\n' {
+            line += 1;
+        }
+    }
+    line
+}
+
+/// One pass over the header section: whether any control character other than CR, LF and HT
+/// occurs (rare; only then are values checked one by one), and whether every CR and LF pair up
+/// as CRLF.
+fn scan_head(head: &[u8]) -> (bool, bool) {
+    // fold, not any: no early exit, so the loop vectorizes.
+    let controls = head.iter().fold(false, |acc, &b| {
+        acc | ((b < 0x20 && b != b'\t' && b != b'\r' && b != b'\n') || b == 0x7f)
+    });
+    // CR and LF must alternate as CR at i, LF at i+1.
+    let mut expect_lf_at = None;
+    let mut paired = true;
+    for i in memchr::memchr2_iter(b'\r', b'\n', head) {
+        let is_lf = head.get(i) == Some(&b'\n');
+        match (expect_lf_at, is_lf) {
+            (None, false) => expect_lf_at = Some(i + 1),
+            (Some(at), true) if at == i => expect_lf_at = None,
+            _ => {
+                paired = false;
+                break;
+            }
+        }
+    }
+    let paired = paired && expect_lf_at.is_none();
+    (controls, paired)
 }
 
 enum StartLine {
@@ -430,7 +539,7 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseErrorKind> {
 
 fn push_header(
     headers: &mut Headers,
-    _line: usize,
+    controls: bool,
     name: &str,
     value: String,
 ) -> Result<(), ParseErrorKind> {
@@ -438,7 +547,7 @@ fn push_header(
     if name.is_empty() || !name.bytes().all(is_token_char) {
         return Err(ParseErrorKind::BadHeaderName);
     }
-    if has_unescaped_control(&value) {
+    if controls && has_unescaped_control(&value) {
         return Err(HeaderError::new("header", "control character in value").into());
     }
     headers.push(HeaderName::from_wire(name), value);
@@ -473,75 +582,98 @@ fn bad(name: HeaderName, label: &'static str, reason: &'static str) -> HeaderFai
 
 /// Checks every header a transaction, dialog or framer relies on.
 fn validate_headers(h: &Headers, start: &StartLine) -> Result<(), HeaderFailure> {
-    for (name, label) in [
+    // Occurrence counts of the single-valued headers, in this order.
+    const SINGLE: [(HeaderName, &str); 9] = [
         (HeaderName::From, "From"),
         (HeaderName::To, "To"),
         (HeaderName::CallId, "Call-ID"),
         (HeaderName::CSeq, "CSeq"),
-        (HeaderName::Via, "Via"),
-    ] {
-        match h.count(&name) {
-            0 => return Err((None, ParseErrorKind::MissingHeader(label))),
-            1 => {}
-            _ if name == HeaderName::Via => {}
-            _ => return Err((Some(name), ParseErrorKind::DuplicateHeader(label))),
-        }
-    }
-    for (name, label) in [
         (HeaderName::MaxForwards, "Max-Forwards"),
         (HeaderName::ContentLength, "Content-Length"),
         (HeaderName::ContentType, "Content-Type"),
         (HeaderName::Date, "Date"),
         (HeaderName::Expires, "Expires"),
-    ] {
-        if h.count(&name) > 1 {
-            return Err((Some(name), ParseErrorKind::DuplicateHeader(label)));
+    ];
+    let mut counts = [0u8; 9];
+    let mut vias = 0usize;
+    for hdr in h.iter() {
+        let v = hdr.value.as_str();
+        let name = &hdr.name;
+        let fail = |label: &'static str, r: &'static str| bad(name.clone(), label, r);
+        if let Some(i) = SINGLE.iter().position(|(n, _)| n == name)
+            && let Some(c) = counts.get_mut(i)
+        {
+            *c = c.saturating_add(1);
+            if *c > 1 {
+                let label = SINGLE.get(i).map(|(_, l)| *l).unwrap_or("header");
+                return Err((Some(name.clone()), ParseErrorKind::DuplicateHeader(label)));
+            }
+        }
+        match name {
+            HeaderName::Via => {
+                vias += 1;
+                for_each_item(v, |item| scan_via(item, true).map(|_| ()))
+                    .map_err(|r| fail("Via", r))?;
+            }
+            HeaderName::From => {
+                scan_name_addr(v, true).map_err(|r| fail("From", r))?;
+            }
+            HeaderName::To => {
+                scan_name_addr(v, true).map_err(|r| fail("To", r))?;
+            }
+            HeaderName::CallId => check_call_id(v).map_err(|r| fail("Call-ID", r))?,
+            HeaderName::CSeq => {
+                let cseq = parse_cseq(v).map_err(|r| fail("CSeq", r))?;
+                if let StartLine::Request(method, _) = start
+                    && &cseq.method != method
+                {
+                    return Err((Some(HeaderName::CSeq), ParseErrorKind::CSeqMethodMismatch));
+                }
+            }
+            HeaderName::MaxForwards => {
+                parse_max_forwards(v).map_err(|r| fail("Max-Forwards", r))?;
+            }
+            HeaderName::ContentLength => {
+                parse_content_length(v).map_err(|r| fail("Content-Length", r))?;
+            }
+            HeaderName::ContentType => {
+                check_media_type(v).map_err(|r| fail("Content-Type", r))?;
+            }
+            HeaderName::Contact if v.trim() != "*" => {
+                for_each_item(v, |item| scan_name_addr(item, true).map(|_| ()))
+                    .map_err(|r| fail("Contact", r))?;
+            }
+            HeaderName::Route | HeaderName::RecordRoute => {
+                let label = if *name == HeaderName::Route {
+                    "Route"
+                } else {
+                    "Record-Route"
+                };
+                for_each_item(v, |item| scan_name_addr(item, false).map(|_| ()))
+                    .map_err(|r| fail(label, r))?;
+            }
+            HeaderName::Require => check_token_list(v).map_err(|r| fail("Require", r))?,
+            HeaderName::Supported => check_token_list(v).map_err(|r| fail("Supported", r))?,
+            HeaderName::Date => check_date(v).map_err(|r| fail("Date", r))?,
+            HeaderName::Expires => {
+                parse_delta_seconds(v).map_err(|r| fail("Expires", r))?;
+            }
+            _ => {}
         }
     }
-    for v in h.get_all(&HeaderName::Via) {
-        for item in split_list(v).map_err(|r| bad(HeaderName::Via, "Via", r))? {
-            parse_via(item).map_err(|r| bad(HeaderName::Via, "Via", r))?;
+    if vias == 0 {
+        return Err((None, ParseErrorKind::MissingHeader("Via")));
+    }
+    for (i, (_, label)) in SINGLE.iter().enumerate().take(4) {
+        if counts.get(i) == Some(&0) {
+            return Err((None, ParseErrorKind::MissingHeader(label)));
         }
-    }
-    h.from().map_err(|e| (Some(HeaderName::From), e.into()))?;
-    h.to().map_err(|e| (Some(HeaderName::To), e.into()))?;
-    let call_id = h
-        .call_id()
-        .map_err(|e| (Some(HeaderName::CallId), e.into()))?;
-    check_call_id(call_id).map_err(|r| bad(HeaderName::CallId, "Call-ID", r))?;
-    let cseq = h.cseq().map_err(|e| (Some(HeaderName::CSeq), e.into()))?;
-    if let StartLine::Request(method, _) = start
-        && &cseq.method != method
-    {
-        return Err((Some(HeaderName::CSeq), ParseErrorKind::CSeqMethodMismatch));
-    }
-    h.max_forwards()
-        .map_err(|e| (Some(HeaderName::MaxForwards), e.into()))?;
-    h.content_length()
-        .map_err(|e| (Some(HeaderName::ContentLength), e.into()))?;
-    h.content_type()
-        .map_err(|e| (Some(HeaderName::ContentType), e.into()))?;
-    h.contacts()
-        .map_err(|e| (Some(HeaderName::Contact), e.into()))?;
-    h.routes()
-        .map_err(|e| (Some(HeaderName::Route), e.into()))?;
-    h.record_routes()
-        .map_err(|e| (Some(HeaderName::RecordRoute), e.into()))?;
-    h.require()
-        .map_err(|e| (Some(HeaderName::Require), e.into()))?;
-    h.supported()
-        .map_err(|e| (Some(HeaderName::Supported), e.into()))?;
-    if let Some(date) = h.get(&HeaderName::Date) {
-        check_date(date).map_err(|r| bad(HeaderName::Date, "Date", r))?;
-    }
-    if let Some(exp) = h.get(&HeaderName::Expires) {
-        parse_delta_seconds(exp).map_err(|r| bad(HeaderName::Expires, "Expires", r))?;
     }
     Ok(())
 }
 
 fn check_call_id(v: &str) -> Result<(), &'static str> {
-    let (a, b) = match v.split_once('@') {
+    let (a, b) = match split_byte(v, b'@') {
         Some((a, b)) => (a, Some(b)),
         None => (v, None),
     };
@@ -624,6 +756,15 @@ pub fn parse_cseq(v: &str) -> Result<CSeq, &'static str> {
 
 /// Parses a media type (`type/subtype *(;param)`), returning `type/subtype` lower-cased.
 pub fn parse_media_type(v: &str) -> Result<String, &'static str> {
+    let (t, s) = check_media_type(v)?;
+    Ok(format!(
+        "{}/{}",
+        t.to_ascii_lowercase(),
+        s.to_ascii_lowercase()
+    ))
+}
+
+fn check_media_type(v: &str) -> Result<(&str, &str), &'static str> {
     let main = v.split(';').next().unwrap_or_default();
     let (t, s) = main.split_once('/').ok_or("must be type/subtype")?;
     let (t, s) = (t.trim_matches([' ', '\t']), s.trim_matches([' ', '\t']));
@@ -631,11 +772,20 @@ pub fn parse_media_type(v: &str) -> Result<String, &'static str> {
     if !tok(t) || !tok(s) {
         return Err("type and subtype must be tokens");
     }
-    Ok(format!(
-        "{}/{}",
-        t.to_ascii_lowercase(),
-        s.to_ascii_lowercase()
-    ))
+    Ok((t, s))
+}
+
+fn check_token_list(v: &str) -> Result<(), &'static str> {
+    if v.trim().is_empty() {
+        return Ok(());
+    }
+    for t in v.split(',') {
+        let t = t.trim_matches([' ', '\t']);
+        if t.is_empty() || !t.bytes().all(is_token_char) {
+            return Err("list items must be tokens");
+        }
+    }
+    Ok(())
 }
 
 /// Parses a comma-separated list of tokens (Require, Supported, Allow...). Empty is allowed.
@@ -659,7 +809,26 @@ pub fn parse_token_list(v: &str) -> Result<Vec<String>, &'static str> {
 /// elements and unbalanced quotes or brackets are errors.
 pub fn split_list(v: &str) -> Result<Vec<&str>, &'static str> {
     let mut out = Vec::new();
+    for_each_item(v, |item| {
+        out.push(item);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// As [`split_list`], calling `f` on each element instead of collecting them.
+fn for_each_item<'a>(
+    v: &'a str,
+    mut f: impl FnMut(&'a str) -> Result<(), &'static str>,
+) -> Result<(), &'static str> {
     let bytes = v.as_bytes();
+    if !bytes.iter().any(|&b| b == b',' || b == b'"' || b == b'<') {
+        let item = v.trim_matches([' ', '\t']);
+        if item.is_empty() {
+            return Err("empty list element");
+        }
+        return f(item);
+    }
     let (mut in_quote, mut in_angle, mut escaped) = (false, false, false);
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -685,7 +854,7 @@ pub fn split_list(v: &str) -> Result<Vec<&str>, &'static str> {
                 if item.is_empty() {
                     return Err("empty list element");
                 }
-                out.push(item);
+                f(item)?;
                 start = i + 1;
             }
             _ => {}
@@ -701,8 +870,7 @@ pub fn split_list(v: &str) -> Result<Vec<&str>, &'static str> {
     if item.is_empty() {
         return Err("empty list element");
     }
-    out.push(item);
-    Ok(out)
+    f(item)
 }
 
 /// A cursor over a header value (after unfolding) for the small grammars below.
@@ -781,10 +949,39 @@ impl<'a> Cursor<'a> {
 /// `*(SEMI generic-param)` where generic-param = token [EQUAL (token / host / quoted-string)].
 fn parse_params(c: &mut Cursor<'_>) -> Result<Params, &'static str> {
     let mut params = Params::default();
+    scan_params(c, |name, value| {
+        let value = value.map(|v| match v {
+            ParamValue::Token(t) => t.to_owned(),
+            ParamValue::Quoted(q) => format!("\"{q}\""),
+        });
+        params.0.push((name.to_owned(), value));
+    })?;
+    Ok(params)
+}
+
+#[derive(Clone, Copy)]
+enum ParamValue<'a> {
+    Token(&'a str),
+    Quoted(&'a str),
+}
+
+impl<'a> ParamValue<'a> {
+    fn text(self) -> &'a str {
+        match self {
+            ParamValue::Token(t) | ParamValue::Quoted(t) => t,
+        }
+    }
+}
+
+/// Validates `*(SEMI generic-param)`, handing each parameter to `f` without allocating.
+fn scan_params<'a>(
+    c: &mut Cursor<'a>,
+    mut f: impl FnMut(&'a str, Option<ParamValue<'a>>),
+) -> Result<(), &'static str> {
     loop {
         c.skip_ws();
         if c.at_end() {
-            return Ok(params);
+            return Ok(());
         }
         if !c.eat(b';') {
             return Err("expected ';' before a parameter");
@@ -795,19 +992,18 @@ fn parse_params(c: &mut Cursor<'_>) -> Result<Params, &'static str> {
         let value = if c.eat(b'=') {
             c.skip_ws();
             if c.peek() == Some(b'"') {
-                let q = c.quoted()?;
-                Some(format!("\"{q}\""))
+                Some(ParamValue::Quoted(c.quoted()?))
             } else {
                 let v = c.take_while(|b| is_token_char(b) || b == b':' || b == b'[' || b == b']');
                 if v.is_empty() {
                     return Err("parameter value is empty");
                 }
-                Some(v.to_owned())
+                Some(ParamValue::Token(v))
             }
         } else {
             None
         };
-        params.0.push((name.to_owned(), value));
+        f(name, value);
     }
 }
 
@@ -817,6 +1013,23 @@ pub fn parse_via(v: &str) -> Result<Via, &'static str> {
 }
 
 fn parse_via_inner(v: &str, strict_version: bool) -> Result<Via, &'static str> {
+    let (transport, host, port, rest) = scan_via(v, strict_version)?;
+    let mut c = Cursor::new(rest);
+    let params = parse_params(&mut c)?;
+    Ok(Via {
+        transport: transport.to_ascii_uppercase(),
+        host: host.to_owned(),
+        port,
+        params,
+    })
+}
+
+/// Validates a Via value without allocating; returns transport, host, port and the parameter
+/// text (already validated).
+fn scan_via(
+    v: &str,
+    strict_version: bool,
+) -> Result<(&str, &str, Option<u16>, &str), &'static str> {
     let mut c = Cursor::new(v);
     let proto = c.token().ok_or("missing protocol name")?;
     if !proto.eq_ignore_ascii_case("SIP") {
@@ -836,36 +1049,35 @@ fn parse_via_inner(v: &str, strict_version: bool) -> Result<Via, &'static str> {
         return Err("expected '/' before transport");
     }
     c.skip_ws();
-    let transport = c.token().ok_or("missing transport")?.to_ascii_uppercase();
+    let transport = c.token().ok_or("missing transport")?;
     let before = c.pos;
     c.skip_ws();
     if c.pos == before {
         return Err("expected space before sent-by");
     }
     let (host, port) = parse_host_port(&mut c)?;
-    let params = parse_params(&mut c)?;
-    if let Some(Some(r)) = params.get("rport")
-        && r.parse::<u16>().is_err()
-    {
-        return Err("rport is not a port number");
+    let rest = c.rest();
+    let mut problem = None;
+    scan_params(&mut c, |name, value| {
+        let text = value.map(ParamValue::text);
+        if name.eq_ignore_ascii_case("rport") && text.is_some_and(|r| r.parse::<u16>().is_err()) {
+            problem = Some("rport is not a port number");
+        } else if name.eq_ignore_ascii_case("received")
+            && text.is_none_or(|r| r.parse::<std::net::IpAddr>().is_err())
+        {
+            problem = Some("received is not an IP address");
+        } else if name.eq_ignore_ascii_case("branch") && text.is_none() {
+            problem = Some("branch has no value");
+        }
+    })?;
+    if let Some(p) = problem {
+        return Err(p);
     }
-    if let Some(rec) = params.get("received")
-        && rec.is_none_or(|r| r.parse::<std::net::IpAddr>().is_err())
-    {
-        return Err("received is not an IP address");
-    }
-    if params.get("branch").is_some_and(|b| b.is_none()) {
-        return Err("branch has no value");
-    }
-    Ok(Via {
-        transport,
-        host,
-        port,
-        params,
-    })
+    Ok((transport, host, port, rest))
 }
 
-fn parse_host_port(c: &mut Cursor<'_>) -> Result<(String, Option<u16>), &'static str> {
+fn parse_host_port<'a>(c: &mut Cursor<'a>) -> Result<(&'a str, Option<u16>), &'static str> {
+    let start = c.pos;
     let host = if c.peek() == Some(b'[') {
         let h = c.take_while(|b| b != b']');
         if !c.eat(b']') {
@@ -875,13 +1087,13 @@ fn parse_host_port(c: &mut Cursor<'_>) -> Result<(String, Option<u16>), &'static
         if inner.parse::<std::net::Ipv6Addr>().is_err() {
             return Err("bad IPv6 address");
         }
-        format!("{h}]")
+        c.s.get(start..c.pos).unwrap_or_default()
     } else {
         let h = c.take_while(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
         if h.is_empty() {
             return Err("missing host");
         }
-        h.to_owned()
+        h
     };
     c.skip_ws();
     let port = if c.eat(b':') {
@@ -898,7 +1110,7 @@ fn parse_host_port(c: &mut Cursor<'_>) -> Result<(String, Option<u16>), &'static
 }
 
 fn is_uri_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-_.!~*'()%&=+$,;?/:@[]#".contains(&b)
+    URI[usize::from(b)]
 }
 
 fn check_escapes(s: &str) -> Result<(), &'static str> {
@@ -921,7 +1133,7 @@ fn check_escapes(s: &str) -> Result<(), &'static str> {
 
 /// Checks a URI's syntax (scheme, allowed characters; SIP structure for sip/sips).
 pub(crate) fn check_uri(s: &str) -> Result<(), &'static str> {
-    let (scheme, rest) = s.split_once(':').ok_or("missing scheme")?;
+    let (scheme, rest) = split_byte(s, b':').ok_or("missing scheme")?;
     let mut sb = scheme.bytes();
     if !sb.next().is_some_and(|b| b.is_ascii_alphabetic())
         || !sb.all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
@@ -940,7 +1152,7 @@ pub(crate) fn check_uri(s: &str) -> Result<(), &'static str> {
 
 /// Splits a `sip:`/`sips:` URI into parts (`Ok(None)` for other schemes).
 pub(crate) fn split_sip_uri(s: &str) -> Result<Option<SipUriParts<'_>>, &'static str> {
-    let (scheme, rest) = s.split_once(':').ok_or("missing scheme")?;
+    let (scheme, rest) = split_byte(s, b':').ok_or("missing scheme")?;
     let secure = if scheme.eq_ignore_ascii_case("sip") {
         false
     } else if scheme.eq_ignore_ascii_case("sips") {
@@ -949,7 +1161,7 @@ pub(crate) fn split_sip_uri(s: &str) -> Result<Option<SipUriParts<'_>>, &'static
         return Ok(None);
     };
     check_escapes(rest)?;
-    let (user, hostpart) = match rest.split_once('@') {
+    let (user, hostpart) = match split_byte(rest, b'@') {
         Some((u, h)) => {
             if u.is_empty() {
                 return Err("empty user part before '@'");
@@ -958,11 +1170,11 @@ pub(crate) fn split_sip_uri(s: &str) -> Result<Option<SipUriParts<'_>>, &'static
         }
         None => (None, rest),
     };
-    let (hostport, headers) = match hostpart.split_once('?') {
+    let (hostport, headers) = match split_byte(hostpart, b'?') {
         Some((a, b)) => (a, Some(b)),
         None => (hostpart, None),
     };
-    let (hostport, params) = match hostport.find(';') {
+    let (hostport, params) = match find_byte(hostport, b';') {
         Some(i) => (
             hostport.get(..i).unwrap_or_default(),
             hostport.get(i..).unwrap_or_default(),
@@ -1003,16 +1215,32 @@ pub(crate) fn split_sip_uri(s: &str) -> Result<Option<SipUriParts<'_>>, &'static
 /// Parses a name-addr (`[display] <uri> *(;param)`) or, if `allow_addr_spec`, a bare addr-spec
 /// (`uri *(;param)`, where the URI cannot contain `;`, `,` or `?`).
 pub fn parse_name_addr(v: &str, allow_addr_spec: bool) -> Result<NameAddr, &'static str> {
+    let (display_name, uri_text, rest) = scan_name_addr(v, allow_addr_spec)?;
+    let mut c = Cursor::new(rest);
+    let params = parse_params(&mut c)?;
+    Ok(NameAddr {
+        display_name: display_name.map(str::to_owned),
+        uri: Uri::parse(uri_text)?,
+        params,
+    })
+}
+
+/// Validates a name-addr/addr-spec (URI and parameters) without allocating; returns the display
+/// name, the URI text and the parameter text.
+fn scan_name_addr(
+    v: &str,
+    allow_addr_spec: bool,
+) -> Result<(Option<&str>, &str, &str), &'static str> {
     let mut c = Cursor::new(v);
     c.skip_ws();
     let mut display_name = None;
     if c.peek() == Some(b'"') {
-        display_name = Some(c.quoted()?.to_owned());
+        display_name = Some(c.quoted()?);
         c.skip_ws();
         if c.peek() != Some(b'<') {
             return Err("quoted display name must be followed by <URI>");
         }
-    } else if !c.rest().starts_with('<') && v.contains('<') {
+    } else if !c.rest().starts_with('<') && find_byte(v, b'<').is_some() {
         // display-name as *(token LWS)
         let start = c.pos;
         while c.peek().is_some_and(|b| b != b'<') {
@@ -1027,7 +1255,7 @@ pub fn parse_name_addr(v: &str, allow_addr_spec: bool) -> Result<NameAddr, &'sta
             .unwrap_or_default()
             .trim_matches([' ', '\t']);
         if !d.is_empty() {
-            display_name = Some(d.to_owned());
+            display_name = Some(d);
         }
     }
     let uri_text = if c.eat(b'<') {
@@ -1049,13 +1277,10 @@ pub fn parse_name_addr(v: &str, allow_addr_spec: bool) -> Result<NameAddr, &'sta
         }
         u
     };
-    let uri = Uri::parse(uri_text)?;
-    let params = parse_params(&mut c)?;
-    Ok(NameAddr {
-        display_name,
-        uri,
-        params,
-    })
+    check_uri(uri_text)?;
+    let rest = c.rest();
+    scan_params(&mut c, |_, _| {})?;
+    Ok((display_name, uri_text, rest))
 }
 
 /// Parses `scheme LWS param=value *(COMMA param=value)` (Authorization, WWW-Authenticate...).
@@ -1445,6 +1670,15 @@ k: 100rel, timer\r\nm: <sip:x@h.example>\r\nl: 0\r\n\r\n";
     }
 
     #[test]
+    fn bare_lf_is_rejected_with_its_line() {
+        let text = INVITE.replace("Max-Forwards: 70\r\n", "Max-Forwards: 70\n");
+        let e = parse_message(text.as_bytes()).unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::BareLineBreak);
+        assert_eq!(e.line, 3);
+        assert_eq!(e.status(), 400);
+    }
+
+    #[test]
     fn negative_content_length_is_rejected() {
         let text = INVITE.replace("Content-Length: 4", "Content-Length: -4");
         let e = parse_message(text.as_bytes()).unwrap_err();
@@ -1602,6 +1836,40 @@ k: 100rel, timer\r\nm: <sip:x@h.example>\r\nl: 0\r\n\r\n";
             let mut f = StreamFramer::new(512);
             f.push(&bytes);
             let _ = f.next_item();
+        }
+
+        #[test]
+        fn framer_output_does_not_depend_on_how_the_stream_is_cut(
+            cuts in proptest::collection::vec(1usize..200, 1..40),
+            pings in proptest::collection::vec(any::<bool>(), 3),
+        ) {
+            // Three messages with optional CRLFCRLF pings between them, delivered in chunks
+            // of arbitrary sizes, come out as the same items.
+            let mut stream = Vec::new();
+            let mut want = Vec::new();
+            for ping in &pings {
+                stream.extend_from_slice(INVITE.as_bytes());
+                want.push(Framed::Message(INVITE.as_bytes().to_vec()));
+                if *ping {
+                    stream.extend_from_slice(b"\r\n\r\n");
+                    want.push(Framed::KeepAlivePing);
+                }
+            }
+            let mut f = StreamFramer::default();
+            let mut got = Vec::new();
+            let mut rest = stream.as_slice();
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                let (chunk, tail) = rest.split_at(n);
+                f.push(chunk);
+                while let Some(item) = f.next_item().unwrap() {
+                    got.push(item);
+                }
+                rest = tail;
+                i += 1;
+            }
+            prop_assert_eq!(got, want);
         }
 
         #[test]

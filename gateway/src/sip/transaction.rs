@@ -24,7 +24,10 @@ pub struct TimerConfig {
     pub t2: Duration,
     /// How long a message can stay in the network; default 5 s.
     pub t4: Duration,
-    /// Timer C (proxy INVITE client, > 3 min) if wanted; `None` disables it.
+    /// Timer C (RFC 3261 §16.6): how long an INVITE client transaction may stay in
+    /// Proceeding (ringing) after its last provisional response; when it fires the layer sends
+    /// CANCEL itself and reports [`TuEvent::Timeout`]. Default 181 s (> 3 min as the RFC asks);
+    /// `None` leaves a ringing transaction to the TU's own timeout.
     pub timer_c: Option<Duration>,
     /// How long an INVITE server transaction waits for the TU before sending 100 Trying itself.
     pub trying_delay: Duration,
@@ -33,13 +36,32 @@ pub struct TimerConfig {
     pub server_invite_timeout: Duration,
 }
 
+impl TimerConfig {
+    /// The values limited to sane ranges: T1 1 ms..=60 s, T2 ≥ T1 and ≤ 1 h, T4, Timer C, the
+    /// 100 Trying delay and the server INVITE timeout ≤ 1 h.
+    pub fn clamped(self) -> TimerConfig {
+        let hour = Duration::from_secs(3600);
+        let t1 = self
+            .t1
+            .clamp(Duration::from_millis(1), Duration::from_secs(60));
+        TimerConfig {
+            t1,
+            t2: self.t2.clamp(t1, hour),
+            t4: self.t4.min(hour),
+            timer_c: self.timer_c.map(|c| c.min(hour)),
+            trying_delay: self.trying_delay.min(hour),
+            server_invite_timeout: self.server_invite_timeout.min(hour),
+        }
+    }
+}
+
 impl Default for TimerConfig {
     fn default() -> Self {
         TimerConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
-            timer_c: None,
+            timer_c: Some(Duration::from_secs(181)),
             trying_delay: Duration::from_millis(200),
             server_invite_timeout: Duration::from_secs(180),
         }
@@ -205,6 +227,8 @@ struct Transaction {
     timer_c_at: Option<Instant>,
     /// Client INVITE: the ACK sent for a non-2xx final.
     ack: Option<Vec<u8>>,
+    /// Client INVITE: when Timer C made the layer send CANCEL.
+    cancel_sent_at: Option<Instant>,
 }
 
 impl Transaction {
@@ -222,6 +246,7 @@ impl Transaction {
             trying_at: None,
             timer_c_at: None,
             ack: None,
+            cancel_sent_at: None,
         }
     }
 
@@ -278,9 +303,13 @@ fn base_method(m: &Method) -> Method {
 
 impl TransactionLayer {
     /// A layer with the given timer values.
+    ///
+    /// Timer values come from configuration, so they are clamped ([`TimerConfig::clamped`])
+    /// rather than trusted: no value can make the timer arithmetic
+    /// overflow.
     pub fn new(timers: TimerConfig) -> Self {
         TransactionLayer {
-            timers,
+            timers: timers.clamped(),
             transactions: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -343,7 +372,8 @@ impl TransactionLayer {
     fn handle_malformed(&mut self, e: &ParseError, source: SocketAddr) {
         if e.is_request() {
             self.stats.malformed_requests += 1;
-            if let Some(resp) = e.error_response() {
+            if let Some(mut resp) = e.error_response() {
+                stamp_received(&mut resp, source);
                 self.transmit(source, resp.to_bytes());
             }
         } else {
@@ -510,7 +540,14 @@ impl TransactionLayer {
                 (State::Calling | State::Proceeding, true, _) => {
                     tx.state = State::Proceeding;
                     tx.retransmit_at = None;
-                    if let Some(c) = timers.timer_c {
+                    // Timer B only runs in Calling (§17.1.1.2): a ringing call must not time
+                    // out at 64*T1.
+                    if tx.end_is_timeout && tx.cancel_sent_at.is_none() {
+                        tx.end_at = None;
+                    }
+                    if let Some(c) = timers.timer_c
+                        && tx.cancel_sent_at.is_none()
+                    {
                         tx.timer_c_at = Some(now + c);
                     }
                     self.events.push_back(TuEvent::Response {
@@ -649,13 +686,14 @@ impl TransactionLayer {
         &mut self,
         now: Instant,
         key: &TransactionKey,
-        resp: Response,
+        mut resp: Response,
     ) -> Result<(), TransactionError> {
         let timers = self.timers;
         let tx = self
             .transactions
             .get_mut(key)
             .ok_or(TransactionError::NoSuchTransaction)?;
+        stamp_received(&mut resp, tx.peer);
         if matches!(
             tx.state,
             State::Completed | State::Confirmed | State::Accepted
@@ -733,11 +771,14 @@ impl TransactionLayer {
         let mut ended = Vec::new();
         let mut sends = Vec::new();
         let mut timeouts = Vec::new();
+        let mut cancels = Vec::new();
         for (key, tx) in self.transactions.iter_mut() {
             if tx.trying_at.is_some_and(|t| t <= now) {
                 tx.trying_at = None;
                 if let Some(req) = &tx.request {
-                    let trying = Response::for_request(req, 100).to_bytes();
+                    let mut trying = Response::for_request(req, 100);
+                    stamp_received(&mut trying, tx.peer);
+                    let trying = trying.to_bytes();
                     tx.last_sent = Some(trying.clone());
                     sends.push((tx.peer, trying));
                 }
@@ -749,6 +790,7 @@ impl TransactionLayer {
                     // flow (Timer G/H) ends the transaction.
                     if let Some(req) = &tx.request {
                         let mut resp = Response::for_request(req, 408);
+                        stamp_received(&mut resp, tx.peer);
                         resp.ensure_to_tag("sb-timeout");
                         let bytes = resp.to_bytes();
                         tx.state = State::Completed;
@@ -762,6 +804,17 @@ impl TransactionLayer {
                         tx.end_at = Some(now + 64 * timers.t1);
                         sends.push((tx.peer, bytes));
                     }
+                    timeouts.push(key.clone());
+                    continue;
+                }
+                // Client INVITE ringing too long: CANCEL it and wait (64*T1) for the 487.
+                if let Some(req) = &tx.request
+                    && tx.state == State::Proceeding
+                {
+                    cancels.push((build_cancel(req), tx.peer, tx.reliability));
+                    tx.cancel_sent_at = Some(now);
+                    tx.end_is_timeout = false;
+                    tx.end_at = Some(now + 64 * timers.t1);
                     timeouts.push(key.clone());
                     continue;
                 }
@@ -797,6 +850,10 @@ impl TransactionLayer {
         for key in timeouts {
             self.events.push_back(TuEvent::Timeout { key });
         }
+        for (cancel, peer, reliability) in cancels {
+            // Fails only if a CANCEL for this branch already exists (the TU sent one).
+            let _ = self.send_request(now, cancel, peer, reliability);
+        }
         for (key, timed_out) in ended {
             self.transactions.remove(&key);
             if timed_out {
@@ -805,6 +862,54 @@ impl TransactionLayer {
             self.events.push_back(TuEvent::Terminated { key });
         }
     }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581: record in the response's top Via where the request really
+/// came from — `received` when the source IP differs from sent-by, and `rport` filled with the
+/// source port when the client asked for it — so responses find their way back through NAT.
+pub fn stamp_received(resp: &mut Response, source: SocketAddr) {
+    let Some(value) = resp.headers.get(&HeaderName::Via) else {
+        return;
+    };
+    let Ok(items) = parse::split_list(value) else {
+        return;
+    };
+    let Some((first, rest)) = items.split_first() else {
+        return;
+    };
+    let Ok(mut via) = parse::parse_via(first) else {
+        return;
+    };
+    let ip = source.ip().to_string();
+    let mut changed = false;
+    if via.host.trim_start_matches('[').trim_end_matches(']') != ip {
+        via.params.set("received", Some(&ip));
+        changed = true;
+    }
+    if via.params.get("rport") == Some(None) {
+        via.params.set("rport", Some(&source.port().to_string()));
+        changed = true;
+    }
+    if !changed {
+        return;
+    }
+    let mut new_value = via.to_string();
+    for item in rest {
+        new_value.push_str(", ");
+        new_value.push_str(item);
+    }
+    // Replace the first Via field only, keeping any further Via fields as they are.
+    let mut headers = super::message::Headers::with_capacity(resp.headers.len());
+    let mut done = false;
+    for h in resp.headers.iter() {
+        if !done && h.name == HeaderName::Via {
+            headers.push(HeaderName::Via, new_value.clone());
+            done = true;
+        } else {
+            headers.push(h.name.clone(), h.value.clone());
+        }
+    }
+    resp.headers = headers;
 }
 
 fn completion(reliability: Reliability, d: Duration) -> Duration {

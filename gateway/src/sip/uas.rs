@@ -128,6 +128,8 @@ pub struct UdpUasCounters {
     pub malformed_requests: AtomicU64,
     /// Malformed responses dropped.
     pub malformed_responses: AtomicU64,
+    /// Requests the TU answered (each transaction once; retransmissions are absorbed below it).
+    pub answered: AtomicU64,
 }
 
 /// A running UDP [`OptionsUas`]; stop it with [`UdpUas::shutdown`].
@@ -214,6 +216,7 @@ async fn serve(
         counters
             .malformed_responses
             .store(s.malformed_responses_dropped, Ordering::Relaxed);
+        counters.answered.store(uas.answered(), Ordering::Relaxed);
         while let Some(t) = uas.poll_transmit() {
             match socket.send_to(&t.bytes, t.dest).await {
                 Ok(_) => counters.sent.fetch_add(1, Ordering::Relaxed),

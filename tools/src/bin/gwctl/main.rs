@@ -2,6 +2,7 @@
 //! SIP inspection against a running gateway.
 
 mod audio;
+mod signals;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,55 @@ enum Command {
     /// Audio file conversion.
     #[command(subcommand)]
     Codec(CodecCommand),
+    /// DTMF detection and generation.
+    #[command(subcommand)]
+    Dtmf(DtmfCommand),
+    /// Write a call-progress tone (dial, ringback, busy, congestion) to a WAV file.
+    Tone {
+        /// Tone plan: us, etsi, uk, de, fr.
+        country: String,
+        /// dial, ringback, busy or congestion.
+        kind: String,
+        /// Output WAV file (8 kHz, 16-bit).
+        output: PathBuf,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DtmfCommand {
+    /// Print every DTMF digit in an audio file, one line each: START_MS END_MS DIGIT.
+    Detect {
+        /// Audio file (.wav at 8/16/24/32/48 kHz, .ul, .al, .raw/.s16).
+        input: PathBuf,
+        /// Input format (overrides the extension).
+        #[arg(long, value_enum)]
+        from: Option<AudioFormat>,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write DTMF digits (0-9, *, #, A-D) to a WAV file (8 kHz, 16-bit).
+    Generate {
+        /// The digits.
+        digits: String,
+        /// Output WAV file.
+        output: PathBuf,
+        /// Level of each tone in dBm0.
+        #[arg(long, default_value_t = -10.0, allow_negative_numbers = true)]
+        level: f32,
+        /// High tone minus low tone, dB (negative: normal twist).
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+        twist: f32,
+        /// Tone duration per digit, ms.
+        #[arg(long, default_value_t = 80)]
+        on_ms: u32,
+        /// Pause after each digit, ms.
+        #[arg(long, default_value_t = 80)]
+        off_ms: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +121,51 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }) => {
             let summary = audio::convert(&input, &output, from, to, rate, wav_encoding)?;
             eprintln!("{summary}");
+        }
+        Command::Dtmf(DtmfCommand::Detect { input, from, json }) => {
+            let digits = signals::detect(&input, from)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&digits)?);
+            } else {
+                for d in &digits {
+                    println!("{} {} {}", d.start_ms, d.end_ms, d.digit);
+                }
+            }
+        }
+        Command::Dtmf(DtmfCommand::Generate {
+            digits,
+            output,
+            level,
+            twist,
+            on_ms,
+            off_ms,
+        }) => {
+            let params = codecs::dtmf::DtmfParams {
+                level_dbm0: level,
+                twist_db: twist,
+                on_ms,
+                off_ms,
+            };
+            let n = signals::generate(&digits, &output, &params)?;
+            eprintln!(
+                "{} digits, {:.2} s -> {}",
+                digits.chars().count(),
+                n as f64 / 8000.0,
+                output.display()
+            );
+        }
+        Command::Tone {
+            country,
+            kind,
+            output,
+            seconds,
+        } => {
+            let n = signals::tone(&country, &kind, seconds, &output)?;
+            eprintln!(
+                "{country} {kind}: {:.2} s -> {}",
+                n as f64 / 8000.0,
+                output.display()
+            );
         }
     }
     Ok(())
