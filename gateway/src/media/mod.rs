@@ -6,6 +6,7 @@
 
 pub mod bridge;
 pub mod dtmf;
+pub mod inband;
 pub mod jitter;
 pub mod rtcp;
 pub mod rtp;
