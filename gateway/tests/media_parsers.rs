@@ -172,3 +172,38 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// An RTP leg takes any datagrams from any of a few addresses, interleaved with playout
+    /// and timers, without panicking. Datagrams start like RTP/RTCP often enough to get deep.
+    #[test]
+    fn rtp_leg_takes_any_datagrams(
+        ops in proptest::collection::vec(
+            (0u8..3, prop_oneof![Just(0x80u8), Just(0x90), Just(0xa0), Just(0x81), any::<u8>()],
+             prop_oneof![Just(0u8), Just(101), Just(200), Just(201), Just(0x80), any::<u8>()],
+             proptest::collection::vec(any::<u8>(), 0..200), 0u64..100),
+            0..100,
+        )
+    ) {
+        use gateway::media::leg::{RtpLeg, RtpLegConfig};
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let mut leg = RtpLeg::new(RtpLegConfig::new(5, None), t0);
+        let mut now = t0;
+        let mut frame = [0i16; 160];
+        let mut out = [0u8; 1500];
+        for (who, b0, b1, rest, dt) in ops {
+            now += Duration::from_millis(dt);
+            let mut d = vec![b0, b1];
+            d.extend_from_slice(&rest);
+            let from = std::net::SocketAddr::from(([192, 0, 2, who], 4000));
+            leg.handle_datagram(now, from, &d);
+            leg.pull(now, &mut frame);
+            let _ = leg.send(&frame, &mut out);
+            leg.handle_timeout(now);
+            while leg.poll_event().is_some() {}
+        }
+    }
+}

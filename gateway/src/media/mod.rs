@@ -5,8 +5,10 @@
 //! packets and events come out. The steady-state per-packet path does not allocate.
 
 pub mod bridge;
+pub mod codec;
 pub mod dtmf;
 pub mod inband;
 pub mod jitter;
+pub mod leg;
 pub mod rtcp;
 pub mod rtp;
