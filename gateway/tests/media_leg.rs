@@ -168,5 +168,70 @@ fn digits_arrive_once_and_silence_ends_the_call_once() {
     assert_eq!(events(&mut b), vec![LegEvent::Inactive]);
     b.handle_timeout(deadline + Duration::from_secs(60));
     assert!(events(&mut b).is_empty());
-    assert_eq!(b.poll_timeout(), None);
+}
+
+#[test]
+fn rtcp_reports_loss_and_measures_round_trip() {
+    use gateway::media::rtcp::NtpClock;
+    let t0 = Instant::now();
+    let (a_addr, b_addr) = (addr("192.0.2.1:4000"), addr("192.0.2.2:4000"));
+    // Both ends know the wall clock (their NTP clocks agree here; RTT does not need that).
+    let clock = NtpClock::new(t0, Duration::from_secs(1_750_000_000));
+    let cfg = |ssrc, remote| RtpLegConfig {
+        ntp_clock: Some(clock),
+        ..RtpLegConfig::new(ssrc, Some(remote))
+    };
+    let mut a = RtpLeg::new(cfg(1, b_addr), t0);
+    let mut b = RtpLeg::new(cfg(2, a_addr), t0);
+    // One-way delay 30 ms each way; every 10th packet from A to B is lost.
+    let delay = Duration::from_millis(30);
+    let mut in_flight: Vec<(Instant, bool, Vec<u8>)> = vec![];
+    let mut buf = [0u8; 1500];
+    for ms in (0..12_000u64).step_by(10) {
+        let now = t0 + Duration::from_millis(ms);
+        in_flight.sort_by_key(|p| p.0);
+        while in_flight.first().is_some_and(|p| p.0 <= now) {
+            let (_, to_b, d) = in_flight.remove(0);
+            if to_b {
+                b.handle_datagram(now, a_addr, &d);
+            } else {
+                a.handle_datagram(now, b_addr, &d);
+            }
+        }
+        if ms % 20 == 0 {
+            let k = ms / 20;
+            if let Some((n, _)) = a.send(&[500; 160], &mut buf) {
+                if k % 10 != 3 {
+                    in_flight.push((now + delay, true, buf[..n].to_vec()));
+                }
+            }
+            if let Some((n, _)) = b.send(&[500; 160], &mut buf) {
+                in_flight.push((now + delay, false, buf[..n].to_vec()));
+            }
+        }
+        if let Some((n, _)) = a.poll_rtcp(now, &mut buf) {
+            in_flight.push((now + delay, true, buf[..n].to_vec()));
+        }
+        if let Some((n, _)) = b.poll_rtcp(now, &mut buf) {
+            in_flight.push((now + delay, false, buf[..n].to_vec()));
+        }
+    }
+    // B told A about A's stream: 10 % lost.
+    let report = a
+        .peer_report()
+        .expect("B's report about A's stream reached A");
+    assert_eq!(report.ssrc, 1);
+    assert!(
+        (20..=30).contains(&report.fraction_lost),
+        "fraction {}",
+        report.fraction_lost
+    );
+    assert!(report.cumulative_lost >= 20, "{}", report.cumulative_lost);
+    let rtt = a.round_trip().expect("A measured the round trip");
+    assert!(
+        (rtt.as_secs_f64() - 0.060).abs() < 0.002,
+        "RTT {rtt:?} for 2 × 30 ms"
+    );
+    assert!(b.round_trip().is_some());
+    assert!(b.counters().rtcp_received >= 2);
 }

@@ -88,4 +88,58 @@ fn steady_state_media_path_does_not_allocate() {
         "allocations on the steady-state path: {change:?}"
     );
     assert!(playout.buffer().stats().played > 19_000);
+    rtp_leg_steady_state_does_not_allocate();
+}
+
+/// Called from the one test of this binary (a second test thread would pollute the counts).
+fn rtp_leg_steady_state_does_not_allocate() {
+    use gateway::media::leg::{RtpLeg, RtpLegConfig};
+    use gateway::media::rtcp::NtpClock;
+    let t0 = Instant::now();
+    let a_addr: std::net::SocketAddr = "192.0.2.1:4000".parse().unwrap();
+    let b_addr: std::net::SocketAddr = "192.0.2.2:4000".parse().unwrap();
+    let clock = NtpClock::new(t0, Duration::from_secs(1_750_000_000));
+    let cfg = |ssrc, remote| RtpLegConfig {
+        ntp_clock: Some(clock),
+        ..RtpLegConfig::new(ssrc, Some(remote))
+    };
+    let mut a = RtpLeg::new(cfg(1, b_addr), t0);
+    let mut b = RtpLeg::new(cfg(2, a_addr), t0);
+    let mut buf = [0u8; 1500];
+    let mut frame = [0i16; 160];
+    let mut run = |from: u64, to: u64| {
+        for k in from..to {
+            let now = t0 + Duration::from_millis(20 * k);
+            if k % 50 == 0 {
+                a.send_digit('7').unwrap();
+            }
+            while let Some((n, _)) = a.poll_dtmf(now, &mut buf) {
+                b.handle_datagram(now, a_addr, &buf[..n]);
+            }
+            if let Some((n, _)) = a.send(&[300; 160], &mut buf) {
+                b.handle_datagram(now, a_addr, &buf[..n]);
+            }
+            if let Some((n, _)) = b.send(&frame, &mut buf) {
+                a.handle_datagram(now, b_addr, &buf[..n]);
+            }
+            for leg in [&mut a, &mut b] {
+                if let Some((n, _)) = leg.poll_rtcp(now, &mut buf) {
+                    let _ = n;
+                }
+                leg.handle_timeout(now);
+                while leg.poll_event().is_some() {}
+            }
+            b.pull(now, &mut frame);
+            a.pull(now, &mut frame);
+        }
+    };
+    run(0, 300);
+    let region = Region::new(GLOBAL);
+    run(300, 10_300);
+    let change = region.change();
+    assert_eq!(
+        (change.allocations, change.reallocations),
+        (0, 0),
+        "{change:?}"
+    );
 }

@@ -12,7 +12,10 @@ use super::bridge::Frame;
 use super::codec::AudioFormat;
 use super::dtmf::{DtmfReceiver, DtmfSendError, DtmfSender, DtmfSenderConfig, ReceivedDigit};
 use super::jitter::{InsertOutcome, JitterBuffer, JitterConfig, Playout, PulledAudio};
-use super::rtcp::{Demux, demux, parse_compound};
+use super::rtcp::{
+    Demux, NtpClock, ReportBlock, RtcpPacket, RtcpWriter, SenderInfo, demux, ntp_middle,
+    parse_compound,
+};
 use super::rtp::{ReceiveStats, RtpPacket, RtpSender};
 
 /// How long the latched address must have been silent before another address may take over
@@ -40,6 +43,11 @@ pub struct RtpLegConfig {
     pub inactivity_timeout: Duration,
     /// Jitter buffer settings.
     pub jitter: JitterConfig,
+    /// Wall-clock mapping for RTCP (SR timestamps, round-trip time). Without it the leg sends
+    /// receiver reports only and measures no RTT.
+    pub ntp_clock: Option<NtpClock>,
+    /// Interval between our RTCP reports.
+    pub rtcp_interval: Duration,
 }
 
 impl RtpLegConfig {
@@ -55,6 +63,8 @@ impl RtpLegConfig {
             remote,
             inactivity_timeout: Duration::from_secs(30),
             jitter: JitterConfig::default(),
+            ntp_clock: None,
+            rtcp_interval: Duration::from_secs(5),
         }
     }
 }
@@ -105,6 +115,11 @@ pub struct RtpLeg {
     ev_head: usize,
     ev_len: usize,
     counters: LegCounters,
+    /// Middle 32 bits of the peer's last SR and when it arrived.
+    last_sr: Option<(u32, Instant)>,
+    next_rtcp: Instant,
+    round_trip: Option<Duration>,
+    peer_report: Option<ReportBlock>,
 }
 
 impl std::fmt::Debug for RtpLeg {
@@ -141,7 +156,90 @@ impl RtpLeg {
             ev_head: 0,
             ev_len: 0,
             counters: LegCounters::default(),
+            last_sr: None,
+            next_rtcp: now + cfg.rtcp_interval,
+            round_trip: None,
+            peer_report: None,
         }
+    }
+
+    /// Round-trip time from the peer's last report about our stream (needs an NTP clock).
+    pub fn round_trip(&self) -> Option<Duration> {
+        self.round_trip
+    }
+
+    /// What the peer last reported about our stream (its loss and jitter figures).
+    pub fn peer_report(&self) -> Option<ReportBlock> {
+        self.peer_report
+    }
+
+    fn handle_rtcp(&mut self, now: Instant, bytes: &[u8]) -> bool {
+        let Ok(compound) = parse_compound(bytes) else {
+            return false;
+        };
+        let source = self.stats.as_ref().map(|s| s.ssrc());
+        for packet in compound {
+            let (blocks, sender) = match packet {
+                RtcpPacket::SenderReport {
+                    ssrc,
+                    info,
+                    reports,
+                } => (Some(reports), Some((ssrc, info))),
+                RtcpPacket::ReceiverReport { reports, .. } => (Some(reports), None),
+                _ => (None, None),
+            };
+            if let Some((ssrc, info)) = sender
+                && source.is_none_or(|s| s == ssrc)
+            {
+                self.last_sr = Some((ntp_middle(info.ntp), now));
+            }
+            for block in blocks.iter().flat_map(|b| b.iter()) {
+                if block.ssrc == self.sender.ssrc() {
+                    self.peer_report = Some(block);
+                    if let Some(clock) = self.cfg.ntp_clock {
+                        self.round_trip = clock.round_trip(now, &block).or(self.round_trip);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Our RTCP compound (SR when we have sent media and know the wall clock, else RR; a
+    /// report block about the peer's stream; SDES CNAME) if one is due at `now`.
+    pub fn poll_rtcp(&mut self, now: Instant, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        if now < self.next_rtcp {
+            return None;
+        }
+        let to = self.remote?;
+        self.next_rtcp = now + self.cfg.rtcp_interval;
+        let block = self
+            .stats
+            .as_mut()
+            .map(|st| ReportBlock::from_stats(st, self.last_sr, now));
+        let blocks = block.as_slice();
+        let ssrc = self.sender.ssrc();
+        let mut w = RtcpWriter::new(out);
+        match self.cfg.ntp_clock {
+            Some(clock) if self.sender.packets_sent() > 0 => {
+                // RTP timestamp of "now": the next packet's, as the media clock runs with it.
+                let info = SenderInfo {
+                    ntp: clock.ntp(now),
+                    rtp_timestamp: self.sender.next_timestamp(),
+                    packets: self.sender.packets_sent() as u32,
+                    octets: self.sender.octets_sent() as u32,
+                };
+                w.sender_report(ssrc, &info, blocks).ok()?;
+            }
+            _ => w.receiver_report(ssrc, blocks).ok()?,
+        }
+        let mut cname = *b"spanbridge-00000000";
+        let hex = b"0123456789abcdef";
+        for (i, c) in cname[11..].iter_mut().enumerate() {
+            *c = hex[((ssrc >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        w.sdes_cname(ssrc, &cname).ok()?;
+        Some((w.len(), to))
     }
 
     /// Where media goes now.
@@ -217,7 +315,7 @@ impl RtpLeg {
         match demux(bytes) {
             Demux::Rtp => {}
             Demux::Rtcp => {
-                if parse_compound(bytes).is_ok() && (!self.latched || self.remote == Some(from)) {
+                if (!self.latched || self.remote == Some(from)) && self.handle_rtcp(now, bytes) {
                     self.counters.rtcp_received += 1;
                     self.last_activity = now;
                 } else {
