@@ -207,3 +207,50 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The in-band gate takes any audio (and any hold depth) without panicking, releases exactly
+    /// one frame per frame once full, and only ever zeroes samples (never invents any); its
+    /// begun/ended digit events pair up.
+    #[test]
+    fn inband_gate_takes_any_audio(
+        hold in 0usize..8,
+        frames in proptest::collection::vec(proptest::collection::vec(any::<i16>(), 160), 0..40),
+        digits in "[0-9*#A-Da-d]{0,6}",
+    ) {
+        use gateway::media::inband::{InbandDigit, InbandDtmfGate, InbandDtmfPlayer, MAX_HOLD_FRAMES};
+        let mut gate = InbandDtmfGate::new(hold);
+        let held = hold.clamp(1, MAX_HOLD_FRAMES);
+        let mut out = [0i16; 160];
+        let mut released = 0;
+        let (mut began, mut ended) = (0, 0);
+        for (k, f) in frames.iter().enumerate() {
+            let frame: [i16; 160] = f.as_slice().try_into().unwrap();
+            if gate.push(&frame, &mut out) {
+                let src = &frames[released];
+                prop_assert!(out.iter().zip(src).all(|(&o, &s)| o == s || o == 0));
+                released += 1;
+            }
+            prop_assert_eq!(released, (k + 1).saturating_sub(held));
+            while let Some(e) = gate.poll_event() {
+                match e {
+                    InbandDigit::Began { .. } => began += 1,
+                    InbandDigit::Ended { .. } => ended += 1,
+                }
+            }
+            prop_assert!(ended <= began && began <= ended + 1);
+        }
+        let mut player = InbandDtmfPlayer::new(codecs::dtmf::DtmfParams::default());
+        for d in digits.chars().chain(['x', 'é']) {
+            player.play(d);
+        }
+        let mut f = [1i16; 160];
+        for _ in 0..200 {
+            player.fill(&mut f);
+        }
+        prop_assert!(!player.is_playing());
+        prop_assert_eq!(player.dropped(), 2);
+    }
+}

@@ -133,6 +133,13 @@ impl HoldSource for Silence {
     }
 }
 
+/// A call-progress tone (e.g. ringback while a transfer target is alerted).
+impl HoldSource for codecs::tones::ToneGenerator {
+    fn fill(&mut self, frame: &mut Frame) {
+        codecs::tones::ToneGenerator::fill(self, frame);
+    }
+}
+
 /// Which side of a bridge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -291,6 +298,31 @@ mod tests {
         }
         assert_eq!(bridge.stats(Side::A).moved, 100);
         assert_eq!(bridge.stats(Side::B).underruns, 0);
+    }
+
+    #[test]
+    fn kept_side_hears_ringback_while_alone() {
+        use codecs::tones::{Country, ToneGenerator, ToneKind};
+        let (mut a, pa) = leg_rings(8);
+        let (_b, pb) = leg_rings(8);
+        let hold = ToneGenerator::new(Country::Etsi, ToneKind::Ringback);
+        let mut bridge = Bridge::new(pa, pb, Box::new(hold));
+        drop(bridge.detach(Side::B));
+        // ETSI ringback: 1 s of 425 Hz, 4 s off. The first 50 frames sound, the next don't.
+        let mut loud = 0;
+        for k in 0..100 {
+            bridge.tick();
+            let f = a.pop_to_send().unwrap();
+            let peak = f.iter().map(|s| s.unsigned_abs()).max().unwrap();
+            if k < 50 {
+                assert!(peak > 1000, "frame {k} peak {peak}");
+                loud += 1;
+            } else {
+                assert_eq!(peak, 0, "frame {k}");
+            }
+        }
+        assert_eq!(loud, 50);
+        assert_eq!(bridge.stats(Side::A).held, 100);
     }
 
     #[test]

@@ -206,7 +206,7 @@ impl DtmfSender {
     }
 
     fn units(&self, d: Duration) -> u64 {
-        d.as_micros() as u64 * u64::from(self.cfg.clock_rate) / 1_000_000
+        (d.as_micros() as u64).saturating_mul(u64::from(self.cfg.clock_rate)) / 1_000_000
     }
 
     /// The next packet due at `now`, if any (call until `None`).

@@ -421,8 +421,11 @@ impl RtpLeg {
 
     /// When [`RtpLeg::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let inactivity =
-            (!self.inactive_reported).then(|| self.last_activity + self.cfg.inactivity_timeout);
+        let inactivity = if self.inactive_reported {
+            None
+        } else {
+            self.last_activity.checked_add(self.cfg.inactivity_timeout)
+        };
         [
             inactivity,
             self.dtmf_rx.poll_timeout(),

@@ -163,7 +163,7 @@ impl ReportBlock {
 }
 
 fn to_q16(d: Duration) -> u32 {
-    ((d.as_micros() as u64 * 65_536) / 1_000_000).min(u64::from(u32::MAX)) as u32
+    ((d.as_micros() as u64).saturating_mul(65_536) / 1_000_000).min(u64::from(u32::MAX)) as u32
 }
 
 /// Report blocks of an SR or RR, borrowed.
