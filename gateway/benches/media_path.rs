@@ -197,6 +197,69 @@ fn main() {
         spsc / 1e6,
         locked / 1e6
     );
+    // 5. Relay path of one packet, PCMU in on leg A → PCMA out on leg B (transcoded), jitter
+    //    buffer included but in steady state: A.handle_datagram + A.pull + ring push + bridge
+    //    tick + ring pop + B.send. Mean, and p99 of single-packet timings.
+    {
+        use gateway::media::codec::AudioFormat;
+        use gateway::media::leg::{RtpLeg, RtpLegConfig};
+        let t0 = Instant::now();
+        let peer: std::net::SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let mut leg_a = RtpLeg::new(RtpLegConfig::new(1, Some(peer)), t0);
+        let mut leg_b = RtpLeg::new(
+            RtpLegConfig {
+                format: AudioFormat::Pcma,
+                payload_type: 8,
+                ..RtpLegConfig::new(2, Some("192.0.2.2:4000".parse().unwrap()))
+            },
+            t0,
+        );
+        let (mut end_a, pa) = leg_rings(8);
+        let (mut end_b, pb) = leg_rings(8);
+        let mut bridge = Bridge::new(pa, pb, Box::new(Silence));
+        let speech: Frame = std::array::from_fn(|n| ((n as f64 * 0.37).sin() * 5000.0) as i16);
+        let mut pcmu = [0u8; 160];
+        codecs::g711::encode_frame(Law::Ulaw, &speech, &mut pcmu);
+        let mut inbound = vec![0u8; 172];
+        let mut out = [0u8; 1500];
+        let mut frame = [0i16; 160];
+        let count = if quick { 20_000u64 } else { 500_000 };
+        let mut samples = Vec::with_capacity(count as usize);
+        for k in 0..count {
+            let p = RtpPacket::new(0, k == 0, k as u16, (k * 160) as u32, 0x77, &pcmu);
+            p.write(&mut inbound).unwrap();
+            let now = t0 + Duration::from_millis(20 * k);
+            let start = Instant::now();
+            leg_a.handle_datagram(now, peer, black_box(&inbound));
+            leg_a.pull(now, &mut frame);
+            end_a.push_received(&frame);
+            bridge.tick();
+            let _ = end_a.pop_to_send();
+            if let Some(f) = end_b.pop_to_send() {
+                black_box(leg_b.send(&f, &mut out));
+            }
+            samples.push(start.elapsed().as_nanos() as u64);
+        }
+        let steady = &mut samples[100..];
+        let mean = steady.iter().sum::<u64>() as f64 / steady.len() as f64;
+        steady.sort_unstable();
+        let p99 = steady[steady.len() * 99 / 100];
+        let p999 = steady[steady.len() * 999 / 1000];
+        println!(
+            "| relay one packet PCMU in → PCMA out (leg A receive + jitter + decode, bridge, leg B encode + send) | mean {mean:.0} ns, p99 {p99} ns, p99.9 {p999} ns | ≈ 3,300 ns | rtpengine userspace relay CPU per packet (issue 4, measured separately, not this run) |"
+        );
+        let per_leg = std::mem::size_of::<RtpLeg>()
+            + gateway::media::jitter::SLOTS * (gateway::media::jitter::MAX_PAYLOAD + 40)
+            + 2 * 512 * 8;
+        let rings = 2 * 2 * 8 * std::mem::size_of::<Frame>();
+        println!(
+            "\n(memory per two-leg call ≈ {} KiB: 2 × RtpLeg {} B inline + jitter slots and transit windows on the heap, plus 4 rings of 8 frames = {} B)",
+            (2 * per_leg + rings) / 1024,
+            std::mem::size_of::<RtpLeg>(),
+            rings
+        );
+    }
+
     // Context: a 20 ms frame per direction per call is 50 frames/s.
     println!(
         "\n(one call direction needs 50 frames/s: the 1-thread bridge figure is {:.0} call-directions per core)",
