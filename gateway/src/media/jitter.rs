@@ -581,7 +581,7 @@ impl JitterBuffer {
     }
 }
 
-/// True for a G.711 frame (payload type 0 or 8) whose loudest sample is below about −45 dBm0:
+/// True for a G.711 frame (payload type 0 or 8) whose loudest sample is below about −41 dBm0:
 /// a frame that can be dropped or inserted without being heard. Other payloads: false.
 pub fn is_quiet(payload_type: u8, payload: &[u8]) -> bool {
     let law = match payload_type {
