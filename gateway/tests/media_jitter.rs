@@ -50,6 +50,8 @@ struct Outcome {
     stats: gateway::media::jitter::JitterStats,
     mean: Duration,
     p95: Duration,
+    /// Arrived but never played (dropped or late): (sequence, was it a quiet frame).
+    unplayed: Vec<(u16, bool)>,
 }
 
 const FRAME: Duration = Duration::from_millis(20);
@@ -108,6 +110,7 @@ fn run(s: Scenario, seed: u64) -> Outcome {
     let mut next = 0;
     let mut last_seq = None;
     let mut played = 0;
+    let mut played_seqs = std::collections::HashSet::new();
     let ticks = frames + 100;
     for k in 0..ticks {
         let now = FRAME * k as u32 + Duration::from_millis(7);
@@ -129,11 +132,18 @@ fn run(s: Scenario, seed: u64) -> Outcome {
                 );
             }
             last_seq = Some(f.sequence);
+            played_seqs.insert(f.sequence as u16);
             played += 1;
         }
     }
     let stats = jb.stats().clone();
+    let unplayed = arrivals
+        .iter()
+        .filter(|a| !played_seqs.contains(&a.1))
+        .map(|a| (a.1, a.4))
+        .collect();
     Outcome {
+        unplayed,
         played,
         lost_on_network,
         mean: stats.mean_delay(),
@@ -270,6 +280,13 @@ fn jitter_buffer_scenarios() {
         if ppm > 0.0 {
             let shrunk = o.stats.dropped + o.stats.skipped;
             assert!((8..=40).contains(&shrunk), "dropped {shrunk}");
+            // Frames were dropped in pauses of the speech, never out of a word.
+            assert_eq!(o.unplayed.len() as u64, o.stats.dropped + o.stats.late);
+            assert!(
+                o.unplayed.iter().all(|&(_, quiet)| quiet),
+                "{:?}",
+                o.unplayed
+            );
         } else {
             assert!(
                 (8..=60).contains(&o.stats.stretched),
