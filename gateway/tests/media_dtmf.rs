@@ -213,3 +213,35 @@ fn an_event_without_end_times_out_once() {
         ]
     );
 }
+
+#[test]
+fn live_digit_lasts_until_ended() {
+    let t0 = Instant::now();
+    let mut rtp = RtpSender::new(1, 1, 1000);
+    let mut tx = DtmfSender::new(DtmfSenderConfig::default());
+    tx.begin_digit('#').unwrap();
+    let mut sent = vec![];
+    for ms in 0..400u64 {
+        let now = t0 + Duration::from_millis(ms);
+        if ms == 230 {
+            tx.end_digit(now, None);
+        }
+        while let Some(p) = tx.poll(now, &mut rtp) {
+            let ev = TelephoneEvent::parse(&p.payload).unwrap();
+            sent.push((ms, ev.end, ev.duration, p.header.timestamp));
+        }
+    }
+    assert_eq!(
+        sent,
+        vec![
+            (0, false, 0, 1000),
+            (50, false, 400, 1000),
+            (100, false, 800, 1000),
+            (150, false, 1200, 1000),
+            (200, false, 1600, 1000),
+            (230, true, 1840, 1000),
+            (250, true, 1840, 1000),
+            (270, true, 1840, 1000),
+        ]
+    );
+}

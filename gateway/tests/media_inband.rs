@@ -108,6 +108,7 @@ fn digits_cross_tdm_to_rfc4733_to_tdm_exactly_once() {
     let mut rx = DtmfReceiver::new(Duration::from_millis(250));
     let mut player = InbandDtmfPlayer::new(DtmfParams::default());
     let mut far_tdm = vec![];
+    let mut durations = vec![];
     let mut muted_audio = vec![];
     let mut f: Frame = [0; 160];
     let frames = audio.len() / 160 + 200;
@@ -122,8 +123,16 @@ fn digits_cross_tdm_to_rfc4733_to_tdm_exactly_once() {
             muted_audio.extend_from_slice(&f);
         }
         while let Some(e) = gate.poll_event() {
-            if let InbandDigit::Began { digit, .. } = e {
-                tx.send_digit(digit).unwrap();
+            match e {
+                InbandDigit::Began { digit, .. } => tx.begin_digit(digit).unwrap(),
+                InbandDigit::Ended {
+                    at_sample,
+                    started_at,
+                    ..
+                } => tx.end_digit(
+                    now,
+                    Some(Duration::from_micros((at_sample - started_at) * 125)),
+                ),
             }
         }
         // RTP side: events cross the network (every end packet duplicated for good measure).
@@ -139,8 +148,14 @@ fn digits_cross_tdm_to_rfc4733_to_tdm_exactly_once() {
         rx.handle_timeout(now);
         // Far TDM leg: play received digits into its (silent) outgoing audio.
         while let Some(e) = rx.poll_event() {
-            if let ReceivedDigit::Began { event, .. } = e {
-                player.play(event_to_digit(event).unwrap());
+            match e {
+                ReceivedDigit::Began { event, .. } => player.play(event_to_digit(event).unwrap()),
+                ReceivedDigit::Ended {
+                    duration, inferred, ..
+                } => {
+                    assert!(!inferred);
+                    durations.push(duration);
+                }
             }
         }
         let mut out: Frame = [0; 160];
@@ -158,4 +173,10 @@ fn digits_cross_tdm_to_rfc4733_to_tdm_exactly_once() {
         "the far TDM side hears each digit once"
     );
     assert_eq!(player.dropped(), 0);
+    // The events carry the tones' length (80 ms = 640 units) as the detector measured it.
+    assert_eq!(durations.len(), digits.len());
+    assert!(
+        durations.iter().all(|d| (600..=680).contains(d)),
+        "{durations:?}"
+    );
 }

@@ -143,7 +143,12 @@ struct ActiveEvent {
     next_send: Instant,
     ends_sent: u8,
     sent_start: bool,
+    /// How long the event lasts; `None` while live (until `end_digit`).
+    length: Option<Duration>,
 }
+
+/// Longest live event: the 16-bit duration field holds 8.19 s at 8 kHz.
+pub const MAX_LIVE: Duration = Duration::from_secs(8);
 
 /// One telephone-event packet to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +165,8 @@ pub struct EventPacket {
 #[derive(Debug, Clone)]
 pub struct DtmfSender {
     cfg: DtmfSenderConfig,
-    queue: [u8; QUEUE],
+    /// Queued events and their length (`None`: live, lasts until [`DtmfSender::end_digit`]).
+    queue: [(u8, Option<Duration>); QUEUE],
     head: usize,
     len: usize,
     active: Option<ActiveEvent>,
@@ -172,7 +178,7 @@ impl DtmfSender {
     pub fn new(cfg: DtmfSenderConfig) -> Self {
         Self {
             cfg,
-            queue: [0; QUEUE],
+            queue: [(0, None); QUEUE],
             head: 0,
             len: 0,
             active: None,
@@ -180,13 +186,46 @@ impl DtmfSender {
         }
     }
 
-    /// Queues a digit.
+    /// Queues a digit of the configured tone length.
     pub fn send_digit(&mut self, digit: char) -> Result<(), DtmfSendError> {
+        self.enqueue(digit, false)
+    }
+
+    /// Queues a digit that lasts until [`DtmfSender::end_digit`] (mirroring a key held on another
+    /// leg, e.g. an in-band tone being detected), at most [`MAX_LIVE`].
+    pub fn begin_digit(&mut self, digit: char) -> Result<(), DtmfSendError> {
+        self.enqueue(digit, true)
+    }
+
+    /// Ends the live digit being sent: the event's duration becomes the time it was held. A live
+    /// digit still waiting in the queue gets `measured`, or the configured tone length.
+    /// `measured` overrides the held time with the source's own measure of the tone (an in-band
+    /// detector's start/end estimates, more exact than when its events were reported).
+    pub fn end_digit(&mut self, now: Instant, measured: Option<Duration>) {
+        if let Some(a) = self.active.as_mut()
+            && a.length.is_none()
+        {
+            let length = measured.unwrap_or(now.saturating_duration_since(a.started));
+            a.length = Some(length);
+            a.next_send = now.max(a.started + length.min(MAX_LIVE));
+            return;
+        }
+        for i in 0..self.len {
+            let slot = &mut self.queue[(self.head + i) % QUEUE];
+            if slot.1.is_none() {
+                slot.1 = Some(measured.unwrap_or(self.cfg.tone));
+                return;
+            }
+        }
+    }
+
+    fn enqueue(&mut self, digit: char, live: bool) -> Result<(), DtmfSendError> {
         let event = digit_to_event(digit).ok_or(DtmfSendError::NotADigit(digit))?;
         if self.len == QUEUE {
             return Err(DtmfSendError::QueueFull(QUEUE));
         }
-        self.queue[(self.head + self.len) % QUEUE] = event;
+        let length = if live { None } else { Some(self.cfg.tone) };
+        self.queue[(self.head + self.len) % QUEUE] = (event, length);
         self.len += 1;
         Ok(())
     }
@@ -215,7 +254,7 @@ impl DtmfSender {
             if self.len == 0 || self.not_before.is_some_and(|t| now < t) {
                 return None;
             }
-            let event = self.queue[self.head];
+            let (event, length) = self.queue[self.head];
             self.head = (self.head + 1) % QUEUE;
             self.len -= 1;
             self.active = Some(ActiveEvent {
@@ -225,6 +264,7 @@ impl DtmfSender {
                 next_send: now,
                 ends_sent: 0,
                 sent_start: false,
+                length,
             });
         }
         let mut a = self.active?;
@@ -232,13 +272,11 @@ impl DtmfSender {
             return None;
         }
         let elapsed = now.saturating_duration_since(a.started);
-        let ending = elapsed >= self.cfg.tone;
-        let duration = if ending {
-            self.units(self.cfg.tone)
-        } else {
-            self.units(elapsed)
-        }
-        .min(u64::from(u16::MAX)) as u16;
+        let length = a.length.unwrap_or(MAX_LIVE).min(MAX_LIVE);
+        let ending = elapsed >= length;
+        let duration = self
+            .units(if ending { length } else { elapsed })
+            .min(u64::from(u16::MAX)) as u16;
         let block = TelephoneEvent {
             event: a.event,
             end: ending,
@@ -263,7 +301,7 @@ impl DtmfSender {
             }
             a.next_send = now + self.cfg.end_interval;
         } else {
-            a.next_send = (a.next_send + self.cfg.interval).min(a.started + self.cfg.tone);
+            a.next_send = (a.next_send + self.cfg.interval).min(a.started + length);
         }
         self.active = Some(a);
         Some(EventPacket { header, payload })
