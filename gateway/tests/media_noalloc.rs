@@ -89,6 +89,44 @@ fn steady_state_media_path_does_not_allocate() {
     );
     assert!(playout.buffer().stats().played > 19_000);
     rtp_leg_steady_state_does_not_allocate();
+    inband_dtmf_per_frame_does_not_allocate();
+}
+
+/// The TDM span thread's per-frame DTMF work (gate with detector, tone player).
+fn inband_dtmf_per_frame_does_not_allocate() {
+    use codecs::dtmf::{DtmfParams, generate};
+    use gateway::media::inband::{InbandDtmfGate, InbandDtmfPlayer};
+    let mut audio = Vec::new();
+    generate("0123456789*#ABCD", &DtmfParams::default(), &mut audio).unwrap();
+    audio.resize(audio.len().div_ceil(160) * 160, 0);
+    let frames: Vec<[i16; 160]> = audio
+        .chunks_exact(160)
+        .map(|c| c.try_into().unwrap())
+        .collect();
+    let mut gate = InbandDtmfGate::new(2);
+    let mut player = InbandDtmfPlayer::new(DtmfParams::default());
+    let mut out = [0i16; 160];
+    let mut digits = 0;
+    let region = Region::new(GLOBAL);
+    for _ in 0..5 {
+        for f in &frames {
+            gate.push(f, &mut out);
+            while let Some(e) = gate.poll_event() {
+                if let gateway::media::inband::InbandDigit::Began { digit, .. } = e {
+                    player.play(digit);
+                    digits += 1;
+                }
+            }
+            player.fill(&mut out);
+        }
+    }
+    let change = region.change();
+    assert_eq!(
+        (change.allocations, change.reallocations),
+        (0, 0),
+        "{change:?}"
+    );
+    assert_eq!(digits, 80);
 }
 
 /// Called from the one test of this binary (a second test thread would pollute the counts).
