@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod control;
+pub mod media;
 pub mod sip;
 pub mod telemetry;
 pub mod web;
