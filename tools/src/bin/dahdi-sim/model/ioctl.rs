@@ -239,14 +239,21 @@ impl Model {
                 } else {
                     self.find_chan_by_number(channo)
                 };
-                let ch = match ch {
-                    Some(ch) if raw & c::GET_PARAMS_RETURN_MASTER != 0 => {
-                        Some(self.find_chan_by_number(ch.master).unwrap_or(ch))
-                    }
-                    other => other,
-                };
+                // As dahdi-base.c: the channel's own parameters, with its master's number in
+                // the top 16 bits of `channo` when asked for.
                 match ch {
-                    Some(ch) => IoctlResult::Done(0, self.params_bytes(ch)),
+                    Some(ch) => {
+                        let mut out = self.params_bytes(ch);
+                        if raw & c::GET_PARAMS_RETURN_MASTER != 0 {
+                            let master = if ch.master > 0 { ch.master } else { ch.channo };
+                            wire::put_i32(
+                                &mut out,
+                                wire::params::CHANNO,
+                                ch.channo | (master << 16),
+                            );
+                        }
+                        IoctlResult::Done(0, out)
+                    }
                     None => IoctlResult::Err(errno::EINVAL),
                 }
             }
