@@ -19,6 +19,9 @@ use ringbuf::traits::{Consumer, Producer, Split};
 use tdm_driver::span::{ChannelSpec, Frame, SpanMedia};
 use tdm_driver::{Channel, DeviceRoot};
 
+/// A naive per-channel frame queue.
+type Queue = Arc<Mutex<VecDeque<Vec<i16>>>>;
+
 const SPANS: u32 = 8;
 const RUN: Duration = Duration::from_secs(8);
 
@@ -87,10 +90,7 @@ fn naive(root: &std::path::Path) -> (Duration, Duration) {
     let backend = Arc::new(DeviceRoot::new(root));
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
-    let mut queues: Vec<(
-        Arc<Mutex<VecDeque<Vec<i16>>>>,
-        Arc<Mutex<VecDeque<Vec<i16>>>>,
-    )> = Vec::new();
+    let mut queues: Vec<(Queue, Queue)> = Vec::new();
     for span in 1..=SPANS {
         let mut chans = Vec::new();
         for pos in b_positions() {
