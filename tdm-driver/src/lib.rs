@@ -19,6 +19,7 @@ mod channel;
 pub mod config;
 mod ctl;
 mod error;
+pub mod sim;
 pub mod span;
 mod types;
 

@@ -40,11 +40,10 @@
 //! `DAHDI_VIRT_TOP=MOUNTPOINT/sim lsdahdi` lists the spans.
 
 mod clock;
-mod config;
-mod fcs;
 mod fs;
-mod model;
-mod wire;
+
+// The simulated DAHDI itself lives in tdm-driver, shared with the in-process `SimSpans`.
+use tdm_driver::sim::{config, model, wire};
 
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};

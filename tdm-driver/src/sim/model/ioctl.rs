@@ -1,9 +1,9 @@
 //! The ioctl half of the simulated core: decoding each request's argument bytes at the struct
-//! offsets of `tdm_driver::abi` and applying it with DAHDI's rules (which fd may issue it, which
+//! offsets of `crate::abi` and applying it with DAHDI's rules (which fd may issue it, which
 //! values are EINVAL), plus the SPANSTAT and GET_PARAMS encoders.
 
 use super::{Binding, Channel, Fh, IoctlResult, Mode, Model, Span, errno};
-use crate::wire::{self, Ioctl, consts as c, small};
+use crate::sim::wire::{self, Ioctl, consts as c, small};
 
 fn arg_i32(input: &[u8]) -> i32 {
     wire::get_i32(input, 0)
@@ -128,7 +128,7 @@ impl Model {
 
     /// ioctl(): decodes the request and runs it. `input` holds the `_IOC_SIZE` bytes the
     /// kernel copied in (for `_IOW`/`_IOWR`).
-    pub(crate) fn ioctl(&mut self, fh: Fh, cmd: u32, input: &[u8]) -> IoctlResult {
+    pub fn ioctl(&mut self, fh: Fh, cmd: u32, input: &[u8]) -> IoctlResult {
         let Some(binding) = self.files.get(&fh) else {
             return IoctlResult::Err(errno::EBADF);
         };
