@@ -3,6 +3,7 @@
 //!
 //! Why our own core and not `rsipstack`: see `docs/decisions/0001-sip-stack.md`.
 
+pub mod auth;
 pub mod dialog;
 pub mod message;
 pub mod parse;
