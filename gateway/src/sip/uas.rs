@@ -1,5 +1,5 @@
 //! A minimal UAS over the transaction layer: answers OPTIONS 200 (with Allow/Accept/Supported),
-//! refuses what it does not implement (501, 416, 420, 415), answers malformed requests 400/505,
+//! optionally acts as a digest-authenticating registrar (REGISTER → 401 → 200), refuses what it does not implement (501, 416, 420, 415), answers malformed requests 400/505,
 //! and a tokio UDP adapter that drives it. It is the smallest useful SIP element and the shape
 //! the B2BUA core takes: a sans-IO core plus a thin socket loop.
 
@@ -13,6 +13,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::auth::{AuthVerdict, DigestServer};
 use super::message::{HeaderName, Method, Response};
 use super::parse::{UasPolicy, validate_request};
 use super::transaction::{
@@ -26,6 +27,8 @@ pub struct OptionsUas {
     policy: UasPolicy,
     tag_counter: u64,
     answered: u64,
+    registrar: Option<DigestServer>,
+    authorized: u64,
 }
 
 impl Default for OptionsUas {
@@ -46,7 +49,23 @@ impl OptionsUas {
             },
             tag_counter: 0,
             answered: 0,
+            registrar: None,
+            authorized: 0,
         }
+    }
+
+    /// A responder that also accepts REGISTER, challenging each with `digest` (401) and
+    /// answering authenticated ones 200 with the Contact echoed (bindings are not stored).
+    pub fn with_registrar(timers: TimerConfig, digest: DigestServer) -> Self {
+        let mut uas = Self::new(timers);
+        uas.policy.methods.push(Method::Register);
+        uas.registrar = Some(digest);
+        uas
+    }
+
+    /// REGISTER requests whose credentials were accepted.
+    pub fn authorized(&self) -> u64 {
+        self.authorized
     }
 
     /// Feeds a received datagram.
@@ -91,6 +110,25 @@ impl OptionsUas {
             let tag = format!("sb{:x}", self.tag_counter);
             let mut resp = match validate_request(&request, &self.policy) {
                 Err(rej) => rej.response(&request, &self.policy),
+                Ok(()) if request.method == Method::Register => {
+                    let Some(digest) = self.registrar.as_mut() else {
+                        continue;
+                    };
+                    match digest.verify(now, &request, false) {
+                        AuthVerdict::Authorized { .. } => {
+                            self.authorized += 1;
+                            let mut r = Response::for_request(&request, 200);
+                            for c in request.headers.get_all(&HeaderName::Contact) {
+                                r.headers
+                                    .push(HeaderName::Contact, format!("{c};expires=60"));
+                            }
+                            r
+                        }
+                        AuthVerdict::Challenge { stale, .. } => {
+                            digest.challenge(now, &request, stale, false)
+                        }
+                    }
+                }
                 Ok(()) => {
                     let mut r = Response::for_request(&request, 200);
                     let allow: Vec<&str> = self
@@ -130,6 +168,8 @@ pub struct UdpUasCounters {
     pub malformed_responses: AtomicU64,
     /// Requests the TU answered (each transaction once; retransmissions are absorbed below it).
     pub answered: AtomicU64,
+    /// REGISTERs whose digest credentials were accepted.
+    pub authorized: AtomicU64,
 }
 
 /// A running UDP [`OptionsUas`]; stop it with [`UdpUas::shutdown`].
@@ -144,16 +184,16 @@ pub struct UdpUas {
 impl UdpUas {
     /// Binds `addr` (port 0 for any) and serves until shut down.
     pub async fn bind(addr: SocketAddr) -> io::Result<UdpUas> {
+        Self::bind_with(addr, OptionsUas::default()).await
+    }
+
+    /// Binds `addr` and serves `uas` (e.g. one built with [`OptionsUas::with_registrar`]).
+    pub async fn bind_with(addr: SocketAddr, uas: OptionsUas) -> io::Result<UdpUas> {
         let socket = UdpSocket::bind(addr).await?;
         let local_addr = socket.local_addr()?;
         let counters = Arc::new(UdpUasCounters::default());
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(
-            socket,
-            OptionsUas::default(),
-            counters.clone(),
-            stopped,
-        ));
+        let task = tokio::spawn(serve(socket, uas, counters.clone(), stopped));
         Ok(UdpUas {
             local_addr,
             counters,
@@ -217,6 +257,9 @@ async fn serve(
             .malformed_responses
             .store(s.malformed_responses_dropped, Ordering::Relaxed);
         counters.answered.store(uas.answered(), Ordering::Relaxed);
+        counters
+            .authorized
+            .store(uas.authorized(), Ordering::Relaxed);
         while let Some(t) = uas.poll_transmit() {
             match socket.send_to(&t.bytes, t.dest).await {
                 Ok(_) => counters.sent.fetch_add(1, Ordering::Relaxed),
