@@ -9,4 +9,5 @@ pub mod message;
 pub mod parse;
 pub mod sdp;
 pub mod transaction;
+pub mod transport;
 pub mod uas;

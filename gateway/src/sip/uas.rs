@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -19,6 +18,7 @@ use super::parse::{UasPolicy, validate_request};
 use super::transaction::{
     Reliability, TimerConfig, TransactionLayer, TransactionStats, Transmit, TuEvent,
 };
+use super::transport::{SipTransport, Transport, TransportConfig};
 
 /// The sans-IO OPTIONS/501 responder.
 #[derive(Debug)]
@@ -70,8 +70,18 @@ impl OptionsUas {
 
     /// Feeds a received datagram.
     pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8], source: SocketAddr) {
-        self.layer
-            .handle_datagram(now, bytes, source, Reliability::Unreliable);
+        self.handle_received(now, bytes, source, Reliability::Unreliable);
+    }
+
+    /// Feeds a received message from any transport (a datagram, or one framed stream message).
+    pub fn handle_received(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        source: SocketAddr,
+        reliability: Reliability,
+    ) {
+        self.layer.handle_datagram(now, bytes, source, reliability);
         self.run_tu(now);
     }
 
@@ -170,12 +180,17 @@ pub struct UdpUasCounters {
     pub answered: AtomicU64,
     /// REGISTERs whose digest credentials were accepted.
     pub authorized: AtomicU64,
+    /// Open TCP/TLS connections after the last event.
+    pub open_connections: AtomicU64,
 }
 
-/// A running UDP [`OptionsUas`]; stop it with [`UdpUas::shutdown`].
+/// A running [`OptionsUas`] on UDP (and, with [`UdpUas::bind_transport`], TCP/TLS); stop it
+/// with [`UdpUas::shutdown`].
 #[derive(Debug)]
 pub struct UdpUas {
     local_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     counters: Arc<UdpUasCounters>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
@@ -189,22 +204,51 @@ impl UdpUas {
 
     /// Binds `addr` and serves `uas` (e.g. one built with [`OptionsUas::with_registrar`]).
     pub async fn bind_with(addr: SocketAddr, uas: OptionsUas) -> io::Result<UdpUas> {
-        let socket = UdpSocket::bind(addr).await?;
-        let local_addr = socket.local_addr()?;
+        Self::bind_transport(
+            TransportConfig {
+                udp: Some(addr),
+                ..TransportConfig::default()
+            },
+            uas,
+        )
+        .await
+    }
+
+    /// Serves `uas` on every listener in `config` (UDP must be among them); responses to a
+    /// request that came over TCP/TLS go back on its connection.
+    pub async fn bind_transport(config: TransportConfig, uas: OptionsUas) -> io::Result<UdpUas> {
+        let transport = SipTransport::bind(config).await?;
+        let local_addr = transport.udp_addr().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "a UDP listener is required")
+        })?;
+        let tcp_addr = transport.tcp_addr();
+        let tls_addr = transport.tls_addr();
         let counters = Arc::new(UdpUasCounters::default());
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(socket, uas, counters.clone(), stopped));
+        let task = tokio::spawn(serve(transport, uas, counters.clone(), stopped));
         Ok(UdpUas {
             local_addr,
+            tcp_addr,
+            tls_addr,
             counters,
             stop: Some(stop),
             task,
         })
     }
 
-    /// The bound address.
+    /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TCP listen address, if configured.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The TLS listen address, if configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Live counters.
@@ -225,27 +269,29 @@ impl UdpUas {
 }
 
 async fn serve(
-    socket: UdpSocket,
+    mut transport: SipTransport,
     mut uas: OptionsUas,
     counters: Arc<UdpUasCounters>,
     mut stopped: oneshot::Receiver<()>,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; 65_535];
     loop {
         let deadline = uas.poll_timeout();
         tokio::select! {
-            _ = &mut stopped => return Ok(()),
-            r = socket.recv_from(&mut buf) => {
-                match r {
-                    Ok((n, from)) => {
-                        counters.received.fetch_add(1, Ordering::Relaxed);
-                        let datagram = buf.get(..n).unwrap_or_default();
-                        uas.handle_datagram(Instant::now(), datagram, from);
-                    }
-                    // ICMP port unreachable from an earlier send surfaces here on Linux.
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                    Err(e) => return Err(e),
-                }
+            _ = &mut stopped => {
+                transport.shutdown().await;
+                return Ok(());
+            }
+            r = transport.recv() => {
+                let Some(item) = r else {
+                    return Err(io::Error::other("all SIP listeners ended"));
+                };
+                counters.received.fetch_add(1, Ordering::Relaxed);
+                uas.handle_received(
+                    Instant::now(),
+                    &item.bytes,
+                    item.source,
+                    item.transport.reliability(),
+                );
             }
             _ = sleep_until(deadline) => uas.handle_timeout(Instant::now()),
         }
@@ -261,11 +307,14 @@ async fn serve(
             .authorized
             .store(uas.authorized(), Ordering::Relaxed);
         while let Some(t) = uas.poll_transmit() {
-            match socket.send_to(&t.bytes, t.dest).await {
-                Ok(_) => counters.sent.fetch_add(1, Ordering::Relaxed),
+            match transport.send(t.dest, Transport::Udp, t.bytes, None).await {
+                Ok(()) => counters.sent.fetch_add(1, Ordering::Relaxed),
                 Err(_) => counters.send_errors.fetch_add(1, Ordering::Relaxed),
             };
         }
+        counters
+            .open_connections
+            .store(transport.open_connections() as u64, Ordering::Relaxed);
     }
 }
 
