@@ -1,0 +1,203 @@
+//! Real peers: SIPp uac → gateway B2BUA → SIPp uas on 127.0.0.1. The caller plays RTP, the
+//! callee (`-rtp_echo`) echoes it, so audio must cross the gateway both ways through the
+//! anchored ports. After the calls the gateway holds no calls, legs, RTP sockets or
+//! transactions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use gateway::calls::b2bua::{B2buaConfig, Routes};
+use gateway::calls::server::B2buaServer;
+use gateway::sip::transaction::TimerConfig;
+
+const CALLS: u32 = 10;
+
+fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/sipp")
+        .join(name)
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn stat(csv: &Path, name: &str) -> u64 {
+    let text = std::fs::read_to_string(csv).unwrap_or_else(|e| panic!("{}: {e}", csv.display()));
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().unwrap().split(';').collect();
+    let last: Vec<&str> = lines.next_back().unwrap().split(';').collect();
+    let idx = header.iter().position(|h| *h == name).unwrap();
+    last[idx].trim().parse().unwrap()
+}
+
+/// Fast timers so finished transactions drain within seconds (Timer J/K = 64*T1 = 3.2 s).
+fn timers() -> TimerConfig {
+    TimerConfig {
+        t1: Duration::from_millis(50),
+        t2: Duration::from_millis(400),
+        t4: Duration::from_millis(500),
+        ..TimerConfig::default()
+    }
+}
+
+async fn gateway_to(callee: SocketAddr) -> B2buaServer {
+    B2buaServer::start(
+        B2buaConfig {
+            sip_addr: "127.0.0.1:0".parse().unwrap(),
+            routes: Routes {
+                by_user: [("bob".to_owned(), callee)].into_iter().collect(),
+                default: None,
+            },
+            timers: timers(),
+            seed: [3; 32],
+        },
+        IpAddr::from([127, 0, 0, 1]),
+    )
+    .await
+    .unwrap()
+}
+
+struct Sipp {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+fn sipp(args: &[&str]) -> Sipp {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("stats.csv");
+    let child = Command::new("sipp")
+        .current_dir(dir.path())
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-nostdin",
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ])
+        .args(["-trace_stat", "-stf", csv.to_str().unwrap(), "-fd", "1"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp not found: apt-get install -y sip-tester");
+    Sipp { child, dir }
+}
+
+impl Sipp {
+    fn finish(self) -> (Option<i32>, u64, u64, String) {
+        let out = self.child.wait_with_output().unwrap();
+        let csv = self.dir.path().join("stats.csv");
+        (
+            out.status.code(),
+            stat(&csv, "SuccessfulCall(C)"),
+            stat(&csv, "FailedCall(C)"),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+async fn wait_idle(gw: &B2buaServer) {
+    for _ in 0..200 {
+        let c = gw.counters();
+        if c.calls.load(Ordering::Relaxed) == 0
+            && c.legs.load(Ordering::Relaxed) == 0
+            && c.rtp_sockets.load(Ordering::Relaxed) == 0
+            && c.transactions.load(Ordering::Relaxed) == 0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn assert_idle(gw: &B2buaServer) {
+    let c = gw.counters();
+    assert_eq!(c.calls.load(Ordering::Relaxed), 0, "live calls");
+    assert_eq!(c.legs.load(Ordering::Relaxed), 0, "live legs");
+    assert_eq!(c.rtp_sockets.load(Ordering::Relaxed), 0, "open RTP sockets");
+    assert_eq!(
+        c.transactions.load(Ordering::Relaxed),
+        0,
+        "live transactions"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_uac_through_gateway_to_sipp_uas_with_rtp_both_ways_and_bye_from_caller() {
+    let uas_port = free_port();
+    let callee: SocketAddr = format!("127.0.0.1:{uas_port}").parse().unwrap();
+    let gw = gateway_to(callee).await;
+    let uas = sipp(&[
+        "-sn",
+        "uas",
+        "-p",
+        &uas_port.to_string(),
+        "-mp",
+        &free_port().to_string(),
+        "-rtp_echo",
+        "-m",
+        &CALLS.to_string(),
+    ]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let target = gw.sip_addr().to_string();
+    let uac_args = vec![
+        target,
+        "-sf".to_owned(),
+        scenario("calls_uac_pcap.xml").to_str().unwrap().to_owned(),
+        "-s".to_owned(),
+        "bob".to_owned(),
+        "-p".to_owned(),
+        free_port().to_string(),
+        "-mp".to_owned(),
+        free_port().to_string(),
+        "-m".to_owned(),
+        CALLS.to_string(),
+        "-r".to_owned(),
+        "10".to_owned(),
+        "-l".to_owned(),
+        "5".to_owned(),
+    ];
+    let (uac_code, uac_ok, uac_failed, uac_err) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = uac_args.iter().map(String::as_str).collect();
+        sipp(&args).finish()
+    })
+    .await
+    .unwrap();
+    let (uas_code, uas_ok, uas_failed, uas_err) = tokio::task::spawn_blocking(move || uas.finish())
+        .await
+        .unwrap();
+    assert_eq!(uac_code, Some(0), "caller SIPp failed: {uac_err}");
+    assert_eq!((uac_ok, uac_failed), (u64::from(CALLS), 0));
+    // The callee saw every call through to the BYE the gateway relayed.
+    assert_eq!(uas_code, Some(0), "callee SIPp failed: {uas_err}");
+    assert_eq!((uas_ok, uas_failed), (u64::from(CALLS), 0));
+    let c = gw.counters();
+    assert_eq!(c.answered.load(Ordering::Relaxed), u64::from(CALLS));
+    assert_eq!(c.ended.load(Ordering::Relaxed), u64::from(CALLS));
+    wait_idle(&gw).await;
+    let (a_to_b, b_to_a) = (
+        c.rtp_a_to_b.load(Ordering::Relaxed),
+        c.rtp_b_to_a.load(Ordering::Relaxed),
+    );
+    eprintln!("RTP relayed: caller->callee {a_to_b}, callee->caller {b_to_a}");
+    assert!(
+        a_to_b >= u64::from(CALLS),
+        "caller RTP relayed to callee: {a_to_b}"
+    );
+    assert!(
+        b_to_a >= u64::from(CALLS),
+        "callee's echo relayed back: {b_to_a}"
+    );
+    assert_idle(&gw);
+    gw.shutdown().await.unwrap();
+}
