@@ -39,12 +39,14 @@ fn stat(csv: &Path, name: &str) -> u64 {
     last[idx].trim().parse().unwrap()
 }
 
-/// Fast timers so finished transactions drain within seconds (Timer J/K = 64*T1 = 3.2 s).
+/// Fast timers so finished transactions drain within seconds (Timer J = 64*T1 = 3.2 s,
+/// Timer D 1 s).
 fn timers() -> TimerConfig {
     TimerConfig {
         t1: Duration::from_millis(50),
         t2: Duration::from_millis(400),
         t4: Duration::from_millis(500),
+        timer_d: Duration::from_secs(1),
         ..TimerConfig::default()
     }
 }
@@ -198,6 +200,105 @@ async fn sipp_uac_through_gateway_to_sipp_uas_with_rtp_both_ways_and_bye_from_ca
         b_to_a >= u64::from(CALLS),
         "callee's echo relayed back: {b_to_a}"
     );
+    assert_idle(&gw);
+    gw.shutdown().await.unwrap();
+}
+
+type SippResult = (Option<i32>, u64, u64, String);
+
+/// Runs a callee SIPp with `uas_scenario` and a caller SIPp with `uac_scenario` through a new
+/// gateway, `CALLS` calls; returns (caller, callee) results and the gateway.
+async fn run_pair(uas_scenario: &str, uac_scenario: &str) -> (SippResult, SippResult, B2buaServer) {
+    let uas_port = free_port();
+    let callee: SocketAddr = format!("127.0.0.1:{uas_port}").parse().unwrap();
+    let gw = gateway_to(callee).await;
+    let uas_args: Vec<String> = vec![
+        "-sf".into(),
+        scenario(uas_scenario).to_str().unwrap().into(),
+        "-p".into(),
+        uas_port.to_string(),
+        "-mp".into(),
+        free_port().to_string(),
+        "-rtp_echo".into(),
+        "-m".into(),
+        CALLS.to_string(),
+    ];
+    let uas = sipp(&uas_args.iter().map(String::as_str).collect::<Vec<_>>());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let uac_args: Vec<String> = vec![
+        gw.sip_addr().to_string(),
+        "-sf".into(),
+        scenario(uac_scenario).to_str().unwrap().into(),
+        "-s".into(),
+        "bob".into(),
+        "-p".into(),
+        free_port().to_string(),
+        "-mp".into(),
+        free_port().to_string(),
+        "-m".into(),
+        CALLS.to_string(),
+        "-r".into(),
+        "10".into(),
+        "-l".into(),
+        "5".into(),
+    ];
+    let caller = tokio::task::spawn_blocking(move || {
+        sipp(&uac_args.iter().map(String::as_str).collect::<Vec<_>>()).finish()
+    })
+    .await
+    .unwrap();
+    let callee = tokio::task::spawn_blocking(move || uas.finish())
+        .await
+        .unwrap();
+    (caller, callee, gw)
+}
+
+fn assert_all_ok(who: &str, r: &SippResult) {
+    assert_eq!(r.0, Some(0), "{who} SIPp failed: {}", r.3);
+    assert_eq!(
+        (r.1, r.2),
+        (u64::from(CALLS), 0),
+        "{who} successful/failed calls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bye_from_the_callee_reaches_the_caller_and_ends_both_legs() {
+    let (caller, callee, gw) = run_pair("calls_uas_bye.xml", "calls_uac_wait_bye.xml").await;
+    assert_all_ok("caller", &caller);
+    assert_all_ok("callee", &callee);
+    assert_eq!(
+        gw.counters().answered.load(Ordering::Relaxed),
+        u64::from(CALLS)
+    );
+    wait_idle(&gw).await;
+    assert_idle(&gw);
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_486_from_the_callee_is_relayed_to_the_caller() {
+    let (caller, callee, gw) = run_pair("calls_uas_busy.xml", "calls_uac_expect_busy.xml").await;
+    assert_all_ok("caller", &caller);
+    assert_all_ok("callee", &callee);
+    assert_eq!(gw.counters().answered.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        gw.counters().ended.load(Ordering::Relaxed),
+        u64::from(CALLS)
+    );
+    wait_idle(&gw).await;
+    assert_idle(&gw);
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_before_answer_is_relayed_and_both_sides_get_487() {
+    let (caller, callee, gw) =
+        run_pair("calls_uas_ring_cancelled.xml", "calls_uac_cancel.xml").await;
+    assert_all_ok("caller", &caller);
+    assert_all_ok("callee", &callee);
+    assert_eq!(gw.counters().answered.load(Ordering::Relaxed), 0);
+    wait_idle(&gw).await;
     assert_idle(&gw);
     gw.shutdown().await.unwrap();
 }
