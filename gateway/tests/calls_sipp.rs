@@ -302,3 +302,16 @@ async fn cancel_before_answer_is_relayed_and_both_sides_get_487() {
     assert_idle(&gw);
     gw.shutdown().await.unwrap();
 }
+
+/// Hold and resume by re-INVITE from the caller: the offer's direction (sendonly, then sendrecv)
+/// reaches the callee through the gateway and the callee's answer (recvonly, then sendrecv)
+/// comes back, both with the gateway's media address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinvite_hold_and_resume_are_relayed_across_the_b2bua() {
+    let (caller, callee, gw) = run_pair("calls_uas_hold.xml", "calls_uac_hold_resume.xml").await;
+    assert_all_ok("caller", &caller);
+    assert_all_ok("callee", &callee);
+    wait_idle(&gw).await;
+    assert_idle(&gw);
+    gw.shutdown().await.unwrap();
+}

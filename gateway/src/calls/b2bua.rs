@@ -83,6 +83,16 @@ enum Phase {
     Answered,
 }
 
+/// A re-INVITE from one leg being relayed to the other.
+#[derive(Debug)]
+struct Reinvite {
+    from: Side,
+    key: TransactionKey,
+    request: Request,
+    sdp: Option<SessionDescription>,
+    out_seq: u32,
+}
+
 #[derive(Debug)]
 struct Call {
     uri: CallUri,
@@ -94,6 +104,11 @@ struct Call {
     a_sdp: SessionDescription,
     a_answer: Option<AnswerRetransmit>,
     a_cancelled: bool,
+    a_call_id: String,
+    b_answer: Option<AnswerRetransmit>,
+    b_sdp: Option<SessionDescription>,
+    sdp_version: u64,
+    reinvite: Option<Reinvite>,
     b_dest: SocketAddr,
     b_user: String,
     b_call_id: String,
@@ -123,6 +138,8 @@ pub struct B2bua {
     calls: HashMap<CallUri, Call>,
     /// Leg A (Call-ID, From tag) → call.
     by_a: HashMap<(String, String), CallUri>,
+    /// Leg A Call-ID → call (for responses to requests we send on leg A).
+    by_a_call_id: HashMap<String, CallUri>,
     /// Leg B Call-ID → call.
     by_b: HashMap<String, CallUri>,
     events: Vec<CallEvent>,
@@ -192,6 +209,7 @@ impl B2bua {
             config,
             calls: HashMap::new(),
             by_a: HashMap::new(),
+            by_a_call_id: HashMap::new(),
             by_b: HashMap::new(),
             events: Vec::new(),
             counter: 0,
@@ -275,13 +293,18 @@ impl B2bua {
         let mut resends = Vec::new();
         let mut gave_up = Vec::new();
         for call in self.calls.values_mut() {
-            if let Some(a) = &mut call.a_answer
-                && a.poll_timeout().is_some_and(|t| t <= now)
+            for a in [call.a_answer.as_mut(), call.b_answer.as_mut()]
+                .into_iter()
+                .flatten()
             {
-                match a.handle_timeout(now) {
-                    AnswerTimer::Resend { dest, bytes } => resends.push(Transmit { dest, bytes }),
-                    AnswerTimer::GaveUp => gave_up.push(call.uri.clone()),
-                    AnswerTimer::Idle => {}
+                if a.poll_timeout().is_some_and(|t| t <= now) {
+                    match a.handle_timeout(now) {
+                        AnswerTimer::Resend { dest, bytes } => {
+                            resends.push(Transmit { dest, bytes })
+                        }
+                        AnswerTimer::GaveUp => gave_up.push(call.uri.clone()),
+                        AnswerTimer::Idle => {}
+                    }
                 }
             }
         }
@@ -297,7 +320,9 @@ impl B2bua {
         let answers = self
             .calls
             .values()
-            .filter_map(|c| c.a_answer.as_ref().and_then(AnswerRetransmit::poll_timeout));
+            .flat_map(|c| [c.a_answer.as_ref(), c.b_answer.as_ref()])
+            .flatten()
+            .filter_map(AnswerRetransmit::poll_timeout);
         answers.chain(self.layer.poll_timeout()).min()
     }
 
@@ -391,6 +416,20 @@ impl B2bua {
             return;
         };
         let verdict = dialog.handle_request(&req);
+        if verdict == Ok(InDialogRequest::ReInvite) && call.phase == Phase::Answered {
+            self.relay_reinvite(now, &uri, side, key, req);
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&uri) else {
+            return;
+        };
+        let dialog = match side {
+            Side::A => Some(&mut call.a_dialog),
+            Side::B => call.b_dialog.as_mut(),
+        };
+        let Some(dialog) = dialog else {
+            return;
+        };
         let status = match verdict {
             Ok(InDialogRequest::Bye) => 200,
             Ok(InDialogRequest::Other)
@@ -442,9 +481,11 @@ impl B2bua {
             call_id.to_owned(),
             from.tag().unwrap_or_default().to_owned(),
         );
+        let a_call_id = call_id.to_owned();
         let uri = self.new_call_uri();
         let b_call_id = format!("{}@{}", self.hex_token(24), self.config.sip_addr.ip());
         self.by_a.insert(a_index, uri.clone());
+        self.by_a_call_id.insert(call_id.to_owned(), uri.clone());
         self.calls.insert(
             uri.clone(),
             Call {
@@ -457,6 +498,11 @@ impl B2bua {
                 a_sdp,
                 a_answer: None,
                 a_cancelled: false,
+                a_call_id,
+                b_answer: None,
+                b_sdp: None,
+                sdp_version: 1,
+                reinvite: None,
                 b_dest,
                 b_user: user,
                 b_call_id,
@@ -573,6 +619,7 @@ impl B2bua {
         if let Some(c) = self.calls.remove(uri) {
             self.by_b.remove(&c.b_call_id);
             self.by_a.retain(|_, v| v != uri);
+            self.by_a_call_id.remove(&c.a_call_id);
             self.stats.ended += 1;
             self.events.push(CallEvent::Ended {
                 call: c.uri,
@@ -611,14 +658,187 @@ impl B2bua {
     }
 
     fn on_ack(&mut self, req: &Request) {
-        let Some((uri, Side::A)) = self.find_call(req) else {
+        let Some((uri, side)) = self.find_call(req) else {
             return;
         };
-        if let Some(c) = self.calls.get_mut(&uri)
-            && c.a_dialog.handle_request(req) == Ok(InDialogRequest::Ack)
-            && let (Some(a), Ok(cseq)) = (c.a_answer.as_mut(), req.headers.cseq())
+        let Some(c) = self.calls.get_mut(&uri) else {
+            return;
+        };
+        let (dialog, answer) = match side {
+            Side::A => (Some(&mut c.a_dialog), c.a_answer.as_mut()),
+            Side::B => (c.b_dialog.as_mut(), c.b_answer.as_mut()),
+        };
+        if let Some(d) = dialog
+            && d.handle_request(req) == Ok(InDialogRequest::Ack)
+            && let (Some(a), Ok(cseq)) = (answer, req.headers.cseq())
         {
             a.ack_received(cseq.seq);
+        }
+    }
+
+    /// Relays an accepted re-INVITE (hold/resume, address or codec change) from `from` to the
+    /// other leg, with its SDP anchored at the other leg's gateway address.
+    fn relay_reinvite(
+        &mut self,
+        now: Instant,
+        uri: &str,
+        from: Side,
+        key: TransactionKey,
+        req: Request,
+    ) {
+        let branch = self.branch();
+        let Some(c) = self.calls.get_mut(uri) else {
+            return;
+        };
+        let sdp = parse_sdp(&req.body);
+        let (local, out_dialog) = match from {
+            Side::A => (c.b_local, c.b_dialog.as_mut()),
+            Side::B => (c.a_local, Some(&mut c.a_dialog)),
+        };
+        let out = out_dialog.and_then(|d| {
+            let r = d.new_request(Method::Invite, &branch).ok()?;
+            let dest = uri_socket_addr(d.next_hop())?;
+            Some((r, dest))
+        });
+        let Some((mut out, dest)) = out else {
+            // The other leg has an INVITE of its own in progress: glare toward `from`.
+            let d = match from {
+                Side::A => Some(&mut c.a_dialog),
+                Side::B => c.b_dialog.as_mut(),
+            };
+            if let Some(d) = d {
+                let resp = d.response(&req, 491);
+                let _ = self.layer.send_response(now, &key, resp);
+            }
+            return;
+        };
+        if let (Some(sdp), Some(local)) = (&sdp, local) {
+            c.sdp_version += 1;
+            out.headers.push(HeaderName::ContentType, "application/sdp");
+            out.body = anchor_sdp(sdp, local, c.sdp_version);
+        }
+        let out_seq = out.headers.cseq().map(|s| s.seq).unwrap_or(0);
+        c.reinvite = Some(Reinvite {
+            from,
+            key,
+            request: req,
+            sdp,
+            out_seq,
+        });
+        let _ = self
+            .layer
+            .send_request(now, out, dest, Reliability::Unreliable);
+    }
+
+    /// A response to a re-INVITE we relayed: ACK a 2xx on that leg, answer the originator with
+    /// the peer's SDP anchored on its side, and update the media peers.
+    fn on_reinvite_response(&mut self, now: Instant, uri: &str, resp: &Response) {
+        let ack_branch = self.branch();
+        let Some(c) = self.calls.get_mut(uri) else {
+            return;
+        };
+        let Some(re) = c.reinvite.as_ref() else {
+            return;
+        };
+        let from = re.from;
+        let (answered_dialog, origin_local) = match from {
+            Side::A => (c.b_dialog.as_mut(), c.a_local),
+            Side::B => (Some(&mut c.a_dialog), c.b_local),
+        };
+        let Some(answered_dialog) = answered_dialog else {
+            return;
+        };
+        answered_dialog.handle_response(resp);
+        if resp.status < 200 {
+            return;
+        }
+        let success = resp.status < 300;
+        if success {
+            if let Ok(ack) = answered_dialog.ack_for_2xx(resp, &ack_branch, None)
+                && let Some(dest) = uri_socket_addr(answered_dialog.next_hop())
+            {
+                self.pending.push(Transmit {
+                    dest,
+                    bytes: ack.to_bytes(),
+                });
+            }
+        }
+        let Some(c) = self.calls.get_mut(uri) else {
+            return;
+        };
+        let Some(re) = c.reinvite.take() else {
+            return;
+        };
+        let peer_sdp = parse_sdp(&resp.body);
+        c.sdp_version += 1;
+        let version = c.sdp_version;
+        let (origin_dialog, origin_source) = match from {
+            Side::A => (Some(&mut c.a_dialog), Some(c.a_source)),
+            Side::B => (c.b_dialog.as_mut(), None),
+        };
+        let Some(origin_dialog) = origin_dialog else {
+            return;
+        };
+        let mut answer = origin_dialog.response(&re.request, resp.status);
+        answer.reason = resp.reason.clone();
+        let origin_dest = origin_source.or_else(|| uri_socket_addr(origin_dialog.next_hop()));
+        if success {
+            if let (Some(sdp), Some(local)) = (&peer_sdp, origin_local) {
+                answer
+                    .headers
+                    .push(HeaderName::ContentType, "application/sdp");
+                answer.body = anchor_sdp(sdp, local, version);
+            }
+            // Update what each side's media address is.
+            match from {
+                Side::A => {
+                    if let Some(s) = &re.sdp {
+                        c.a_sdp = s.clone();
+                    }
+                    if peer_sdp.is_some() {
+                        c.b_sdp = peer_sdp.clone();
+                    }
+                }
+                Side::B => {
+                    if let Some(s) = &peer_sdp {
+                        c.a_sdp = s.clone();
+                    }
+                    if re.sdp.is_some() {
+                        c.b_sdp = re.sdp.clone();
+                    }
+                }
+            }
+        }
+        let mut sent = answer.clone();
+        if let Some(dest) = origin_dest {
+            crate::sip::transaction::stamp_received(&mut sent, dest);
+        }
+        let bytes = sent.to_bytes();
+        let _ = self.layer.send_response(now, &re.key, answer);
+        if success {
+            let seq = re.request.headers.cseq().map(|s| s.seq).unwrap_or(0);
+            let retransmit = origin_dest.map(|dest| {
+                AnswerRetransmit::new(
+                    now,
+                    seq,
+                    dest,
+                    bytes,
+                    Reliability::Unreliable,
+                    self.config.timers,
+                )
+            });
+            match from {
+                Side::A => c.a_answer = retransmit,
+                Side::B => c.b_answer = retransmit,
+            }
+            let peers = audio_addr(&c.a_sdp).zip(c.b_sdp.as_ref().and_then(audio_addr));
+            if let Some((a_remote, b_remote)) = peers {
+                self.events.push(CallEvent::MediaPeers {
+                    call: uri.to_owned(),
+                    a_remote,
+                    b_remote,
+                });
+            }
         }
     }
 
@@ -679,16 +899,41 @@ impl B2bua {
         let Ok(cseq) = resp.headers.cseq() else {
             return;
         };
-        let Some(uri) = resp
-            .headers
-            .call_id()
-            .ok()
-            .and_then(|id| self.by_b.get(id))
-            .cloned()
-        else {
+        let Ok(call_id) = resp.headers.call_id() else {
+            return;
+        };
+        let (uri, side) = if let Some(u) = self.by_b.get(call_id) {
+            (u.clone(), Side::B)
+        } else if let Some(u) = self.by_a_call_id.get(call_id) {
+            (u.clone(), Side::A)
+        } else {
             return;
         };
         if cseq.method != Method::Invite || resp.status == 100 {
+            return;
+        }
+        let is_reinvite_response = self.calls.get(&uri).is_some_and(|c| {
+            c.reinvite
+                .as_ref()
+                .is_some_and(|r| r.out_seq == cseq.seq && r.from != side)
+        });
+        if is_reinvite_response {
+            self.on_reinvite_response(now, &uri, &resp);
+            return;
+        }
+        if side == Side::A {
+            // A retransmitted 2xx to a re-INVITE we sent on leg A: ACK it again.
+            let branch = self.branch();
+            if (200..300).contains(&resp.status)
+                && let Some(c) = self.calls.get_mut(&uri)
+                && let Ok(ack) = c.a_dialog.ack_for_2xx(&resp, &branch, None)
+                && let Some(dest) = uri_socket_addr(c.a_dialog.next_hop())
+            {
+                self.pending.push(Transmit {
+                    dest,
+                    bytes: ack.to_bytes(),
+                });
+            }
             return;
         }
         let ack_branch = self.branch();
@@ -775,6 +1020,7 @@ impl B2bua {
             ));
             c.phase = Phase::Answered;
             let peers = audio_addr(&c.a_sdp).zip(audio_addr(&sdp));
+            c.b_sdp = Some(sdp);
             let _ = self.layer.send_response(now, &key, ok);
             self.stats.answered += 1;
             if let Some((a_remote, b_remote)) = peers {
