@@ -753,15 +753,14 @@ impl B2bua {
             return;
         }
         let success = resp.status < 300;
-        if success {
-            if let Ok(ack) = answered_dialog.ack_for_2xx(resp, &ack_branch, None)
-                && let Some(dest) = uri_socket_addr(answered_dialog.next_hop())
-            {
-                self.pending.push(Transmit {
-                    dest,
-                    bytes: ack.to_bytes(),
-                });
-            }
+        if success
+            && let Ok(ack) = answered_dialog.ack_for_2xx(resp, &ack_branch, None)
+            && let Some(dest) = uri_socket_addr(answered_dialog.next_hop())
+        {
+            self.pending.push(Transmit {
+                dest,
+                bytes: ack.to_bytes(),
+            });
         }
         let Some(c) = self.calls.get_mut(uri) else {
             return;
