@@ -29,6 +29,7 @@ fn core() -> B2bua {
         },
         timers: TimerConfig::default(),
         seed: [5; 32],
+        credentials: Default::default(),
     })
     .unwrap()
 }

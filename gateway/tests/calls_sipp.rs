@@ -52,6 +52,10 @@ fn timers() -> TimerConfig {
 }
 
 async fn gateway_to(callee: SocketAddr) -> B2buaServer {
+    gateway_with(callee, None).await
+}
+
+async fn gateway_with(callee: SocketAddr, creds: Option<(&str, &str)>) -> B2buaServer {
     B2buaServer::start(
         B2buaConfig {
             sip_addr: "127.0.0.1:0".parse().unwrap(),
@@ -61,6 +65,10 @@ async fn gateway_to(callee: SocketAddr) -> B2buaServer {
             },
             timers: timers(),
             seed: [3; 32],
+            credentials: creds
+                .map(|(u, p)| (callee, (u.to_owned(), p.to_owned())))
+                .into_iter()
+                .collect(),
         },
         IpAddr::from([127, 0, 0, 1]),
     )
@@ -209,9 +217,17 @@ type SippResult = (Option<i32>, u64, u64, String);
 /// Runs a callee SIPp with `uas_scenario` and a caller SIPp with `uac_scenario` through a new
 /// gateway, `CALLS` calls; returns (caller, callee) results and the gateway.
 async fn run_pair(uas_scenario: &str, uac_scenario: &str) -> (SippResult, SippResult, B2buaServer) {
+    run_pair_with(uas_scenario, uac_scenario, None).await
+}
+
+async fn run_pair_with(
+    uas_scenario: &str,
+    uac_scenario: &str,
+    creds: Option<(&str, &str)>,
+) -> (SippResult, SippResult, B2buaServer) {
     let uas_port = free_port();
     let callee: SocketAddr = format!("127.0.0.1:{uas_port}").parse().unwrap();
-    let gw = gateway_to(callee).await;
+    let gw = gateway_with(callee, creds).await;
     let uas_args: Vec<String> = vec![
         "-sf".into(),
         scenario(uas_scenario).to_str().unwrap().into(),
@@ -311,6 +327,47 @@ async fn reinvite_hold_and_resume_are_relayed_across_the_b2bua() {
     let (caller, callee, gw) = run_pair("calls_uas_hold.xml", "calls_uac_hold_resume.xml").await;
     assert_all_ok("caller", &caller);
     assert_all_ok("callee", &callee);
+    wait_idle(&gw).await;
+    assert_idle(&gw);
+    gw.shutdown().await.unwrap();
+}
+
+/// The trunk challenges every INVITE; the gateway answers with its configured credentials and
+/// the call goes through (SIPp's `verifyauth` checks the MD5 digest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunk_401_is_answered_with_configured_credentials() {
+    let (caller, callee, gw) = run_pair_with(
+        "calls_uas_auth.xml",
+        "calls_uac_pcap.xml",
+        Some(("gw-user", "trunk-pw")),
+    )
+    .await;
+    assert_all_ok("caller", &caller);
+    assert_all_ok("callee", &callee);
+    wait_idle(&gw).await;
+    assert_idle(&gw);
+    gw.shutdown().await.unwrap();
+}
+
+/// Wrong trunk password: the trunk refuses (403), the caller gets the failure, nothing leaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trunk_refusing_our_credentials_fails_the_call_cleanly() {
+    let (caller, _callee, gw) = run_pair_with(
+        "calls_uas_auth.xml",
+        "calls_uac_pcap.xml",
+        Some(("gw-user", "wrong")),
+    )
+    .await;
+    assert_eq!(
+        (caller.1, caller.2),
+        (0, u64::from(CALLS)),
+        "caller calls ok/failed"
+    );
+    assert_eq!(gw.counters().answered.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        gw.counters().ended.load(Ordering::Relaxed),
+        u64::from(CALLS)
+    );
     wait_idle(&gw).await;
     assert_idle(&gw);
     gw.shutdown().await.unwrap();

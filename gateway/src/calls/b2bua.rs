@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
+use crate::sip::auth::DigestClient;
 use crate::sip::dialog::{
     AnswerRetransmit, AnswerTimer, Dialog, DialogId, InDialogRequest, ViaTemplate, uri_socket_addr,
 };
@@ -48,6 +49,8 @@ pub struct B2buaConfig {
     pub timers: TimerConfig,
     /// Seed for call URIs, tags and branches (random in production, fixed in tests).
     pub seed: [u8; 32],
+    /// Digest credentials (user, password) to answer a 401/407 from a leg-B destination.
+    pub credentials: HashMap<SocketAddr, (String, String)>,
 }
 
 /// What the shell must do or know.
@@ -105,6 +108,7 @@ struct Call {
     a_answer: Option<AnswerRetransmit>,
     a_cancelled: bool,
     a_call_id: String,
+    b_digest: Option<DigestClient>,
     b_answer: Option<AnswerRetransmit>,
     b_sdp: Option<SessionDescription>,
     sdp_version: u64,
@@ -503,6 +507,7 @@ impl B2bua {
                 b_sdp: None,
                 sdp_version: 1,
                 reinvite: None,
+                b_digest: None,
                 b_dest,
                 b_user: user,
                 b_call_id,
@@ -1033,6 +1038,42 @@ impl B2bua {
         }
         // A final failure from B: relay it to A (unless A already got its 487) and end.
         if c.phase == Phase::Answered {
+            return;
+        }
+        if matches!(resp.status, 401 | 407) && !c.a_cancelled {
+            let creds = self.config.credentials.get(&c.b_dest).cloned();
+            let branch = self.branch();
+            let cnonce = self.hex_token(16);
+            let Some(c) = self.calls.get_mut(&uri) else {
+                return;
+            };
+            let retry = creds.and_then(|(user, password)| {
+                let client = c
+                    .b_digest
+                    .get_or_insert_with(|| DigestClient::new(&user, &password));
+                client.authorize(&b_invite, &resp, &branch, &cnonce).ok()
+            });
+            if let Some(retry) = retry {
+                c.b_invite = Some(retry.clone());
+                let dest = c.b_dest;
+                match self
+                    .layer
+                    .send_request(now, retry, dest, Reliability::Unreliable)
+                {
+                    Ok(k) => {
+                        if let Some(c) = self.calls.get_mut(&uri) {
+                            c.b_key = Some(k);
+                        }
+                        return;
+                    }
+                    Err(_) => {
+                        self.fail_a(now, &uri, 500, "could not resend INVITE to leg B");
+                        return;
+                    }
+                }
+            }
+            // No or rejected credentials: the trunk refused us, not the caller's fault.
+            self.fail_a(now, &uri, 403, "leg B authentication failed");
             return;
         }
         if !c.a_cancelled {
