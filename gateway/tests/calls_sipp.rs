@@ -225,6 +225,15 @@ async fn run_pair_with(
     uac_scenario: &str,
     creds: Option<(&str, &str)>,
 ) -> (SippResult, SippResult, B2buaServer) {
+    run_pair_full(uas_scenario, uac_scenario, creds, &[]).await
+}
+
+async fn run_pair_full(
+    uas_scenario: &str,
+    uac_scenario: &str,
+    creds: Option<(&str, &str)>,
+    sipp_extra: &[&str],
+) -> (SippResult, SippResult, B2buaServer) {
     let uas_port = free_port();
     let callee: SocketAddr = format!("127.0.0.1:{uas_port}").parse().unwrap();
     let gw = gateway_with(callee, creds).await;
@@ -238,7 +247,10 @@ async fn run_pair_with(
         "-rtp_echo".into(),
         "-m".into(),
         CALLS.to_string(),
-    ];
+    ]
+    .into_iter()
+    .chain(sipp_extra.iter().map(|s| (*s).to_owned()))
+    .collect();
     let uas = sipp(&uas_args.iter().map(String::as_str).collect::<Vec<_>>());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let uac_args: Vec<String> = vec![
@@ -257,7 +269,10 @@ async fn run_pair_with(
         "10".into(),
         "-l".into(),
         "5".into(),
-    ];
+    ]
+    .into_iter()
+    .chain(sipp_extra.iter().map(|s| (*s).to_owned()))
+    .collect();
     let caller = tokio::task::spawn_blocking(move || {
         sipp(&uac_args.iter().map(String::as_str).collect::<Vec<_>>()).finish()
     })

@@ -132,6 +132,8 @@ pub struct B2buaStats {
     pub ended: u64,
     /// INVITEs refused before routing (no route, bad SDP, ...).
     pub rejected: u64,
+    /// Calls hung up because a leg never ACKed our 2xx (RFC 3261 §13.3.1.4).
+    pub ack_timeouts: u64,
 }
 
 /// The B2BUA core: one transaction layer for both legs, the calls, and their dialogs.
@@ -314,6 +316,7 @@ impl B2bua {
         }
         self.pending.extend(resends);
         for uri in gave_up {
+            self.stats.ack_timeouts += 1;
             self.hang_up(now, &uri, true, true, "ACK timeout");
         }
         self.run(now);

@@ -31,6 +31,8 @@ pub struct ServerCounters {
     pub answered: AtomicU64,
     /// Calls ended so far.
     pub ended: AtomicU64,
+    /// Calls hung up because a leg never ACKed our 2xx.
+    pub ack_timeouts: AtomicU64,
     /// RTP packets relayed A → B over all ended calls.
     pub rtp_a_to_b: AtomicU64,
     /// RTP packets relayed B → A over all ended calls.
@@ -195,5 +197,8 @@ async fn serve(
             .answered
             .store(core.stats().answered, Ordering::Relaxed);
         counters.ended.store(core.stats().ended, Ordering::Relaxed);
+        counters
+            .ack_timeouts
+            .store(core.stats().ack_timeouts, Ordering::Relaxed);
     }
 }
