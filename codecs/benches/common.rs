@@ -36,6 +36,11 @@ pub fn speechlike(samples: usize, seed: u32) -> Vec<i16> {
 /// Compiles `benches/c/<name>.c` against spandsp and runs it; returns its "key value" lines.
 /// Returns an explanation instead when the C side cannot run (missing compiler or library).
 pub fn run_c_reference(name: &str) -> Result<Vec<(String, f64)>, String> {
+    run_c_reference_with(name, &[])
+}
+
+/// [`run_c_reference`] with arguments for the program.
+pub fn run_c_reference_with(name: &str, args: &[&str]) -> Result<Vec<(String, f64)>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("benches/c/{name}.c"));
     let exe = dir.path().join(name);
@@ -59,7 +64,13 @@ pub fn run_c_reference(name: &str) -> Result<Vec<(String, f64)>, String> {
     if !status.success() {
         return Err(format!("compiling {} failed", src.display()));
     }
-    let out = Command::new(&exe).output().map_err(|e| e.to_string())?;
+    let out = Command::new(&exe)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("{name} exited with {}", out.status));
+    }
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     Ok(text
         .lines()

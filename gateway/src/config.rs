@@ -33,7 +33,7 @@ pub enum ConfigError {
 }
 
 /// The whole gateway configuration.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// HTTP listeners (health, metrics, API, pages).
@@ -41,7 +41,7 @@ pub struct Config {
 }
 
 /// HTTP listener configuration.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address of the core HTTP listener (private side): health, metrics, API.

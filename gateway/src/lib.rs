@@ -7,6 +7,8 @@
 
 pub mod calls;
 pub mod config;
+pub mod control;
+pub mod media;
 pub mod sip;
 pub mod telemetry;
 pub mod web;

@@ -92,6 +92,16 @@ pub fn configure_spans() -> Result<String, String> {
     static DONE: OnceLock<Result<String, String>> = OnceLock::new();
     DONE.get_or_init(|| {
         let _ = dahdi_root();
+        if std::env::var_os("DAHDI_HW").is_some()
+            && std::env::var_os("HW_TESTS_ALLOW_RECONFIGURE").is_none()
+        {
+            return Err(
+                "real DAHDI hardware: refusing to load the simulator's system.conf \
+                        (two E1 spans, span 1 wired to span 2). On a lab machine whose first two \
+                        E1 ports are joined by a loopback cable, set HW_TESTS_ALLOW_RECONFIGURE=1."
+                    .into(),
+            );
+        }
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let conf = dir.path().join("system.conf");
         std::fs::write(&conf, SYSTEM_CONF).map_err(|e| format!("write system.conf: {e}"))?;
@@ -230,4 +240,19 @@ impl Drop for SimInstance {
         }
         let _ = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+/// CPU time (user + system) the shared dahdi-sim has used so far, when the harness exported its
+/// pid (`DAHDI_SIM_PID`); for reporting the simulator's own cost next to a test's figures.
+pub fn sim_cpu_time() -> Option<Duration> {
+    let pid = std::env::var("DAHDI_SIM_PID").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
+    Some(Duration::from_millis((utime + stime) * 1000 / hz))
 }

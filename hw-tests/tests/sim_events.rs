@@ -8,6 +8,8 @@ use hw_tests::{chan_node, configure_spans, node, sim_command, sim_control};
 use std::time::{Duration, Instant};
 
 const ELAST: i32 = 500;
+const SIG_CLEAR: i32 = 0x80;
+const SIG_EM_E1: i32 = 0x20000;
 const EVENT_ONHOOK: i32 = 1;
 const EVENT_RINGOFFHOOK: i32 = 2;
 const EVENT_ALARM: i32 = 4;
@@ -36,6 +38,26 @@ impl Drop for ClearAlarms {
 fn off_hook_on_one_span_rings_off_hook_on_the_other() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     configure_spans().expect("dahdi_cfg must succeed");
+    let ctl = Dev::open(&node("ctl"), false).unwrap();
+    {
+        // As DAHDI: a clear channel has no hook.
+        let clear = Dev::open(&chan_node(1, 5), false).unwrap();
+        assert_eq!(
+            clear.hook(1).unwrap_err().raw_os_error(),
+            Some(libc::EINVAL)
+        );
+    }
+    // E&M on E1 (hook carried in CAS bits) on both ends of position 5; clear again afterwards.
+    struct Restore<'a>(&'a Dev);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.chanconfig(5, SIG_CLEAR);
+            let _ = self.0.chanconfig(36, SIG_CLEAR);
+        }
+    }
+    let _restore = Restore(&ctl);
+    ctl.chanconfig(5, SIG_EM_E1).unwrap();
+    ctl.chanconfig(36, SIG_EM_E1).unwrap();
     let a = Dev::open(&chan_node(1, 5), false).unwrap();
     let b = Dev::open(&chan_node(2, 5), false).unwrap();
     a.hook(1).unwrap();
@@ -49,7 +71,7 @@ fn off_hook_on_one_span_rings_off_hook_on_the_other() {
     );
     assert_eq!(b.get_event().unwrap(), EVENT_RINGOFFHOOK);
     assert_eq!(b.get_event().unwrap(), 0);
-    let p = Dev::open(&node("ctl"), false).unwrap().params(36).unwrap(); // span 2 position 5
+    let p = ctl.params(36).unwrap(); // span 2 position 5
     assert_eq!(
         field_i32(&p, params::RXISOFFHOOK),
         1,
@@ -194,7 +216,9 @@ fn a_pseudo_channel_monitors_what_a_channel_receives() {
     let mut heard = Vec::new();
     let mut buf = [0u8; 1024];
     let deadline = Instant::now() + Duration::from_secs(2);
-    while !heard.windows(80).any(|w| w.iter().all(|&b| b == 0x5a)) {
+    // The pseudo channel is µ-law; the E1 channel A-law: the monitor re-encodes.
+    let want = codecs::g711::alaw_to_ulaw(0x5a);
+    while !heard.windows(80).any(|w| w.iter().all(|&b| b == want)) {
         assert!(Instant::now() < deadline, "monitor never heard the pattern");
         tx.write(&pattern).unwrap();
         let n = mon.read(&mut buf).unwrap();

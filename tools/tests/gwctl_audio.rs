@@ -227,3 +227,179 @@ fn bad_input_gets_a_clear_error_and_exit_status() {
     ]);
     assert!(!out.status.success());
 }
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "gwctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn dtmf_generate_then_detect_prints_each_digit_once_with_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("digits.wav");
+    stdout(&gwctl(&[
+        "dtmf",
+        "generate",
+        "159#*0AD",
+        wav.to_str().unwrap(),
+        "--on-ms",
+        "60",
+        "--off-ms",
+        "60",
+    ]));
+    // sox agrees on the file: 8 digits × 120 ms at 8 kHz.
+    let info = Command::new("soxi")
+        .args(["-s", wav.to_str().unwrap()])
+        .output()
+        .expect("soxi (sox)");
+    assert_eq!(String::from_utf8_lossy(&info.stdout).trim(), "7680");
+    let text = stdout(&gwctl(&["dtmf", "detect", wav.to_str().unwrap()]));
+    let lines: Vec<Vec<String>> = text
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect();
+    let digits: String = lines.iter().map(|l| l[2].clone()).collect();
+    assert_eq!(digits, "159#*0AD");
+    for (i, l) in lines.iter().enumerate() {
+        let start: f64 = l[0].parse().unwrap();
+        let end: f64 = l[1].parse().unwrap();
+        assert!((start - 120.0 * i as f64).abs() <= 15.0, "{l:?}");
+        assert!((end - (120.0 * i as f64 + 60.0)).abs() <= 15.0, "{l:?}");
+    }
+}
+
+#[test]
+fn dtmf_detect_finds_digits_sox_made_at_48k() {
+    // An independent generator: sox synthesises the pairs for 3 (697+1477) and # (941+1477)
+    // with silence between, at 48 kHz; gwctl resamples and detects.
+    let dir = tempfile::tempdir().unwrap();
+    let parts = [("a", 697, 1477), ("b", 941, 1477)];
+    let mut files = Vec::new();
+    for (name, lo, hi) in parts {
+        let f = dir.path().join(format!("{name}.wav"));
+        sox(&[
+            "-r",
+            "48000",
+            "-c",
+            "2",
+            "-n",
+            "-r",
+            "48000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            f.to_str().unwrap(),
+            "synth",
+            "0.07",
+            "sine",
+            &lo.to_string(),
+            "sine",
+            &hi.to_string(),
+            "vol",
+            "0.2",
+            "pad",
+            "0.05",
+            "0.1",
+        ]);
+        files.push(f);
+    }
+    let joined = dir.path().join("both.wav");
+    let mut args: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
+    args.push(joined.to_str().unwrap());
+    sox(&args);
+    let text = stdout(&gwctl(&[
+        "dtmf",
+        "detect",
+        joined.to_str().unwrap(),
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let digits: String = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digit"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(digits, "3#");
+}
+
+#[test]
+fn tone_writes_a_cadenced_tone_sox_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("busy.wav");
+    stdout(&gwctl(&[
+        "tone",
+        "us",
+        "busy",
+        wav.to_str().unwrap(),
+        "--seconds",
+        "3",
+    ]));
+    let raw = dir.path().join("busy.raw");
+    sox(&[
+        wav.to_str().unwrap(),
+        "-t",
+        "raw",
+        "-e",
+        "signed-integer",
+        "-b",
+        "16",
+        raw.to_str().unwrap(),
+    ]);
+    let x = read_s16(&raw);
+    assert_eq!(x.len(), 24000);
+    // 0.5 s on / 0.5 s off: energy in each 100 ms block.
+    for (i, block) in x.chunks(800).enumerate() {
+        let rms = (block.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / 800.0).sqrt();
+        let on = (i / 5) % 2 == 0;
+        assert_eq!(rms > 100.0, on, "block {i}: rms {rms:.0}");
+    }
+    let (a480, _) = fit(&x[..4000], 8000.0, 480.0);
+    let (a620, _) = fit(&x[..4000], 8000.0, 620.0);
+    assert!(
+        a480 > 500.0 && a620 > 500.0,
+        "480 Hz {a480:.0}, 620 Hz {a620:.0}"
+    );
+}
+
+#[test]
+fn dtmf_and_tone_refuse_bad_arguments_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = gwctl(&[
+        "dtmf",
+        "generate",
+        "12X",
+        dir.path().join("x.wav").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'X' is not a DTMF digit"));
+    let out = gwctl(&[
+        "tone",
+        "mars",
+        "busy",
+        dir.path().join("x.wav").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && err.contains("unknown country") && err.contains("etsi"),
+        "{err}"
+    );
+    let out = gwctl(&[
+        "tone",
+        "us",
+        "howler",
+        dir.path().join("x.wav").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown tone"));
+    let out = gwctl(&[
+        "dtmf",
+        "detect",
+        dir.path().join("none.wav").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}

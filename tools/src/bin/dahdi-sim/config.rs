@@ -251,6 +251,29 @@ mod tests {
     }
 
     #[test]
+    fn the_example_in_the_binary_docs_parses() {
+        let c = SimConfig::parse(
+            r#"
+blocksize_on_open = 1024
+preconfigured = false
+crossconnect = [[1, 2]]
+
+[[span]]
+type = "T1"
+channels = 24
+dchannels = [24]
+name = "SIM/1"
+
+[[span]]
+type = "T1"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.spans[0].name, "SIM/1");
+        assert_eq!(c.crossconnect, vec![[1, 2]]);
+    }
+
+    #[test]
     fn rejects_bad_input_with_a_reason() {
         for (text, needle) in [
             ("", "no [[span]]"),

@@ -17,9 +17,10 @@ use std::ffi::OsStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How long a blocking call may stay parked before it is answered with EINTR (the caller
-/// retries, as after a signal).
-const PARK_LIMIT: Duration = Duration::from_secs(5);
+/// Default for how long a blocking call may stay parked before it is answered with EINTR (the
+/// caller retries, as after a signal). Real DAHDI waits forever; the limit exists because a
+/// client killed while parked cannot exit before its request is answered.
+pub(crate) const DEFAULT_PARK_LIMIT: Duration = Duration::from_secs(30);
 /// How long an open or SPECIFY that finds its channel busy waits for a release before it is
 /// answered EBUSY. close() of a FUSE file returns before the daemon hears RELEASE (the kernel
 /// sends it in the background), so "close, then open again" would otherwise race; with real
@@ -100,6 +101,16 @@ fn send_ioctl(reply: ReplyIoctl, out_size: u32, res: IoctlResult) {
     }
 }
 
+/// A poll waiting for a readiness edge.
+struct Poller {
+    notifier: PollNotifier,
+    wanted: u32,
+    reported: u32,
+    /// The file's activity counter when the kernel polled: a new block or frame that replaces
+    /// one consumed within the same tick leaves the mask unchanged but is a new edge.
+    activity: u64,
+}
+
 /// Non-device files' contents per open.
 enum Extra {
     /// `sim/control`: status text snapshot taken at open.
@@ -112,7 +123,11 @@ enum Extra {
 pub(crate) struct Shared {
     model: Model,
     parked: VecDeque<ParkedCall>,
-    pollers: BTreeMap<Fh, (PollNotifier, u32)>,
+    /// Files a poll is waiting on: the kernel's handle, the events it asked for and the ready
+    /// mask it was last told. Notified when a wanted event becomes ready that was not ready
+    /// then — which must include edges of an event *other* than one already ready (epoll, as
+    /// tokio uses it, asks for IN|OUT|PRI at once and a channel is nearly always writable).
+    pollers: BTreeMap<Fh, Poller>,
     extras: BTreeMap<Fh, Extra>,
 }
 
@@ -145,14 +160,20 @@ pub(crate) fn run_ticks(shared: &Mutex<Shared>, ticks: u64, now: Instant) {
         }
         retry_parked(&mut s, now, &mut answers);
         let Shared { model, pollers, .. } = &mut *s;
-        let ready: Vec<Fh> = pollers
-            .iter()
-            .filter(|(fh, (_, events))| model.poll(**fh) & events != 0)
-            .map(|(fh, _)| *fh)
-            .collect();
-        for fh in ready {
-            if let Some((n, _)) = pollers.remove(&fh) {
-                answers.push(Answer::Poll(n));
+        let mut edges = Vec::new();
+        for (fh, p) in pollers.iter_mut() {
+            let now = model.poll(*fh) & p.wanted;
+            let moved = model.activity(*fh) != p.activity;
+            if now & !p.reported != 0 || (moved && now != 0) {
+                edges.push(*fh);
+            } else {
+                // Events that went away are forgotten, so their return is an edge again.
+                p.reported = now;
+            }
+        }
+        for fh in edges {
+            if let Some(p) = pollers.remove(&fh) {
+                answers.push(Answer::Poll(p.notifier));
             }
         }
     }
@@ -239,6 +260,7 @@ pub(crate) struct DahdiFs {
     /// (span number, first channel number, channel count) per span.
     layout: Vec<(usize, usize, usize)>,
     started: SystemTime,
+    park_limit: Duration,
 }
 
 /// What an inode is.
@@ -251,12 +273,13 @@ enum Entry {
 }
 
 impl DahdiFs {
-    pub(crate) fn new(shared: Arc<Mutex<Shared>>) -> Self {
+    pub(crate) fn new(shared: Arc<Mutex<Shared>>, park_limit: Duration) -> Self {
         let layout = lock(&shared).model.span_layout();
         DahdiFs {
             shared,
             layout,
             started: SystemTime::now(),
+            park_limit,
         }
     }
 
@@ -525,7 +548,7 @@ impl Filesystem for DahdiFs {
                 s.parked.push_back(ParkedCall {
                     fh: fh.0,
                     call: Parked::Read(size, reply),
-                    deadline: Instant::now() + PARK_LIMIT,
+                    deadline: Instant::now() + self.park_limit,
                 });
             }
             res => {
@@ -562,7 +585,7 @@ impl Filesystem for DahdiFs {
                 match result {
                     Ok(()) => reply.written(u32::try_from(data.len()).unwrap_or(u32::MAX)),
                     Err(e) => {
-                        eprintln!("dahdi-sim: control: {e}");
+                        tracing::warn!("control: {e}");
                         reply.error(Errno::EINVAL);
                     }
                 }
@@ -580,7 +603,7 @@ impl Filesystem for DahdiFs {
                 s.parked.push_back(ParkedCall {
                     fh: fh.0,
                     call: Parked::Write(data.to_vec(), reply),
-                    deadline: Instant::now() + PARK_LIMIT,
+                    deadline: Instant::now() + self.park_limit,
                 });
             }
             res => {
@@ -651,7 +674,7 @@ impl Filesystem for DahdiFs {
                 s.parked.push_back(ParkedCall {
                     fh: fh.0,
                     call: Parked::Ioctl(cmd, in_data.to_vec(), out_size, reply),
-                    deadline: Instant::now() + PARK_LIMIT,
+                    deadline: Instant::now() + self.park_limit,
                 });
             }
             res => {
@@ -673,9 +696,18 @@ impl Filesystem for DahdiFs {
     ) {
         let mut s = self.lock();
         let ready = s.model.poll(fh.0);
+        let activity = s.model.activity(fh.0);
         let wanted = events.bits() | (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) as u32;
-        if flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY) && ready & wanted == 0 {
-            s.pollers.insert(fh.0, (ph, events.bits()));
+        if flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY) {
+            s.pollers.insert(
+                fh.0,
+                Poller {
+                    notifier: ph,
+                    wanted,
+                    reported: ready & wanted,
+                    activity,
+                },
+            );
         }
         drop(s);
         reply.poll(PollEvents::from_bits_truncate(ready & wanted));

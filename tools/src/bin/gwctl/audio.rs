@@ -160,7 +160,6 @@ pub fn read_audio(path: &Path, format: Option<AudioFormat>) -> Result<Audio, Aud
 }
 
 /// Reads any supported file and returns it at `rate` Hz.
-#[allow(dead_code)] // wired to `gwctl dtmf detect` with the DTMF detector
 pub fn read_audio_at(
     path: &Path,
     format: Option<AudioFormat>,

@@ -2,6 +2,8 @@
 //! SIP inspection against a running gateway.
 
 mod audio;
+mod signals;
+mod tdm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +31,105 @@ enum Command {
     /// Audio file conversion.
     #[command(subcommand)]
     Codec(CodecCommand),
+    /// DTMF detection and generation.
+    #[command(subcommand)]
+    Dtmf(DtmfCommand),
+    /// DAHDI span and channel diagnostics.
+    Tdm {
+        /// DAHDI device tree.
+        #[arg(long, env = "DAHDI_ROOT", default_value = tdm_driver::DEFAULT_DEVICE_ROOT)]
+        root: PathBuf,
+        /// Print JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: TdmCommand,
+    },
+    /// Write a call-progress tone (dial, ringback, busy, congestion) to a WAV file.
+    Tone {
+        /// Tone plan: us, etsi, uk, de, fr.
+        country: String,
+        /// dial, ringback, busy or congestion.
+        kind: String,
+        /// Output WAV file (8 kHz, 16-bit).
+        output: PathBuf,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TdmCommand {
+    /// Spans: alarms, sync source, framing, error counters (like dahdi_scan / lsdahdi).
+    Spans,
+    /// Channels: signalling, law, hook state, alarms.
+    Channels {
+        /// Only this span.
+        #[arg(long)]
+        span: Option<i32>,
+    },
+    /// Timing accuracy of the master clock, like dahdi_test (fails below 99.9 %).
+    Test {
+        /// Seconds to measure (one pass per second).
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+    },
+    /// Tone loopback check: 1004 Hz at -10 dBm0 out on SPAN/CHAN, measured on the peer.
+    Loop {
+        /// Channel to send on, SPAN/CHAN.
+        channel: String,
+        /// Channel the tone should come back on (default: the same one, via a loopback).
+        #[arg(long)]
+        peer: Option<String>,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
+    /// Record what a channel receives to a WAV file.
+    Monitor {
+        /// SPAN/CHAN.
+        channel: String,
+        /// Output WAV (8 kHz, 16-bit).
+        output: PathBuf,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DtmfCommand {
+    /// Print every DTMF digit in an audio file, one line each: START_MS END_MS DIGIT.
+    Detect {
+        /// Audio file (.wav at 8/16/24/32/48 kHz, .ul, .al, .raw/.s16).
+        input: PathBuf,
+        /// Input format (overrides the extension).
+        #[arg(long, value_enum)]
+        from: Option<AudioFormat>,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write DTMF digits (0-9, *, #, A-D) to a WAV file (8 kHz, 16-bit).
+    Generate {
+        /// The digits.
+        digits: String,
+        /// Output WAV file.
+        output: PathBuf,
+        /// Level of each tone in dBm0.
+        #[arg(long, default_value_t = -10.0, allow_negative_numbers = true)]
+        level: f32,
+        /// High tone minus low tone, dB (negative: normal twist).
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+        twist: f32,
+        /// Tone duration per digit, ms.
+        #[arg(long, default_value_t = 80)]
+        on_ms: u32,
+        /// Pause after each digit, ms.
+        #[arg(long, default_value_t = 80)]
+        off_ms: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +172,73 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }) => {
             let summary = audio::convert(&input, &output, from, to, rate, wav_encoding)?;
             eprintln!("{summary}");
+        }
+        Command::Dtmf(DtmfCommand::Detect { input, from, json }) => {
+            let digits = signals::detect(&input, from)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&digits)?);
+            } else {
+                for d in &digits {
+                    println!("{} {} {}", d.start_ms, d.end_ms, d.digit);
+                }
+            }
+        }
+        Command::Dtmf(DtmfCommand::Generate {
+            digits,
+            output,
+            level,
+            twist,
+            on_ms,
+            off_ms,
+        }) => {
+            let params = codecs::dtmf::DtmfParams {
+                level_dbm0: level,
+                twist_db: twist,
+                on_ms,
+                off_ms,
+            };
+            let n = signals::generate(&digits, &output, &params)?;
+            eprintln!(
+                "{} digits, {:.2} s -> {}",
+                digits.chars().count(),
+                n as f64 / 8000.0,
+                output.display()
+            );
+        }
+        Command::Tdm {
+            root,
+            json,
+            command,
+        } => {
+            let text = match command {
+                TdmCommand::Spans => tdm::spans(&root, json)?,
+                TdmCommand::Channels { span } => tdm::channels(&root, span, json)?,
+                TdmCommand::Test { seconds } => tdm::timing_test(&root, seconds, json)?,
+                TdmCommand::Loop {
+                    channel,
+                    peer,
+                    seconds,
+                } => tdm::loopback(&root, &channel, peer.as_deref(), seconds, json)?,
+                TdmCommand::Monitor {
+                    channel,
+                    output,
+                    seconds,
+                } => tdm::monitor(&root, &channel, &output, seconds)?,
+            };
+            print!("{text}");
+        }
+        Command::Tone {
+            country,
+            kind,
+            output,
+            seconds,
+        } => {
+            let n = signals::tone(&country, &kind, seconds, &output)?;
+            eprintln!(
+                "{country} {kind}: {:.2} s -> {}",
+                n as f64 / 8000.0,
+                output.display()
+            );
         }
     }
     Ok(())

@@ -56,9 +56,9 @@ pub fn tone(country: &str, kind: &str, seconds: f64, out: &Path) -> Result<usize
     let country: Country = country.parse()?;
     let kind: ToneKind = kind.parse()?;
     if !(seconds.is_finite() && seconds > 0.0 && seconds <= 3600.0) {
-        return Err(AudioError::Invalid(codecs::CodecError::InvalidArgument(format!(
-            "--seconds {seconds}: give a duration between 0 and 3600"
-        ))));
+        return Err(AudioError::Invalid(codecs::CodecError::InvalidArgument(
+            format!("--seconds {seconds}: give a duration between 0 and 3600"),
+        )));
     }
     let mut generator = ToneGenerator::new(country, kind);
     let mut samples = vec![0i16; (seconds * 8000.0).round() as usize];

@@ -22,6 +22,21 @@ pub(super) fn index_of(n: i32) -> Option<usize> {
     usize::try_from(n).ok()?.checked_sub(1)
 }
 
+/// The line build-out names DAHDI reports for `lbo` 0..=7.
+fn lbo_name(lbo: i32) -> &'static str {
+    match lbo {
+        0 => "0 db (CSU)/0-133 feet (DSX-1)",
+        1 => "133-266 feet (DSX-1)",
+        2 => "266-399 feet (DSX-1)",
+        3 => "399-533 feet (DSX-1)",
+        4 => "533-655 feet (DSX-1)",
+        5 => "-7.5db (CSU)",
+        6 => "-15db (CSU)",
+        7 => "-22.5db (CSU)",
+        _ => "Unknown",
+    }
+}
+
 fn confinfo_bytes([chan, confno, mode]: [i32; 3]) -> Vec<u8> {
     let mut out = vec![0u8; wire::CONFINFO_SIZE];
     wire::put_i32(&mut out, small::CONF_CHAN, chan);
@@ -101,7 +116,7 @@ impl Model {
         wire::put_i32(&mut out, s::TOTALSPANS, self.spans.len() as i32);
         wire::put_i32(&mut out, s::LBO, span.lbo);
         wire::put_i32(&mut out, s::LINECONFIG, span.lineconfig);
-        wire::put_str(&mut out, s::LBONAME, 40, "0 db (CSU)/0-133 feet (DSX-1)");
+        wire::put_str(&mut out, s::LBONAME, 40, lbo_name(span.lbo));
         wire::put_str(&mut out, s::LOCATION, 40, "dahdi-sim");
         wire::put_str(&mut out, s::MANUFACTURER, 40, "spanbridge");
         wire::put_str(&mut out, s::DEVICETYPE, 40, "dahdi-sim loopback pair");
@@ -187,6 +202,7 @@ impl Model {
             }
             Ioctl::TimerPing => {
                 t.ping = true;
+                t.activity = t.activity.wrapping_add(1);
                 ok()
             }
             Ioctl::TimerPong => {
@@ -223,14 +239,21 @@ impl Model {
                 } else {
                     self.find_chan_by_number(channo)
                 };
-                let ch = match ch {
-                    Some(ch) if raw & c::GET_PARAMS_RETURN_MASTER != 0 => {
-                        Some(self.find_chan_by_number(ch.master).unwrap_or(ch))
-                    }
-                    other => other,
-                };
+                // As dahdi-base.c: the channel's own parameters, with its master's number in
+                // the top 16 bits of `channo` when asked for.
                 match ch {
-                    Some(ch) => IoctlResult::Done(0, self.params_bytes(ch)),
+                    Some(ch) => {
+                        let mut out = self.params_bytes(ch);
+                        if raw & c::GET_PARAMS_RETURN_MASTER != 0 {
+                            let master = if ch.master > 0 { ch.master } else { ch.channo };
+                            wire::put_i32(
+                                &mut out,
+                                wire::params::CHANNO,
+                                ch.channo | (master << 16),
+                            );
+                        }
+                        IoctlResult::Done(0, out)
+                    }
                     None => IoctlResult::Err(errno::EINVAL),
                 }
             }
@@ -350,6 +373,7 @@ impl Model {
                 if !(0..c::TONE_ZONE_MAX).contains(&zone) {
                     return IoctlResult::Err(errno::EINVAL);
                 }
+                self.zone_loaded = true;
                 ok()
             }
             Ioctl::FreeZone | Ioctl::DefaultZone => {
@@ -444,6 +468,8 @@ impl Model {
             _ => None,
         };
         let peer = idx.and_then(|i| self.peer_of(i));
+        let zone_loaded = self.zone_loaded;
+        let span_chans = self.chans.len();
         let arg = arg_i32(input);
         let ch = match self.chan_mut(fh) {
             Ok(ch) => ch,
@@ -527,7 +553,11 @@ impl Model {
                 }
             }
             Ioctl::Hook => {
-                if ch.span.is_none() || !audio {
+                // As DAHDI: no hook on clear-type channels (DAHDI_FLAG_CLEAR) or CAS.
+                if ch.span.is_none()
+                    || ch.sig & c::SIG_CLEAR == c::SIG_CLEAR
+                    || ch.sig == c::SIG_CAS
+                {
                     return IoctlResult::Err(errno::EINVAL);
                 }
                 match arg {
@@ -552,7 +582,7 @@ impl Model {
                 ok()
             }
             Ioctl::SetLinear => {
-                if !audio {
+                if !audio || !ch.audio_processing {
                     return IoctlResult::Err(errno::EINVAL);
                 }
                 ch.linear = arg != 0;
@@ -566,10 +596,12 @@ impl Model {
                     Ioctl::HdlcRawMode => {
                         ch.raw_mode = arg != 0;
                         ch.fcs_mode = false;
+                        ch.audio_processing = false;
                     }
                     Ioctl::HdlcFcsMode => {
                         ch.fcs_mode = arg != 0;
                         ch.raw_mode = false;
+                        ch.audio_processing = false;
                     }
                     _ => {
                         ch.audio_processing = arg != 0;
@@ -583,6 +615,10 @@ impl Model {
                 ok()
             }
             Ioctl::Dial => {
+                if !zone_loaded {
+                    // DAHDI: "Cannot dial until a tone zone is loaded" (dahdi_cfg loads them).
+                    return IoctlResult::Err(libc::ENODATA);
+                }
                 let op = wire::get_i32(input, small::DIAL_OP);
                 let digits = wire::get_str(input, small::DIAL_STR, small::DIAL_STR_LEN);
                 match op {
@@ -608,7 +644,23 @@ impl Model {
                 let chan = wire::get_i32(input, small::CONF_CHAN);
                 let confno = wire::get_i32(input, small::CONF_CONFNO);
                 let mode = wire::get_i32(input, small::CONF_CONFMODE);
-                let chan = if chan == 0 { ch.channo } else { chan };
+                if chan != 0 && chan != ch.channo {
+                    // Conferencing another channel's fd is not simulated.
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                if !ch.audio_processing {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                let monitor = matches!(mode & c::CONF_MODE_MASK, 1..=3 | 9..=12);
+                let target_ok = if monitor {
+                    index_of(confno).is_some_and(|t| t < span_chans)
+                } else {
+                    (-1..=1024).contains(&confno)
+                };
+                if !target_ok || (confno == 0) != (mode == 0) {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                let chan = ch.channo;
                 ch.conf = [chan, confno, mode];
                 IoctlResult::Done(0, confinfo_bytes(ch.conf))
             }

@@ -5,8 +5,8 @@
 
 use crate::config::{LineType, SimConfig};
 use crate::fcs;
-use crate::g711;
 use crate::wire::{self, consts as c};
+use codecs::g711;
 use std::collections::{BTreeMap, VecDeque};
 
 /// A file handle, as handed to the kernel.
@@ -14,6 +14,8 @@ pub(crate) type Fh = u64;
 
 /// Samples moved per tick (DAHDI_CHUNKSIZE): 1 ms at 8 kHz.
 pub(crate) const CHUNK: usize = 8;
+/// `__DAHDI_SIG_FXO`: the bit every FXO-style signalling type carries.
+const SIG_FXO_BIT: u32 = 1 << 12;
 /// First channel number given to pseudo channels (DAHDI's FIRST_PSEUDO_CHANNEL).
 const FIRST_PSEUDO: i32 = 0x8000;
 
@@ -113,15 +115,19 @@ struct Channel {
     txbits: i32,
     rxbits: i32,
     timing: [i32; wire::params::TIMING_COUNT],
-    /// rxgain[256] then txgain[256], as in `struct dahdi_gains`.
+    /// `rxgain[256]` then `txgain[256]`, as in `struct dahdi_gains`.
     gains: Vec<u8>,
     /// Whether the gain tables are the identity (nothing to apply).
     unity_gains: bool,
-    /// Audio processing (gains) on: always for voice signalling, after DAHDI_AUDIOMODE(1) for
-    /// clear channels, which otherwise carry data untouched.
+    /// DAHDI_FLAG_AUDIO: audio processing (gains, linear mode) on. Set for voice signalling;
+    /// off for clear-type signalling (CLEAR, HDLC*, DACS), which carries data untouched until
+    /// DAHDI_AUDIOMODE(1) on a literal CLEAR channel.
     audio_processing: bool,
     /// Flip one bit of the next HDLC frame sent (control command `corrupt`).
     corrupt_next: bool,
+    /// Counts readiness events (a block or frame received, a buffer freed, an event queued), so
+    /// a poll can be woken for a new arrival even when the ready mask looks the same.
+    activity: u64,
 }
 
 impl Channel {
@@ -173,6 +179,7 @@ impl Channel {
             unity_gains: true,
             audio_processing: false,
             corrupt_next: false,
+            activity: 0,
         }
     }
 
@@ -183,7 +190,16 @@ impl Channel {
         self.txpolicy = c::POLICY_IMMEDIATE;
         self.law = self.deflaw;
         self.linear = false;
-        self.audio_processing = self.sig != c::SIG_CLEAR;
+        self.audio_processing = self.span.is_none() || self.sig & c::SIG_CLEAR != c::SIG_CLEAR;
+        // DAHDI's default RBS timings (ms), in dahdi_params order: prewink, preflash, wink,
+        // flash, start (ring time on FXO signalling), rxwink, rxflash, debounce, pulsebreak,
+        // pulsemake, pulseafter.
+        let start = if self.sig & SIG_FXO_BIT != 0 {
+            2000
+        } else {
+            1500
+        };
+        self.timing = [50, 50, 150, 750, start, 250, 1250, 600, 50, 50, 750];
         self.fcs_mode = false;
         self.raw_mode = false;
         self.buffer_events = false;
@@ -226,6 +242,7 @@ impl Channel {
     }
 
     fn push_event(&mut self, ev: i32) {
+        self.activity = self.activity.wrapping_add(1);
         if self.events.len() < c::MAX_EVENTS {
             self.events.push_back(ev);
         }
@@ -263,6 +280,7 @@ impl Channel {
             self.tx_pos += n;
             if self.tx_pos >= front.len() {
                 self.tx_blocks.pop_front();
+                self.activity = self.activity.wrapping_add(1);
                 self.tx_pos = 0;
             }
         }
@@ -310,6 +328,7 @@ impl Channel {
             let rest = self.rx_partial.split_off(self.blocksize);
             let block = std::mem::replace(&mut self.rx_partial, rest);
             self.rx_blocks.push_back(block);
+            self.activity = self.activity.wrapping_add(1);
         }
     }
 
@@ -318,6 +337,7 @@ impl Channel {
         let front = self.tx_frames.front_mut()?;
         front.remaining = front.remaining.saturating_sub(CHUNK);
         if front.remaining == 0 {
+            self.activity = self.activity.wrapping_add(1);
             self.tx_frames.pop_front().map(|f| f.data)
         } else {
             None
@@ -338,6 +358,7 @@ impl Channel {
                     self.push_event(c::EVENT_OVERRUN);
                 } else if self.rx_frames.len() < self.numbufs {
                     self.rx_frames.push_back(frame);
+                    self.activity = self.activity.wrapping_add(1);
                 }
             }
         }
@@ -437,6 +458,8 @@ impl Span {
 /// A timer fd's state.
 #[derive(Debug, Default)]
 struct Timer {
+    /// Counts expiries and pings (see [`Channel::activity`]).
+    activity: u64,
     period: i32,
     pos: i32,
     tripped: i32,
@@ -469,6 +492,8 @@ pub(crate) struct Model {
     blocksize_on_open: usize,
     dialparams: [i32; 6],
     default_zone: i32,
+    /// Whether a tone zone was loaded (DIAL needs one, as in DAHDI).
+    zone_loaded: bool,
     /// Ticks run since start.
     ticks: u64,
     /// Ticks the clock could not run on time (reported as irqmisses).
@@ -542,6 +567,7 @@ impl Model {
             blocksize_on_open: cfg.blocksize_on_open,
             dialparams: [0; 6],
             default_zone: 0,
+            zone_loaded: false,
             ticks: 0,
             late_ticks: 0,
             tx_scratch: vec![[0xff; CHUNK]; n],
@@ -561,6 +587,7 @@ impl Model {
 
     /// Configures every channel (B = clear, D = HDLCFCS) and starts every span.
     fn preconfigure(&mut self) {
+        self.zone_loaded = true;
         for s in &mut self.spans {
             s.running = true;
             s.lineconfig = match s.line {
@@ -716,11 +743,7 @@ impl Model {
                     let law = ch.law;
                     let mut out = Vec::with_capacity(block.len() * 2);
                     for &b in &block {
-                        let s = if law == c::LAW_ALAW {
-                            g711::alaw_to_linear(b)
-                        } else {
-                            g711::ulaw_to_linear(b)
-                        };
+                        let s = to_linear(b, law);
                         out.extend_from_slice(&s.to_ne_bytes());
                     }
                     out.truncate(size);
@@ -747,11 +770,12 @@ impl Model {
         if n == 0 {
             return Err(errno::EINVAL);
         }
-        if !ch.events.is_empty() {
-            return Err(errno::ELAST);
-        }
+        // As DAHDI: a write on a real channel cancels dialing, even when it then fails.
         if ch.span.is_some() {
             ch.dialing = None;
+        }
+        if !ch.events.is_empty() {
+            return Err(errno::ELAST);
         }
         match ch.mode() {
             Mode::Audio => {
@@ -770,11 +794,7 @@ impl Model {
                         .chunks_exact(2)
                         .map(|p| {
                             let s = i16::from_ne_bytes([p[0], p[1]]);
-                            if law == c::LAW_ALAW {
-                                g711::linear_to_alaw(s)
-                            } else {
-                                g711::linear_to_ulaw(s)
-                            }
+                            from_linear(s, law)
                         })
                         .collect();
                     ch.tx_blocks.push_back(block);
@@ -826,6 +846,14 @@ impl Model {
             Some(Binding::Other) => (libc::POLLIN | libc::POLLOUT) as u32,
             Some(Binding::Ctl) | Some(Binding::Unbound) => 0,
             None => libc::POLLNVAL as u32,
+        }
+    }
+
+    /// A counter that moves whenever `fh` may have become ready again (see `Channel::activity`).
+    pub(crate) fn activity(&self, fh: Fh) -> u64 {
+        match self.files.get(&fh) {
+            Some(Binding::Timer(t)) => t.activity,
+            _ => self.chan_ref(fh).map(|ch| ch.activity).unwrap_or(0),
         }
     }
 
@@ -996,25 +1024,29 @@ impl Model {
             }
         }
         // 4. Pseudo channels and timers.
-        let scratch_rx = &self.rx_scratch;
-        let scratch_tx = &self.tx_scratch;
-        for b in self.files.values_mut() {
+        let Model {
+            chans,
+            files,
+            rx_scratch,
+            tx_scratch,
+            ..
+        } = self;
+        for b in files.values_mut() {
             match b {
                 Binding::Pseudo(ch) => {
                     let _ = ch.take_tx_chunk();
-                    let target = ioctl::index_of(ch.conf[1]);
+                    // A monitor hears the watched channel in linear, re-encoded in its own law.
+                    let target = ioctl::index_of(ch.conf[1]).and_then(|t| {
+                        Some((chans.get(t)?.law, rx_scratch.get(t)?, tx_scratch.get(t)?))
+                    });
                     let mode = ch.conf[2] & c::CONF_MODE_MASK;
-                    let idle = [ch.idle_byte(); CHUNK];
                     let chunk = match (mode, target) {
-                        (c::CONF_MONITOR, Some(t)) => scratch_rx.get(t).copied().unwrap_or(idle),
-                        (c::CONF_MONITORTX, Some(t)) => scratch_tx.get(t).copied().unwrap_or(idle),
-                        (c::CONF_MONITORBOTH, Some(t)) => {
-                            match (scratch_rx.get(t), scratch_tx.get(t)) {
-                                (Some(r), Some(x)) => mix(r, x, ch.law),
-                                _ => idle,
-                            }
+                        (c::CONF_MONITOR, Some((law, rx, _))) => mix(Some(rx), None, law, ch.law),
+                        (c::CONF_MONITORTX, Some((law, _, tx))) => mix(None, Some(tx), law, ch.law),
+                        (c::CONF_MONITORBOTH, Some((law, rx, tx))) => {
+                            mix(Some(rx), Some(tx), law, ch.law)
                         }
-                        _ => idle,
+                        _ => [ch.idle_byte(); CHUNK],
                     };
                     ch.put_rx_chunk(&chunk);
                 }
@@ -1022,6 +1054,7 @@ impl Model {
                     t.pos -= CHUNK as i32;
                     while t.pos <= 0 {
                         t.tripped = t.tripped.saturating_add(1);
+                        t.activity = t.activity.wrapping_add(1);
                         t.pos += t.period;
                     }
                 }
@@ -1061,20 +1094,29 @@ impl Model {
 }
 
 /// Mixes two G.711 chunks through linear.
-fn mix(a: &[u8; CHUNK], b: &[u8; CHUNK], law: i32) -> [u8; CHUNK] {
+fn to_linear(byte: u8, law: i32) -> i16 {
+    if law == c::LAW_ALAW {
+        g711::alaw_decode(byte)
+    } else {
+        g711::ulaw_decode(byte)
+    }
+}
+
+fn from_linear(sample: i16, law: i32) -> u8 {
+    if law == c::LAW_ALAW {
+        g711::alaw_encode(sample)
+    } else {
+        g711::ulaw_encode(sample)
+    }
+}
+
+/// Sums up to two chunks of law `from` in linear and encodes the result in law `to`.
+fn mix(a: Option<&[u8; CHUNK]>, b: Option<&[u8; CHUNK]>, from: i32, to: i32) -> [u8; CHUNK] {
     let mut out = [0u8; CHUNK];
-    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        let (lx, ly) = if law == c::LAW_ALAW {
-            (g711::alaw_to_linear(x), g711::alaw_to_linear(y))
-        } else {
-            (g711::ulaw_to_linear(x), g711::ulaw_to_linear(y))
-        };
-        let s = lx.saturating_add(ly);
-        *o = if law == c::LAW_ALAW {
-            g711::linear_to_alaw(s)
-        } else {
-            g711::linear_to_ulaw(s)
-        };
+    for (i, o) in out.iter_mut().enumerate() {
+        let x = a.and_then(|a| a.get(i)).map_or(0, |&v| to_linear(v, from));
+        let y = b.and_then(|b| b.get(i)).map_or(0, |&v| to_linear(v, from));
+        *o = from_linear(x.saturating_add(y), to);
     }
     out
 }

@@ -105,6 +105,20 @@ fn audio_crosses_the_wire_one_block_per_read() {
 #[test]
 fn hook_reaches_the_far_end_as_events_and_blocks_io_with_elast() {
     let mut m = Model::new(&cfg(true));
+    let ctl = m.open(Node::Ctl).unwrap();
+    let clear = m.open(Node::Chan(3)).unwrap();
+    assert_eq!(
+        ioctl_int(&mut m, clear, HOOK, c::OFFHOOK),
+        IoctlResult::Err(errno::EINVAL),
+        "no hook on a clear channel"
+    );
+    // E&M on E1 (CAS-style hook signalling) on both ends of position 2.
+    for chan in [2, 33] {
+        let mut cc = vec![0u8; 76];
+        wire::put_i32(&mut cc, 0, chan);
+        wire::put_i32(&mut cc, 44, 0x20000);
+        assert_eq!(m.ioctl(ctl, CHANCONFIG, &cc), IoctlResult::Done(0, vec![]));
+    }
     let a = m.open(Node::Chan(2)).unwrap();
     let b = m.open(Node::Chan(33)).unwrap();
     assert_eq!(
@@ -282,7 +296,16 @@ fn linear_mode_converts_through_the_channel_law() {
     let rx = m.open(Node::Chan(32)).unwrap();
     for fh in [tx, rx] {
         ioctl_int(&mut m, fh, SET_BLOCKSIZE, 16);
-        ioctl_int(&mut m, fh, 0x4004_da28, 1);
+        assert_eq!(
+            ioctl_int(&mut m, fh, 0x4004_da28, 1),
+            IoctlResult::Err(errno::EINVAL),
+            "no linear mode on a clear channel out of audio mode"
+        );
+        ioctl_int(&mut m, fh, 0x4004_da20, 1); // AUDIOMODE
+        assert_eq!(
+            ioctl_int(&mut m, fh, 0x4004_da28, 1),
+            IoctlResult::Done(0, vec![])
+        );
     }
     let samples: Vec<u8> = (0..16i16).flat_map(|i| (i * 1000).to_ne_bytes()).collect();
     assert_eq!(m.write(tx, &samples), Ok(32));
@@ -385,4 +408,39 @@ fn gains_apply_only_with_audio_processing() {
         panic!("getgains")
     };
     assert_eq!(&back[4..], &gains[4..]);
+}
+
+#[test]
+fn a_frame_longer_than_the_receive_block_is_an_overrun() {
+    let mut m = Model::new(&cfg(true));
+    let d1 = m.open(Node::Chan(16)).unwrap();
+    let d2 = m.open(Node::Chan(47)).unwrap();
+    ioctl_int(&mut m, d2, SET_BLOCKSIZE, 32);
+    assert_eq!(m.write(d1, &[0x55; 100]), Ok(100));
+    for _ in 0..13 {
+        m.tick();
+    }
+    assert_eq!(m.read(d2, 1024), Err(errno::ELAST));
+    assert_eq!(event(&mut m, d2), c::EVENT_OVERRUN);
+    assert_eq!(m.read(d2, 1024), Err(errno::EAGAIN));
+}
+
+#[test]
+fn open_restores_dahdi_defaults() {
+    let mut m = Model::new(&cfg(true));
+    let fh = m.open(Node::Chan(9)).unwrap();
+    ioctl_int(&mut m, fh, SET_BLOCKSIZE, 160);
+    m.release(fh);
+    let fh = m.open(Node::Chan(9)).unwrap();
+    assert_eq!(
+        m.ioctl(fh, 0x8004_da01, &[]),
+        IoctlResult::Done(0, 1024i32.to_ne_bytes().to_vec())
+    );
+    let IoctlResult::Done(0, p) = m.ioctl(fh, GET_PARAMS, &[0u8; wire::PARAMS_SIZE]) else {
+        panic!("params")
+    };
+    // prewinktime, winktime and flashtime at DAHDI's defaults.
+    assert_eq!(wire::get_i32(&p, wire::params::TIMING_FIRST), 50);
+    assert_eq!(wire::get_i32(&p, wire::params::TIMING_FIRST + 8), 150);
+    assert_eq!(wire::get_i32(&p, wire::params::TIMING_FIRST + 12), 750);
 }
