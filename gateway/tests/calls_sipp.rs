@@ -39,7 +39,9 @@ fn stat(csv: &Path, name: &str) -> u64 {
     last[idx].trim().parse().unwrap()
 }
 
-/// Fast timers so finished transactions drain within seconds (Timer J = 64*T1 = 3.2 s,
+/// Fast timers so finished transactions drain within seconds (only where no SIP message is
+/// lost: Timer J must outlast the peer's retransmissions, which SIPp paces with its own 500 ms
+/// T1) (Timer J = 64*T1 = 3.2 s,
 /// Timer D 1 s).
 fn timers() -> TimerConfig {
     TimerConfig {
@@ -56,6 +58,14 @@ async fn gateway_to(callee: SocketAddr) -> B2buaServer {
 }
 
 async fn gateway_with(callee: SocketAddr, creds: Option<(&str, &str)>) -> B2buaServer {
+    gateway_full(callee, creds, timers()).await
+}
+
+async fn gateway_full(
+    callee: SocketAddr,
+    creds: Option<(&str, &str)>,
+    timers: TimerConfig,
+) -> B2buaServer {
     B2buaServer::start(
         B2buaConfig {
             sip_addr: "127.0.0.1:0".parse().unwrap(),
@@ -63,7 +73,7 @@ async fn gateway_with(callee: SocketAddr, creds: Option<(&str, &str)>) -> B2buaS
                 by_user: [("bob".to_owned(), callee)].into_iter().collect(),
                 default: None,
             },
-            timers: timers(),
+            timers,
             seed: [3; 32],
             credentials: creds
                 .map(|(u, p)| (callee, (u.to_owned(), p.to_owned())))
@@ -117,7 +127,11 @@ impl Sipp {
 }
 
 async fn wait_idle(gw: &B2buaServer) {
-    for _ in 0..200 {
+    wait_idle_for(gw, Duration::from_secs(10)).await;
+}
+
+async fn wait_idle_for(gw: &B2buaServer, limit: Duration) {
+    for _ in 0..limit.as_millis() / 50 {
         let c = gw.counters();
         if c.calls.load(Ordering::Relaxed) == 0
             && c.legs.load(Ordering::Relaxed) == 0
@@ -225,7 +239,7 @@ async fn run_pair_with(
     uac_scenario: &str,
     creds: Option<(&str, &str)>,
 ) -> (SippResult, SippResult, B2buaServer) {
-    run_pair_full(uas_scenario, uac_scenario, creds, &[]).await
+    run_pair_full(uas_scenario, uac_scenario, creds, &[], timers()).await
 }
 
 async fn run_pair_full(
@@ -233,10 +247,11 @@ async fn run_pair_full(
     uac_scenario: &str,
     creds: Option<(&str, &str)>,
     sipp_extra: &[&str],
+    timers: TimerConfig,
 ) -> (SippResult, SippResult, B2buaServer) {
     let uas_port = free_port();
     let callee: SocketAddr = format!("127.0.0.1:{uas_port}").parse().unwrap();
-    let gw = gateway_with(callee, creds).await;
+    let gw = gateway_full(callee, creds, timers).await;
     let uas_args: Vec<String> = vec![
         "-sf".into(),
         scenario(uas_scenario).to_str().unwrap().into(),
@@ -384,6 +399,41 @@ async fn trunk_refusing_our_credentials_fails_the_call_cleanly() {
         u64::from(CALLS)
     );
     wait_idle(&gw).await;
+    assert_idle(&gw);
+    gw.shutdown().await.unwrap();
+}
+
+/// Both SIPp instances lose 10 % of the SIP messages they send and receive (`-lost 10`); every
+/// call must still complete through the gateway's retransmissions and theirs, and no call may be
+/// dropped for a lost ACK. RFC 3261 default timers here: with a shortened T1 our Timer J would
+/// expire before SIPp (T1 = 500 ms) retransmits a BYE whose 200 was lost, and the gateway would
+/// rightly answer the late copy 481.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_complete_under_10_percent_sip_loss_on_both_sides() {
+    let (caller, callee, gw) = run_pair_full(
+        "calls_uas_bye.xml",
+        "calls_uac_wait_bye.xml",
+        None,
+        &[
+            "-lost",
+            "10",
+            "-max_invite_retrans",
+            "10",
+            "-max_non_invite_retrans",
+            "10",
+        ],
+        TimerConfig::default(),
+    )
+    .await;
+    assert_all_ok("caller", &caller);
+    assert_all_ok("callee", &callee);
+    assert_eq!(
+        gw.counters().answered.load(Ordering::Relaxed),
+        u64::from(CALLS)
+    );
+    assert_eq!(gw.counters().ack_timeouts.load(Ordering::Relaxed), 0);
+    // Timers J and D (32 s) keep the last transactions alive that long.
+    wait_idle_for(&gw, Duration::from_secs(40)).await;
     assert_idle(&gw);
     gw.shutdown().await.unwrap();
 }
