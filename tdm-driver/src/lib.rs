@@ -19,6 +19,7 @@ mod channel;
 pub mod config;
 mod ctl;
 mod error;
+pub mod span;
 mod types;
 
 pub use backend::{Backend, DEFAULT_DEVICE_ROOT, DeviceHandle, DeviceRoot, Node, Op};
