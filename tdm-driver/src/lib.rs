@@ -19,6 +19,8 @@ mod channel;
 pub mod config;
 mod ctl;
 mod error;
+pub mod hdlc;
+pub mod pri;
 mod types;
 
 pub use backend::{Backend, DEFAULT_DEVICE_ROOT, DeviceHandle, DeviceRoot, Node, Op};
