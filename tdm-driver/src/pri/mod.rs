@@ -3,3 +3,4 @@
 //! (an HDLCFCS channel's `read_frame`/`write_frame`, or [`crate::hdlc`] on a clear channel).
 
 pub mod q921;
+pub mod q931;
