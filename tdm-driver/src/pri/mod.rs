@@ -2,5 +2,6 @@
 //! calls. Time is passed in; callers move frames between these machines and a D-channel
 //! (an HDLCFCS channel's `read_frame`/`write_frame`, or [`crate::hdlc`] on a clear channel).
 
+pub mod call;
 pub mod q921;
 pub mod q931;
