@@ -1,7 +1,7 @@
 //! Call-progress tones: every plan's frequencies and cadence, measured on the generated signal.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use codecs::tones::{Country, ToneGenerator, ToneKind, dbm0_to_peak, spec_of};
+use codecs::tones::{Country, ToneGenerator, ToneKind, dbm0_to_peak, spec};
 
 fn amplitude_at(x: &[i16], freq: f64) -> f64 {
     let w = std::f64::consts::TAU * freq / 8000.0;
@@ -29,24 +29,24 @@ const KINDS: [ToneKind; 4] = [
 
 #[test]
 fn known_plan_values() {
-    let us_busy = spec_of(Country::Us, ToneKind::Busy);
+    let us_busy = spec(Country::Us, ToneKind::Busy);
     assert_eq!(us_busy.frequencies, &[480.0, 620.0]);
     assert_eq!(us_busy.cadence_ms, &[500, 500]);
     assert_eq!(
-        spec_of(Country::Us, ToneKind::Ringback).cadence_ms,
+        spec(Country::Us, ToneKind::Ringback).cadence_ms,
         &[2000, 4000]
     );
     assert_eq!(
-        spec_of(Country::Us, ToneKind::Dial).frequencies,
+        spec(Country::Us, ToneKind::Dial).frequencies,
         &[350.0, 440.0]
     );
-    assert_eq!(spec_of(Country::Etsi, ToneKind::Dial).frequencies, &[425.0]);
+    assert_eq!(spec(Country::Etsi, ToneKind::Dial).frequencies, &[425.0]);
     assert_eq!(
-        spec_of(Country::Etsi, ToneKind::Ringback).cadence_ms,
+        spec(Country::Etsi, ToneKind::Ringback).cadence_ms,
         &[1000, 4000]
     );
     assert_eq!(
-        spec_of(Country::Etsi, ToneKind::Congestion).cadence_ms,
+        spec(Country::Etsi, ToneKind::Congestion).cadence_ms,
         &[250, 250]
     );
 }
@@ -55,7 +55,7 @@ fn known_plan_values() {
 fn every_tone_has_its_frequencies_level_and_cadence() {
     for country in ALL {
         for kind in KINDS {
-            let spec = spec_of(country, kind);
+            let spec = spec(country, kind);
             let cycle: u32 = spec.cadence_ms.iter().sum();
             let seconds = if cycle == 0 {
                 2.0

@@ -5,7 +5,10 @@
 //! call-related is a sans-IO state machine fed with input and the current time.
 #![warn(missing_docs)]
 
+pub mod calls;
 pub mod config;
+pub mod control;
+pub mod media;
 pub mod sip;
 pub mod telemetry;
 pub mod web;

@@ -155,3 +155,152 @@ async fn sipp_options_survive_10_percent_loss_by_retransmission() {
     );
     uas.shutdown().await.unwrap();
 }
+
+async fn registrar() -> UdpUas {
+    use gateway::sip::auth::{DigestAlgorithm, DigestServer, DigestServerConfig};
+    use gateway::sip::transaction::TimerConfig;
+    use gateway::sip::uas::OptionsUas;
+    let mut digest = DigestServer::new(
+        DigestServerConfig {
+            realm: "spanbridge".into(),
+            // SIPp 3.6 implements MD5 digest only.
+            algorithms: vec![DigestAlgorithm::Md5],
+            ..DigestServerConfig::default()
+        },
+        [42; 32],
+    );
+    digest.set_user("alice", "s3cret");
+    UdpUas::bind_with(
+        "127.0.0.1:0".parse().unwrap(),
+        OptionsUas::with_registrar(TimerConfig::default(), digest),
+    )
+    .await
+    .unwrap()
+}
+
+/// SIPp's `[authentication]` answers our 401 challenge (MD5, qop=auth) and gets 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_register_answers_our_digest_challenge() {
+    let uas = registrar().await;
+    let target = uas.local_addr();
+    let run = tokio::task::spawn_blocking(move || {
+        run_sipp(
+            target,
+            "register_auth_uac.xml",
+            &["-au", "alice", "-ap", "s3cret"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.exit_code, Some(0), "sipp failed: {}", run.stderr);
+    assert_eq!(run.successful, u64::from(CALLS));
+    assert_eq!(run.failed, 0);
+    let authorized = uas
+        .counters()
+        .authorized
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(authorized, u64::from(CALLS));
+    uas.shutdown().await.unwrap();
+}
+
+/// The same scenario with a wrong password: every REGISTER is challenged again, none accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_register_with_wrong_password_is_refused() {
+    let uas = registrar().await;
+    let target = uas.local_addr();
+    let run = tokio::task::spawn_blocking(move || {
+        run_sipp(
+            target,
+            "register_auth_uac.xml",
+            &["-au", "alice", "-ap", "guess"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_ne!(run.exit_code, Some(0));
+    assert_eq!(run.successful, 0);
+    assert_eq!(run.failed, u64::from(CALLS));
+    let authorized = uas
+        .counters()
+        .authorized
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(authorized, 0);
+    uas.shutdown().await.unwrap();
+}
+
+async fn tcp_uas(uas: gateway::sip::uas::OptionsUas) -> UdpUas {
+    use gateway::sip::transport::TransportConfig;
+    UdpUas::bind_transport(
+        TransportConfig {
+            udp: Some("127.0.0.1:0".parse().unwrap()),
+            tcp: Some("127.0.0.1:0".parse().unwrap()),
+            ..TransportConfig::default()
+        },
+        uas,
+    )
+    .await
+    .unwrap()
+}
+
+/// SIPp over one TCP connection (`-t t1`): 50 OPTIONS framed by Content-Length on the stream,
+/// every 200 returned on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_options_over_tcp_get_200_on_the_same_connection() {
+    let uas = tcp_uas(gateway::sip::uas::OptionsUas::default()).await;
+    let target = uas.tcp_addr().unwrap();
+    let run = tokio::task::spawn_blocking(move || {
+        run_sipp(
+            target,
+            "options_uac.xml",
+            &["-t", "t1", "-max_socket", "10"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.exit_code, Some(0), "sipp failed: {}", run.stderr);
+    assert_eq!(run.successful, u64::from(CALLS));
+    assert_eq!(run.failed, 0);
+    let c = uas.counters();
+    assert_eq!(
+        c.received.load(std::sync::atomic::Ordering::Relaxed),
+        u64::from(CALLS)
+    );
+    assert_eq!(c.send_errors.load(std::sync::atomic::Ordering::Relaxed), 0);
+    uas.shutdown().await.unwrap();
+}
+
+/// Digest REGISTER over TCP: the 401 and the 200 both travel back on SIPp's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_register_with_digest_over_tcp() {
+    use gateway::sip::auth::{DigestAlgorithm, DigestServer, DigestServerConfig};
+    use gateway::sip::transaction::TimerConfig;
+    use gateway::sip::uas::OptionsUas;
+    let mut digest = DigestServer::new(
+        DigestServerConfig {
+            algorithms: vec![DigestAlgorithm::Md5],
+            ..DigestServerConfig::default()
+        },
+        [9; 32],
+    );
+    digest.set_user("alice", "s3cret");
+    let uas = tcp_uas(OptionsUas::with_registrar(TimerConfig::default(), digest)).await;
+    let target = uas.tcp_addr().unwrap();
+    let run = tokio::task::spawn_blocking(move || {
+        run_sipp(
+            target,
+            "register_auth_uac.xml",
+            &["-t", "t1", "-au", "alice", "-ap", "s3cret"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(run.exit_code, Some(0), "sipp failed: {}", run.stderr);
+    assert_eq!(run.successful, u64::from(CALLS));
+    assert_eq!(
+        uas.counters()
+            .authorized
+            .load(std::sync::atomic::Ordering::Relaxed),
+        u64::from(CALLS)
+    );
+    uas.shutdown().await.unwrap();
+}

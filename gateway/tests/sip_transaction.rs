@@ -987,6 +987,7 @@ fn absurd_configured_timers_are_clamped_not_a_panic() {
         t1: huge,
         t2: huge,
         t4: huge,
+        timer_d: huge,
         timer_c: Some(huge),
         trying_delay: huge,
         server_invite_timeout: huge,

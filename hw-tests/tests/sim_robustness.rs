@@ -211,16 +211,24 @@ fn a_blocked_read_is_answered_within_the_park_limit() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("dahdi");
     std::fs::create_dir(&mnt).unwrap();
-    let _sim = SimInstance::start(&bin, &["--preconfigured".as_ref()], &mnt);
+    let _sim = SimInstance::start(
+        &bin,
+        &[
+            "--preconfigured".as_ref(),
+            "--park-limit-ms".as_ref(),
+            "2000".as_ref(),
+        ],
+        &mnt,
+    );
     // A blocking read of a D-channel nobody sends on: fuser cannot see FUSE_INTERRUPT, so the
-    // simulator answers EINTR after its park limit (5 s) rather than never.
+    // simulator answers EINTR after its park limit (2 s here) rather than never.
     let d = Dev::open(&mnt.join("chan/001/016"), false).unwrap();
     let start = Instant::now();
     let err = d.read(&mut [0u8; 1024]).unwrap_err();
     let took = start.elapsed();
     assert_eq!(err.raw_os_error(), Some(libc::EINTR));
     assert!(
-        took >= Duration::from_secs(4) && took < Duration::from_secs(8),
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
         "answered after {took:?}"
     );
 }

@@ -80,11 +80,22 @@ fn dahdi_scan_names_both_spans() {
 #[test]
 fn dahdi_test_reports_clock_accuracy_of_at_least_99_9_percent() {
     let _ = hw_tests::dahdi_root();
-    let (code, out) = run_bounded(
-        Command::new("dahdi_test").args(["-c", "5"]),
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    // The tool times the device clock with its own clock reads: give it real-time priority
+    // (as root) so the machine's other load does not end up in the measurement.
+    let can_rt = Command::new("chrt")
+        .args(["-f", "10", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut cmd = if can_rt {
+        let mut c = Command::new("chrt");
+        c.args(["-f", "10", "dahdi_test", "-c", "5"]);
+        c
+    } else {
+        let mut c = Command::new("dahdi_test");
+        c.args(["-c", "5"]);
+        c
+    };
+    let (code, out) = run_bounded(&mut cmd, Duration::from_secs(30)).unwrap();
     println!("{out}");
     assert_eq!(code, Some(0), "dahdi_test exit status");
     // "Best: 99.987% -- Worst: 99.912% -- Average: 99.950000%"

@@ -21,6 +21,8 @@ mod ctl;
 mod error;
 pub mod hdlc;
 pub mod pri;
+pub mod sim;
+pub mod span;
 mod types;
 
 pub use backend::{Backend, DEFAULT_DEVICE_ROOT, DeviceHandle, DeviceRoot, Node, Op};

@@ -3,8 +3,11 @@
 //!
 //! Why our own core and not `rsipstack`: see `docs/decisions/0001-sip-stack.md`.
 
+pub mod auth;
+pub mod dialog;
 pub mod message;
 pub mod parse;
 pub mod sdp;
 pub mod transaction;
+pub mod transport;
 pub mod uas;

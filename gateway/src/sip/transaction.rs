@@ -24,6 +24,9 @@ pub struct TimerConfig {
     pub t2: Duration,
     /// How long a message can stay in the network; default 5 s.
     pub t4: Duration,
+    /// Timer D: how long an INVITE client transaction absorbs retransmitted non-2xx finals
+    /// after ACKing one (unreliable transports); RFC 3261 asks for at least 32 s.
+    pub timer_d: Duration,
     /// Timer C (RFC 3261 §16.6): how long an INVITE client transaction may stay in
     /// Proceeding (ringing) after its last provisional response; when it fires the layer sends
     /// CANCEL itself and reports [`TuEvent::Timeout`]. Default 181 s (> 3 min as the RFC asks);
@@ -48,6 +51,7 @@ impl TimerConfig {
             t1,
             t2: self.t2.clamp(t1, hour),
             t4: self.t4.min(hour),
+            timer_d: self.timer_d.min(hour),
             timer_c: self.timer_c.map(|c| c.min(hour)),
             trying_delay: self.trying_delay.min(hour),
             server_invite_timeout: self.server_invite_timeout.min(hour),
@@ -61,6 +65,7 @@ impl Default for TimerConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
+            timer_d: Duration::from_secs(32),
             timer_c: Some(Duration::from_secs(181)),
             trying_delay: Duration::from_millis(200),
             server_invite_timeout: Duration::from_secs(180),
@@ -583,7 +588,7 @@ impl TransactionLayer {
                     tx.retransmit_at = None;
                     tx.timer_c_at = None;
                     tx.end_is_timeout = false;
-                    tx.end_at = Some(now + completion(reliability, Duration::from_secs(32)));
+                    tx.end_at = Some(now + completion(reliability, timers.timer_d));
                     tx.ack = Some(ack.clone());
                     let peer = tx.peer;
                     self.transmit(peer, ack);

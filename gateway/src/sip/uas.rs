@@ -1,5 +1,5 @@
 //! A minimal UAS over the transaction layer: answers OPTIONS 200 (with Allow/Accept/Supported),
-//! refuses what it does not implement (501, 416, 420, 415), answers malformed requests 400/505,
+//! optionally acts as a digest-authenticating registrar (REGISTER → 401 → 200), refuses what it does not implement (501, 416, 420, 415), answers malformed requests 400/505,
 //! and a tokio UDP adapter that drives it. It is the smallest useful SIP element and the shape
 //! the B2BUA core takes: a sans-IO core plus a thin socket loop.
 
@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::auth::{AuthVerdict, DigestServer};
 use super::message::{HeaderName, Method, Response};
 use super::parse::{UasPolicy, validate_request};
 use super::transaction::{
     Reliability, TimerConfig, TransactionLayer, TransactionStats, Transmit, TuEvent,
 };
+use super::transport::{SipTransport, Transport, TransportConfig};
 
 /// The sans-IO OPTIONS/501 responder.
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub struct OptionsUas {
     policy: UasPolicy,
     tag_counter: u64,
     answered: u64,
+    registrar: Option<DigestServer>,
+    authorized: u64,
 }
 
 impl Default for OptionsUas {
@@ -46,13 +49,39 @@ impl OptionsUas {
             },
             tag_counter: 0,
             answered: 0,
+            registrar: None,
+            authorized: 0,
         }
+    }
+
+    /// A responder that also accepts REGISTER, challenging each with `digest` (401) and
+    /// answering authenticated ones 200 with the Contact echoed (bindings are not stored).
+    pub fn with_registrar(timers: TimerConfig, digest: DigestServer) -> Self {
+        let mut uas = Self::new(timers);
+        uas.policy.methods.push(Method::Register);
+        uas.registrar = Some(digest);
+        uas
+    }
+
+    /// REGISTER requests whose credentials were accepted.
+    pub fn authorized(&self) -> u64 {
+        self.authorized
     }
 
     /// Feeds a received datagram.
     pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8], source: SocketAddr) {
-        self.layer
-            .handle_datagram(now, bytes, source, Reliability::Unreliable);
+        self.handle_received(now, bytes, source, Reliability::Unreliable);
+    }
+
+    /// Feeds a received message from any transport (a datagram, or one framed stream message).
+    pub fn handle_received(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        source: SocketAddr,
+        reliability: Reliability,
+    ) {
+        self.layer.handle_datagram(now, bytes, source, reliability);
         self.run_tu(now);
     }
 
@@ -91,6 +120,25 @@ impl OptionsUas {
             let tag = format!("sb{:x}", self.tag_counter);
             let mut resp = match validate_request(&request, &self.policy) {
                 Err(rej) => rej.response(&request, &self.policy),
+                Ok(()) if request.method == Method::Register => {
+                    let Some(digest) = self.registrar.as_mut() else {
+                        continue;
+                    };
+                    match digest.verify(now, &request, false) {
+                        AuthVerdict::Authorized { .. } => {
+                            self.authorized += 1;
+                            let mut r = Response::for_request(&request, 200);
+                            for c in request.headers.get_all(&HeaderName::Contact) {
+                                r.headers
+                                    .push(HeaderName::Contact, format!("{c};expires=60"));
+                            }
+                            r
+                        }
+                        AuthVerdict::Challenge { stale, .. } => {
+                            digest.challenge(now, &request, stale, false)
+                        }
+                    }
+                }
                 Ok(()) => {
                     let mut r = Response::for_request(&request, 200);
                     let allow: Vec<&str> = self
@@ -130,12 +178,19 @@ pub struct UdpUasCounters {
     pub malformed_responses: AtomicU64,
     /// Requests the TU answered (each transaction once; retransmissions are absorbed below it).
     pub answered: AtomicU64,
+    /// REGISTERs whose digest credentials were accepted.
+    pub authorized: AtomicU64,
+    /// Open TCP/TLS connections after the last event.
+    pub open_connections: AtomicU64,
 }
 
-/// A running UDP [`OptionsUas`]; stop it with [`UdpUas::shutdown`].
+/// A running [`OptionsUas`] on UDP (and, with [`UdpUas::bind_transport`], TCP/TLS); stop it
+/// with [`UdpUas::shutdown`].
 #[derive(Debug)]
 pub struct UdpUas {
     local_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     counters: Arc<UdpUasCounters>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
@@ -144,27 +199,56 @@ pub struct UdpUas {
 impl UdpUas {
     /// Binds `addr` (port 0 for any) and serves until shut down.
     pub async fn bind(addr: SocketAddr) -> io::Result<UdpUas> {
-        let socket = UdpSocket::bind(addr).await?;
-        let local_addr = socket.local_addr()?;
+        Self::bind_with(addr, OptionsUas::default()).await
+    }
+
+    /// Binds `addr` and serves `uas` (e.g. one built with [`OptionsUas::with_registrar`]).
+    pub async fn bind_with(addr: SocketAddr, uas: OptionsUas) -> io::Result<UdpUas> {
+        Self::bind_transport(
+            TransportConfig {
+                udp: Some(addr),
+                ..TransportConfig::default()
+            },
+            uas,
+        )
+        .await
+    }
+
+    /// Serves `uas` on every listener in `config` (UDP must be among them); responses to a
+    /// request that came over TCP/TLS go back on its connection.
+    pub async fn bind_transport(config: TransportConfig, uas: OptionsUas) -> io::Result<UdpUas> {
+        let transport = SipTransport::bind(config).await?;
+        let local_addr = transport.udp_addr().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "a UDP listener is required")
+        })?;
+        let tcp_addr = transport.tcp_addr();
+        let tls_addr = transport.tls_addr();
         let counters = Arc::new(UdpUasCounters::default());
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(
-            socket,
-            OptionsUas::default(),
-            counters.clone(),
-            stopped,
-        ));
+        let task = tokio::spawn(serve(transport, uas, counters.clone(), stopped));
         Ok(UdpUas {
             local_addr,
+            tcp_addr,
+            tls_addr,
             counters,
             stop: Some(stop),
             task,
         })
     }
 
-    /// The bound address.
+    /// The bound UDP address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TCP listen address, if configured.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The TLS listen address, if configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Live counters.
@@ -185,27 +269,29 @@ impl UdpUas {
 }
 
 async fn serve(
-    socket: UdpSocket,
+    mut transport: SipTransport,
     mut uas: OptionsUas,
     counters: Arc<UdpUasCounters>,
     mut stopped: oneshot::Receiver<()>,
 ) -> io::Result<()> {
-    let mut buf = vec![0u8; 65_535];
     loop {
         let deadline = uas.poll_timeout();
         tokio::select! {
-            _ = &mut stopped => return Ok(()),
-            r = socket.recv_from(&mut buf) => {
-                match r {
-                    Ok((n, from)) => {
-                        counters.received.fetch_add(1, Ordering::Relaxed);
-                        let datagram = buf.get(..n).unwrap_or_default();
-                        uas.handle_datagram(Instant::now(), datagram, from);
-                    }
-                    // ICMP port unreachable from an earlier send surfaces here on Linux.
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                    Err(e) => return Err(e),
-                }
+            _ = &mut stopped => {
+                transport.shutdown().await;
+                return Ok(());
+            }
+            r = transport.recv() => {
+                let Some(item) = r else {
+                    return Err(io::Error::other("all SIP listeners ended"));
+                };
+                counters.received.fetch_add(1, Ordering::Relaxed);
+                uas.handle_received(
+                    Instant::now(),
+                    &item.bytes,
+                    item.source,
+                    item.transport.reliability(),
+                );
             }
             _ = sleep_until(deadline) => uas.handle_timeout(Instant::now()),
         }
@@ -217,12 +303,18 @@ async fn serve(
             .malformed_responses
             .store(s.malformed_responses_dropped, Ordering::Relaxed);
         counters.answered.store(uas.answered(), Ordering::Relaxed);
+        counters
+            .authorized
+            .store(uas.authorized(), Ordering::Relaxed);
         while let Some(t) = uas.poll_transmit() {
-            match socket.send_to(&t.bytes, t.dest).await {
-                Ok(_) => counters.sent.fetch_add(1, Ordering::Relaxed),
+            match transport.send(t.dest, Transport::Udp, t.bytes, None).await {
+                Ok(()) => counters.sent.fetch_add(1, Ordering::Relaxed),
                 Err(_) => counters.send_errors.fetch_add(1, Ordering::Relaxed),
             };
         }
+        counters
+            .open_connections
+            .store(transport.open_connections() as u64, Ordering::Relaxed);
     }
 }
 

@@ -22,7 +22,28 @@ pub(crate) fn spawn(
         .spawn(move || run(&shared, &stop))
 }
 
+/// Real-time priority asked for the clock thread (SCHED_FIFO), as a card's interrupt would have.
+const CLOCK_PRIORITY: &str = "20";
+
+/// Puts the calling thread under SCHED_FIFO through `chrt` (util-linux), so a loaded machine
+/// does not delay ticks; without the privilege the clock still runs, just less precisely.
+fn raise_priority() {
+    let tid = nix::unistd::gettid().to_string();
+    let result = std::process::Command::new("chrt")
+        .args(["-f", "-p", CLOCK_PRIORITY, &tid])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match result {
+        Ok(s) if s.success() => {}
+        Ok(s) => tracing::warn!("clock stays at normal priority (chrt exited with {s})"),
+        Err(e) => tracing::warn!("clock stays at normal priority (chrt: {e})"),
+    }
+}
+
 fn run(shared: &Mutex<Shared>, stop: &AtomicBool) {
+    raise_priority();
     let start = Instant::now();
     let mut done: u64 = 0;
     while !stop.load(Ordering::Relaxed) {

@@ -17,9 +17,10 @@ use std::ffi::OsStr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How long a blocking call may stay parked before it is answered with EINTR (the caller
-/// retries, as after a signal).
-const PARK_LIMIT: Duration = Duration::from_secs(5);
+/// Default for how long a blocking call may stay parked before it is answered with EINTR (the
+/// caller retries, as after a signal). Real DAHDI waits forever; the limit exists because a
+/// client killed while parked cannot exit before its request is answered.
+pub(crate) const DEFAULT_PARK_LIMIT: Duration = Duration::from_secs(30);
 /// How long an open or SPECIFY that finds its channel busy waits for a release before it is
 /// answered EBUSY. close() of a FUSE file returns before the daemon hears RELEASE (the kernel
 /// sends it in the background), so "close, then open again" would otherwise race; with real
@@ -259,6 +260,7 @@ pub(crate) struct DahdiFs {
     /// (span number, first channel number, channel count) per span.
     layout: Vec<(usize, usize, usize)>,
     started: SystemTime,
+    park_limit: Duration,
 }
 
 /// What an inode is.
@@ -271,12 +273,13 @@ enum Entry {
 }
 
 impl DahdiFs {
-    pub(crate) fn new(shared: Arc<Mutex<Shared>>) -> Self {
+    pub(crate) fn new(shared: Arc<Mutex<Shared>>, park_limit: Duration) -> Self {
         let layout = lock(&shared).model.span_layout();
         DahdiFs {
             shared,
             layout,
             started: SystemTime::now(),
+            park_limit,
         }
     }
 
@@ -545,7 +548,7 @@ impl Filesystem for DahdiFs {
                 s.parked.push_back(ParkedCall {
                     fh: fh.0,
                     call: Parked::Read(size, reply),
-                    deadline: Instant::now() + PARK_LIMIT,
+                    deadline: Instant::now() + self.park_limit,
                 });
             }
             res => {
@@ -582,7 +585,7 @@ impl Filesystem for DahdiFs {
                 match result {
                     Ok(()) => reply.written(u32::try_from(data.len()).unwrap_or(u32::MAX)),
                     Err(e) => {
-                        eprintln!("dahdi-sim: control: {e}");
+                        tracing::warn!("control: {e}");
                         reply.error(Errno::EINVAL);
                     }
                 }
@@ -600,7 +603,7 @@ impl Filesystem for DahdiFs {
                 s.parked.push_back(ParkedCall {
                     fh: fh.0,
                     call: Parked::Write(data.to_vec(), reply),
-                    deadline: Instant::now() + PARK_LIMIT,
+                    deadline: Instant::now() + self.park_limit,
                 });
             }
             res => {
@@ -671,7 +674,7 @@ impl Filesystem for DahdiFs {
                 s.parked.push_back(ParkedCall {
                     fh: fh.0,
                     call: Parked::Ioctl(cmd, in_data.to_vec(), out_size, reply),
-                    deadline: Instant::now() + PARK_LIMIT,
+                    deadline: Instant::now() + self.park_limit,
                 });
             }
             res => {

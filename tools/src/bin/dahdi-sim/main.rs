@@ -2,8 +2,8 @@
 //! `pseudo`, `timer`, `chan/SSS/CCC`) so the real DAHDI syscall path — our driver and the Debian
 //! DAHDI tools — can run without hardware or a kernel module.
 //!
-//! Usage: `dahdi-sim [--config FILE] [--preconfigured] MOUNTPOINT` (root, or a user allowed to
-//! mount FUSE). SIGTERM/SIGINT answer every parked call, unmount and exit. `hw-tests/run` shows
+//! Usage: `dahdi-sim [--config FILE] [--preconfigured] [--park-limit-ms N] MOUNTPOINT` (root,
+//! or a user allowed to mount FUSE). SIGTERM/SIGINT answer every parked call, unmount and exit. `hw-tests/run` shows
 //! how to put it on `/dev/dahdi` inside a private mount namespace without touching the host.
 //!
 //! With no config it serves two E1 spans (channels 1–31 and 32–62, D-channel at position 16)
@@ -40,11 +40,10 @@
 //! `DAHDI_VIRT_TOP=MOUNTPOINT/sim lsdahdi` lists the spans.
 
 mod clock;
-mod config;
-mod fcs;
 mod fs;
-mod model;
-mod wire;
+
+// The simulated DAHDI itself lives in tdm-driver, shared with the in-process `SimSpans`.
+use tdm_driver::sim::{config, model, wire};
 
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
@@ -66,33 +65,50 @@ struct Args {
     /// Configure every channel at start (B = clear, D = HDLCFCS) as if dahdi_cfg had run.
     #[arg(long)]
     preconfigured: bool,
+    /// Log format on stderr: human or json (filter with SPANBRIDGE_LOG, default "info").
+    #[arg(long, default_value = "human")]
+    log_format: gateway::telemetry::LogFormat,
+    /// Answer a blocking read, write or IOMUX with EINTR after this many milliseconds without
+    /// progress (real DAHDI waits forever; a client killed while blocked exits only once
+    /// answered).
+    #[arg(long, default_value_t = fs::DEFAULT_PARK_LIMIT.as_millis() as u64)]
+    park_limit_ms: u64,
     /// Directory to mount the device tree on (e.g. /dev/dahdi).
     mountpoint: PathBuf,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = gateway::telemetry::init(args.log_format, "info") {
+        eprintln!("dahdi-sim: {e}");
+        return ExitCode::from(2);
+    }
     let mut cfg = match &args.config {
         Some(path) => match config::SimConfig::load(path) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("dahdi-sim: {e}");
+                tracing::error!("{e}");
                 return ExitCode::from(2);
             }
         },
         None => config::SimConfig::default(),
     };
     cfg.preconfigured |= args.preconfigured;
-    match serve(&cfg, &args.mountpoint) {
+    let park_limit = std::time::Duration::from_millis(args.park_limit_ms.max(1));
+    match serve(&cfg, &args.mountpoint, park_limit) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dahdi-sim: {e}");
+            tracing::error!("{e}");
             ExitCode::from(1)
         }
     }
 }
 
-fn serve(cfg: &config::SimConfig, mountpoint: &std::path::Path) -> Result<(), String> {
+fn serve(
+    cfg: &config::SimConfig,
+    mountpoint: &std::path::Path,
+    park_limit: std::time::Duration,
+) -> Result<(), String> {
     // Block the stop signals before any thread starts so that only the signal thread sees them.
     let mut signals = SigSet::empty();
     for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
@@ -103,7 +119,7 @@ fn serve(cfg: &config::SimConfig, mountpoint: &std::path::Path) -> Result<(), St
         .map_err(|e| format!("cannot block signals: {e}"))?;
 
     let shared = Arc::new(Mutex::new(fs::Shared::new(model::Model::new(cfg))));
-    let filesystem = fs::DahdiFs::new(shared.clone());
+    let filesystem = fs::DahdiFs::new(shared.clone(), park_limit);
     let mut options = fuser::Config::default();
     options.mount_options = vec![
         fuser::MountOption::FSName("dahdi-sim".into()),
@@ -132,23 +148,23 @@ fn serve(cfg: &config::SimConfig, mountpoint: &std::path::Path) -> Result<(), St
         .name("dahdi-sim-signals".into())
         .spawn(move || {
             let sig = signals.wait();
-            eprintln!("dahdi-sim: {sig:?}, stopping");
+            tracing::info!(signal = ?sig, "stopping");
             stop_sig.store(true, Ordering::Relaxed);
             fs::release_all_parked(&shared_sig);
             if let Err(e) = unmounter.unmount() {
                 // Files still open: exiting closes /dev/fuse, which aborts the connection and
                 // fails every outstanding request; the mount point needs `umount -l` then.
-                eprintln!("dahdi-sim: unmount failed ({e}); exiting anyway");
+                tracing::warn!("unmount failed ({e}); exiting anyway");
                 std::process::exit(0);
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
-    eprintln!(
-        "dahdi-sim: serving {} spans ({} cross-connects) on {}",
-        cfg.spans.len(),
-        cfg.crossconnect.len(),
-        mountpoint.display()
+    tracing::info!(
+        spans = cfg.spans.len(),
+        cross_connects = cfg.crossconnect.len(),
+        mountpoint = %mountpoint.display(),
+        "serving the DAHDI device tree"
     );
     let result = session.run();
     stop.store(true, Ordering::Relaxed);

@@ -3,6 +3,7 @@
 
 mod audio;
 mod signals;
+mod tdm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,17 @@ enum Command {
     /// DTMF detection and generation.
     #[command(subcommand)]
     Dtmf(DtmfCommand),
+    /// DAHDI span and channel diagnostics.
+    Tdm {
+        /// DAHDI device tree.
+        #[arg(long, env = "DAHDI_ROOT", default_value = tdm_driver::DEFAULT_DEVICE_ROOT)]
+        root: PathBuf,
+        /// Print JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: TdmCommand,
+    },
     /// Write a call-progress tone (dial, ringback, busy, congestion) to a WAV file.
     Tone {
         /// Tone plan: us, etsi, uk, de, fr.
@@ -43,6 +55,45 @@ enum Command {
         output: PathBuf,
         /// Duration in seconds.
         #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TdmCommand {
+    /// Spans: alarms, sync source, framing, error counters (like dahdi_scan / lsdahdi).
+    Spans,
+    /// Channels: signalling, law, hook state, alarms.
+    Channels {
+        /// Only this span.
+        #[arg(long)]
+        span: Option<i32>,
+    },
+    /// Timing accuracy of the master clock, like dahdi_test (fails below 99.9 %).
+    Test {
+        /// Seconds to measure (one pass per second).
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+    },
+    /// Tone loopback check: 1004 Hz at -10 dBm0 out on SPAN/CHAN, measured on the peer.
+    Loop {
+        /// Channel to send on, SPAN/CHAN.
+        channel: String,
+        /// Channel the tone should come back on (default: the same one, via a loopback).
+        #[arg(long)]
+        peer: Option<String>,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
+    /// Record what a channel receives to a WAV file.
+    Monitor {
+        /// SPAN/CHAN.
+        channel: String,
+        /// Output WAV (8 kHz, 16-bit).
+        output: PathBuf,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
 }
@@ -153,6 +204,28 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 n as f64 / 8000.0,
                 output.display()
             );
+        }
+        Command::Tdm {
+            root,
+            json,
+            command,
+        } => {
+            let text = match command {
+                TdmCommand::Spans => tdm::spans(&root, json)?,
+                TdmCommand::Channels { span } => tdm::channels(&root, span, json)?,
+                TdmCommand::Test { seconds } => tdm::timing_test(&root, seconds, json)?,
+                TdmCommand::Loop {
+                    channel,
+                    peer,
+                    seconds,
+                } => tdm::loopback(&root, &channel, peer.as_deref(), seconds, json)?,
+                TdmCommand::Monitor {
+                    channel,
+                    output,
+                    seconds,
+                } => tdm::monitor(&root, &channel, &output, seconds)?,
+            };
+            print!("{text}");
         }
         Command::Tone {
             country,

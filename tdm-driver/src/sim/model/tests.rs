@@ -1,7 +1,7 @@
 //! Unit tests of the simulated core on virtual time (ticks called directly).
 
 use super::*;
-use crate::wire::consts as c;
+use crate::sim::wire::consts as c;
 
 fn cfg(pre: bool) -> SimConfig {
     SimConfig {

@@ -1,9 +1,9 @@
 //! The ioctl half of the simulated core: decoding each request's argument bytes at the struct
-//! offsets of `tdm_driver::abi` and applying it with DAHDI's rules (which fd may issue it, which
+//! offsets of `crate::abi` and applying it with DAHDI's rules (which fd may issue it, which
 //! values are EINVAL), plus the SPANSTAT and GET_PARAMS encoders.
 
 use super::{Binding, Channel, Fh, IoctlResult, Mode, Model, Span, errno};
-use crate::wire::{self, Ioctl, consts as c, small};
+use crate::sim::wire::{self, Ioctl, consts as c, small};
 
 fn arg_i32(input: &[u8]) -> i32 {
     wire::get_i32(input, 0)
@@ -128,7 +128,7 @@ impl Model {
 
     /// ioctl(): decodes the request and runs it. `input` holds the `_IOC_SIZE` bytes the
     /// kernel copied in (for `_IOW`/`_IOWR`).
-    pub(crate) fn ioctl(&mut self, fh: Fh, cmd: u32, input: &[u8]) -> IoctlResult {
+    pub fn ioctl(&mut self, fh: Fh, cmd: u32, input: &[u8]) -> IoctlResult {
         let Some(binding) = self.files.get(&fh) else {
             return IoctlResult::Err(errno::EBADF);
         };
@@ -239,14 +239,21 @@ impl Model {
                 } else {
                     self.find_chan_by_number(channo)
                 };
-                let ch = match ch {
-                    Some(ch) if raw & c::GET_PARAMS_RETURN_MASTER != 0 => {
-                        Some(self.find_chan_by_number(ch.master).unwrap_or(ch))
-                    }
-                    other => other,
-                };
+                // As dahdi-base.c: the channel's own parameters, with its master's number in
+                // the top 16 bits of `channo` when asked for.
                 match ch {
-                    Some(ch) => IoctlResult::Done(0, self.params_bytes(ch)),
+                    Some(ch) => {
+                        let mut out = self.params_bytes(ch);
+                        if raw & c::GET_PARAMS_RETURN_MASTER != 0 {
+                            let master = if ch.master > 0 { ch.master } else { ch.channo };
+                            wire::put_i32(
+                                &mut out,
+                                wire::params::CHANNO,
+                                ch.channo | (master << 16),
+                            );
+                        }
+                        IoctlResult::Done(0, out)
+                    }
                     None => IoctlResult::Err(errno::EINVAL),
                 }
             }

@@ -4,7 +4,7 @@
 /// Initial FCS value.
 const INIT: u16 = 0xffff;
 /// The value the FCS takes over a whole frame including a correct trailing FCS.
-pub(crate) const GOOD: u16 = 0xf0b8;
+pub const GOOD: u16 = 0xf0b8;
 
 /// The reflected CRC-CCITT table (polynomial 0x8408), built at compile time.
 const TABLE: [u16; 256] = build_table();
@@ -30,7 +30,7 @@ const fn build_table() -> [u16; 256] {
 }
 
 /// Runs the FCS over `data`, starting from `fcs`.
-pub(crate) fn update(mut fcs: u16, data: &[u8]) -> u16 {
+pub fn update(mut fcs: u16, data: &[u8]) -> u16 {
     for &b in data {
         fcs = (fcs >> 8) ^ TABLE[usize::from((fcs ^ u16::from(b)) & 0xff)];
     }
@@ -39,7 +39,7 @@ pub(crate) fn update(mut fcs: u16, data: &[u8]) -> u16 {
 
 /// Overwrites the last two bytes of `frame` with the FCS of the bytes before them (LSB first),
 /// as DAHDI's `calc_fcs()` does on write. Frames shorter than two bytes are left alone.
-pub(crate) fn fill(frame: &mut [u8]) {
+pub fn fill(frame: &mut [u8]) {
     let Some(body_len) = frame.len().checked_sub(2) else {
         return;
     };
@@ -51,7 +51,7 @@ pub(crate) fn fill(frame: &mut [u8]) {
 }
 
 /// Whether `frame` (body plus two FCS bytes) carries a correct FCS.
-pub(crate) fn is_good(frame: &[u8]) -> bool {
+pub fn is_good(frame: &[u8]) -> bool {
     frame.len() >= 2 && update(INIT, frame) == GOOD
 }
 

@@ -11,7 +11,7 @@ const MAX_CHANNELS: usize = 1024;
 
 /// A configuration error, with what the user can change.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ConfigError {
+pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
     Read {
         path: String,
@@ -32,13 +32,13 @@ pub(crate) enum ConfigError {
 
 /// Line type of a span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub(crate) enum LineType {
+pub enum LineType {
     E1,
     T1,
 }
 
 impl LineType {
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             LineType::E1 => "E1",
             LineType::T1 => "T1",
@@ -70,24 +70,24 @@ struct ConfigFile {
 
 /// One span, validated.
 #[derive(Debug, Clone)]
-pub(crate) struct SpanConfig {
-    pub(crate) line: LineType,
-    pub(crate) channels: usize,
+pub struct SpanConfig {
+    pub line: LineType,
+    pub channels: usize,
     /// Channel positions (1-based) of the D-channels.
-    pub(crate) dchannels: Vec<usize>,
-    pub(crate) name: String,
+    pub dchannels: Vec<usize>,
+    pub name: String,
 }
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
-pub(crate) struct SimConfig {
-    pub(crate) spans: Vec<SpanConfig>,
+pub struct SimConfig {
+    pub spans: Vec<SpanConfig>,
     /// Pairs of span numbers (1-based) wired to each other.
-    pub(crate) crossconnect: Vec<[usize; 2]>,
+    pub crossconnect: Vec<[usize; 2]>,
     /// Block size a channel gets when opened (DAHDI's default is 1024).
-    pub(crate) blocksize_on_open: usize,
+    pub blocksize_on_open: usize,
     /// Configure every channel at start (B = clear, D = HDLCFCS) as if `dahdi_cfg` had run.
-    pub(crate) preconfigured: bool,
+    pub preconfigured: bool,
 }
 
 impl Default for SimConfig {
@@ -110,7 +110,7 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// Reads and validates a TOML config file.
-    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: shown.clone(),
@@ -126,7 +126,7 @@ impl SimConfig {
     }
 
     /// Parses and validates TOML text.
-    pub(crate) fn parse(text: &str) -> Result<Self, ConfigError> {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let file: ConfigFile = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: String::from("<text>"),
             source: Box::new(source),

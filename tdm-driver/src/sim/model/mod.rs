@@ -3,38 +3,38 @@
 //! return results or "would block" (EAGAIN), and the FUSE layer parks blocking calls and retries
 //! them after each tick.
 
-use crate::config::{LineType, SimConfig};
-use crate::fcs;
-use crate::wire::{self, consts as c};
+use crate::sim::config::{LineType, SimConfig};
+use crate::sim::fcs;
+use crate::sim::wire::{self, consts as c};
 use codecs::g711;
 use std::collections::{BTreeMap, VecDeque};
 
 /// A file handle, as handed to the kernel.
-pub(crate) type Fh = u64;
+pub type Fh = u64;
 
 /// Samples moved per tick (DAHDI_CHUNKSIZE): 1 ms at 8 kHz.
-pub(crate) const CHUNK: usize = 8;
+pub const CHUNK: usize = 8;
 /// `__DAHDI_SIG_FXO`: the bit every FXO-style signalling type carries.
 const SIG_FXO_BIT: u32 = 1 << 12;
 /// First channel number given to pseudo channels (DAHDI's FIRST_PSEUDO_CHANNEL).
 const FIRST_PSEUDO: i32 = 0x8000;
 
 /// errno values the model returns.
-pub(crate) mod errno {
-    pub(crate) const EINTR: i32 = libc::EINTR;
-    pub(crate) const ENXIO: i32 = libc::ENXIO;
-    pub(crate) const EBADF: i32 = libc::EBADF;
-    pub(crate) const EAGAIN: i32 = libc::EAGAIN;
-    pub(crate) const EBUSY: i32 = libc::EBUSY;
-    pub(crate) const EINVAL: i32 = libc::EINVAL;
-    pub(crate) const ENOTTY: i32 = libc::ENOTTY;
-    pub(crate) const ENOSYS: i32 = libc::ENOSYS;
-    pub(crate) const ELAST: i32 = crate::wire::consts::ELAST;
+pub mod errno {
+    pub const EINTR: i32 = libc::EINTR;
+    pub const ENXIO: i32 = libc::ENXIO;
+    pub const EBADF: i32 = libc::EBADF;
+    pub const EAGAIN: i32 = libc::EAGAIN;
+    pub const EBUSY: i32 = libc::EBUSY;
+    pub const EINVAL: i32 = libc::EINVAL;
+    pub const ENOTTY: i32 = libc::ENOTTY;
+    pub const ENOSYS: i32 = libc::ENOSYS;
+    pub const ELAST: i32 = crate::sim::wire::consts::ELAST;
 }
 
 /// Which device file an open refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Node {
+pub enum Node {
     Ctl,
     Channel,
     Pseudo,
@@ -45,7 +45,7 @@ pub(crate) enum Node {
 
 /// Result of an ioctl.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum IoctlResult {
+pub enum IoctlResult {
     /// Success: the return value and the bytes copied back to the caller.
     Done(i32, Vec<u8>),
     /// Failure with an errno.
@@ -483,7 +483,7 @@ enum Binding {
 
 /// The whole simulated DAHDI core.
 #[derive(Debug)]
-pub(crate) struct Model {
+pub struct Model {
     spans: Vec<Span>,
     chans: Vec<Channel>,
     files: BTreeMap<Fh, Binding>,
@@ -505,7 +505,7 @@ pub(crate) struct Model {
 
 impl Model {
     /// Builds the spans and channels of `cfg`.
-    pub(crate) fn new(cfg: &SimConfig) -> Self {
+    pub fn new(cfg: &SimConfig) -> Self {
         let mut spans = Vec::with_capacity(cfg.spans.len());
         let mut chans = Vec::new();
         for (i, s) in cfg.spans.iter().enumerate() {
@@ -607,7 +607,7 @@ impl Model {
     }
 
     /// (span number, channel positions) of every span, for the `chan/SSS/CCC` tree.
-    pub(crate) fn span_layout(&self) -> Vec<(usize, usize, usize)> {
+    pub fn span_layout(&self) -> Vec<(usize, usize, usize)> {
         self.spans
             .iter()
             .enumerate()
@@ -623,7 +623,7 @@ impl Model {
     }
 
     /// Opens a file that is not a device (control or proc text).
-    pub(crate) fn open_other(&mut self) -> Fh {
+    pub fn open_other(&mut self) -> Fh {
         self.alloc_fh(Binding::Other)
     }
 
@@ -649,7 +649,7 @@ impl Model {
     }
 
     /// open() of a device node.
-    pub(crate) fn open(&mut self, node: Node) -> Result<Fh, i32> {
+    pub fn open(&mut self, node: Node) -> Result<Fh, i32> {
         match node {
             Node::Ctl => Ok(self.alloc_fh(Binding::Ctl)),
             Node::Channel => Ok(self.alloc_fh(Binding::Unbound)),
@@ -679,7 +679,7 @@ impl Model {
     }
 
     /// release() of a file.
-    pub(crate) fn release(&mut self, fh: Fh) {
+    pub fn release(&mut self, fh: Fh) {
         if let Some(Binding::Chan(idx)) = self.files.remove(&fh) {
             let peer = self.peer_of(idx);
             let mut went_onhook = false;
@@ -727,7 +727,7 @@ impl Model {
     }
 
     /// read(): one block (audio) or one frame (HDLC). EAGAIN means "would block".
-    pub(crate) fn read(&mut self, fh: Fh, size: u32) -> Result<Vec<u8>, i32> {
+    pub fn read(&mut self, fh: Fh, size: u32) -> Result<Vec<u8>, i32> {
         let size = (size & 0xffff) as usize;
         let ch = self.chan_mut(fh)?;
         if size == 0 {
@@ -763,7 +763,7 @@ impl Model {
     }
 
     /// write(): at most one block (audio) or one frame (HDLC). EAGAIN means "would block".
-    pub(crate) fn write(&mut self, fh: Fh, data: &[u8]) -> Result<usize, i32> {
+    pub fn write(&mut self, fh: Fh, data: &[u8]) -> Result<usize, i32> {
         let n = data.len() & 0xffff;
         let data = data.get(..n).unwrap_or(&[]);
         let ch = self.chan_mut(fh)?;
@@ -831,7 +831,7 @@ impl Model {
     }
 
     /// poll(): the ready mask of `fh`.
-    pub(crate) fn poll(&self, fh: Fh) -> u32 {
+    pub fn poll(&self, fh: Fh) -> u32 {
         match self.files.get(&fh) {
             Some(Binding::Timer(t)) => {
                 if t.tripped > 0 || t.ping {
@@ -850,7 +850,7 @@ impl Model {
     }
 
     /// A counter that moves whenever `fh` may have become ready again (see `Channel::activity`).
-    pub(crate) fn activity(&self, fh: Fh) -> u64 {
+    pub fn activity(&self, fh: Fh) -> u64 {
         match self.files.get(&fh) {
             Some(Binding::Timer(t)) => t.activity,
             _ => self.chan_ref(fh).map(|ch| ch.activity).unwrap_or(0),
@@ -899,7 +899,7 @@ impl Model {
     }
 
     /// Sets a span's alarm bits, queuing ALARM/NOALARM on its channels when the state changes.
-    pub(crate) fn set_alarms(&mut self, idx: usize, alarms: i32) -> Result<(), String> {
+    pub fn set_alarms(&mut self, idx: usize, alarms: i32) -> Result<(), String> {
         let span = self
             .spans
             .get_mut(idx)
@@ -938,7 +938,7 @@ impl Model {
     }
 
     /// Advances the simulated hardware by one 1 ms tick.
-    pub(crate) fn tick(&mut self) {
+    pub fn tick(&mut self) {
         self.ticks += 1;
         let n = self.chans.len();
         // 1. What every span channel transmits this tick.
@@ -1064,7 +1064,7 @@ impl Model {
     }
 
     /// Records that the clock ran `n` ticks late (shown as irqmisses).
-    pub(crate) fn note_late(&mut self, n: u64) {
+    pub fn note_late(&mut self, n: u64) {
         self.late_ticks = self.late_ticks.saturating_add(n);
     }
 

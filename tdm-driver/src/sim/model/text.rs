@@ -2,7 +2,7 @@
 //! status served by `sim/control`, and `/proc/dahdi/N` text in DAHDI's format for `lsdahdi`.
 
 use super::Model;
-use crate::wire::consts as c;
+use crate::sim::wire::consts as c;
 use std::fmt::Write as _;
 
 fn sig_name(sig: u32) -> &'static str {
@@ -50,7 +50,7 @@ fn alarm_words(alarms: i32) -> Vec<&'static str> {
 
 impl Model {
     /// Runs one control command (`alarm 1 RED`, `clear 1`, `slip 2`, ...).
-    pub(crate) fn control(&mut self, line: &str) -> Result<(), String> {
+    pub fn control(&mut self, line: &str) -> Result<(), String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let Some((&cmd, args)) = words.split_first() else {
             return Ok(());
@@ -137,7 +137,7 @@ impl Model {
     }
 
     /// Status text served by reading `sim/control`.
-    pub(crate) fn status_text(&self) -> String {
+    pub fn status_text(&self) -> String {
         let mut t = String::new();
         let _ = writeln!(t, "ticks {}", self.ticks);
         let _ = writeln!(t, "late_ticks {}", self.late_ticks);
@@ -160,7 +160,7 @@ impl Model {
     }
 
     /// `/proc/dahdi/N` text for span number `spanno`, in DAHDI's format.
-    pub(crate) fn proc_text(&self, spanno: usize) -> Option<String> {
+    pub fn proc_text(&self, spanno: usize) -> Option<String> {
         let idx = spanno.checked_sub(1)?;
         let s = self.spans.get(idx)?;
         let mut t = String::new();
