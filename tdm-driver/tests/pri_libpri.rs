@@ -189,7 +189,7 @@ impl Interop {
                 let line = self.log[seen].clone();
                 seen += 1;
                 if line.starts_with(prefix) {
-                    self.log.drain(..seen);
+                    self.log.remove(seen - 1);
                     return line;
                 }
             }
@@ -503,4 +503,29 @@ fn link_loss_and_recovery() {
         incoming(e).is_some()
     });
     assert_eq!(incoming(&ev).unwrap().2, "999");
+}
+
+#[test]
+fn glare_on_one_b_channel_network_wins() {
+    let mut t = Interop::start(Role::Network, SwitchType::EuroIsdnE1);
+    t.wait_up();
+    // Both ends seize B-channel 5 at once, each with an exclusive SETUP.
+    let ours = t
+        .calls
+        .setup(Instant::now(), num("800"), None, Some(5), true)
+        .unwrap();
+    t.cmd("call 5 900 100 1");
+    let their = fields(&t.expect("CALL ", Duration::from_secs(2)));
+    // The network side keeps the channel: libpri's call is refused with cause 44 ...
+    let hup = fields(&t.expect(&format!("HANGUP {} ", their[1]), Duration::from_secs(3)));
+    assert_eq!(hup[2], "44", "{hup:?}");
+    // ... and ours is offered to libpri on channel 5.
+    let ring = fields(&t.expect("RING", Duration::from_secs(3)));
+    assert_eq!(ring[2], "5");
+    t.cmd(&format!("answer {}", ring[1]));
+    t.until("answer", Duration::from_secs(2), |e| {
+        *e == CallEvent::Answered { call: ours }
+    });
+    assert_eq!(t.calls.channel(ours), Some(5));
+    assert_eq!(t.calls.live_calls(), 1);
 }
