@@ -332,3 +332,94 @@ fn link_loss_clears_setting_up_calls_and_t309_clears_active_ones() {
     p.advance(Duration::from_secs(7));
     assert_eq!(p.net.state(active), CallState::Null);
 }
+
+#[test]
+fn t310_t313_t322_and_t316_expire_on_virtual_time() {
+    let mut p = Pair::new(SwitchType::Dms100);
+    // T310: CALL PROCEEDING, then nothing: the caller disconnects with cause 102 after 10 s.
+    let call = p.user.setup(p.now, number("1"), None, None, true).unwrap();
+    p.pump();
+    let ncall = Pair::incoming(&p.net_events)[0].0;
+    p.net.proceeding(ncall).unwrap();
+    p.pump();
+    p.cut = true;
+    p.advance(Duration::from_millis(9_990));
+    assert_eq!(p.user.state(call), CallState::OutgoingCallProceeding);
+    p.advance(Duration::from_millis(20));
+    assert_eq!(p.user.state(call), CallState::DisconnectRequest);
+    assert!(p.user_events.contains(&CallEvent::Disconnecting {
+        call,
+        cause: cause::TIMER_EXPIRY
+    }));
+
+    // T313: the user answers and CONNECT ACK never comes.
+    let mut p = Pair::new(SwitchType::Att5ess);
+    let call = p.net.setup(p.now, number("1"), None, None, true).unwrap();
+    p.pump();
+    let ucall = Pair::incoming(&p.user_events)[0].0;
+    p.cut = true;
+    p.user.connect(p.now, ucall).unwrap();
+    p.advance(Duration::from_millis(3_990));
+    assert_eq!(p.user.state(ucall), CallState::ConnectRequest);
+    p.advance(Duration::from_millis(20));
+    assert_eq!(p.user.state(ucall), CallState::DisconnectRequest);
+    let _ = call;
+
+    // T322: STATUS ENQUIRY unanswered clears the call.
+    let mut p = Pair::new(SwitchType::EuroIsdnE1);
+    let call = p.net.setup(p.now, number("1"), None, None, true).unwrap();
+    p.pump();
+    p.cut = true;
+    p.net.status_enquiry(p.now, call).unwrap();
+    p.advance(Duration::from_millis(4_010));
+    assert_eq!(p.net.state(call), CallState::DisconnectRequest);
+
+    // T316: RESTART unanswered is sent once more after 2 min, then given up.
+    let mut p = Pair::new(SwitchType::EuroIsdnE1);
+    p.cut = true;
+    p.net.restart(p.now, &[3]);
+    p.advance(Duration::from_secs(119));
+    assert_eq!(
+        p.trace
+            .iter()
+            .filter(|t| t.1 == MessageType::Restart)
+            .count(),
+        1
+    );
+    p.advance(Duration::from_secs(2));
+    assert_eq!(
+        p.trace
+            .iter()
+            .filter(|t| t.1 == MessageType::Restart)
+            .count(),
+        2
+    );
+    p.advance(Duration::from_secs(300));
+    assert_eq!(
+        p.trace
+            .iter()
+            .filter(|t| t.1 == MessageType::Restart)
+            .count(),
+        2
+    );
+    assert_eq!(p.net.poll_timeout(), None);
+}
+
+#[test]
+fn unknown_call_reference_gets_release_complete_81() {
+    let mut p = Pair::new(SwitchType::EuroIsdnE1);
+    let stray = Message::new(
+        MessageType::Connect,
+        tdm_driver::pri::q931::CallReference {
+            value: 77,
+            from_destination: true,
+        },
+    );
+    p.net.receive(p.now, &stray);
+    let reply = p.net.poll_transmit().unwrap();
+    assert_eq!(reply.kind, MessageType::ReleaseComplete);
+    assert_eq!(
+        reply.cause().map(|c| c.value),
+        Some(cause::INVALID_CALL_REFERENCE)
+    );
+}

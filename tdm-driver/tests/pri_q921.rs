@@ -371,3 +371,20 @@ fn release_and_peer_busy() {
     assert_eq!(p.net.state(), LinkState::Released);
     assert!(p.user_events.contains(&LinkEvent::Released));
 }
+
+proptest::proptest! {
+    #[test]
+    fn frame_decoder_and_link_never_panic_on_arbitrary_bytes(
+        frames in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), 0..50)
+    ) {
+        let now = Instant::now();
+        let mut link = Link::new(LinkConfig::new(Role::Network));
+        link.establish(now);
+        for (i, f) in frames.iter().enumerate() {
+            let _ = Frame::decode(f);
+            link.receive(now + Duration::from_millis(i as u64 * 300), f);
+            link.handle_timeout(now + Duration::from_millis(i as u64 * 300));
+        }
+        while link.poll_transmit().is_some() {}
+    }
+}
