@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
-use tdm_driver::pri::call::{CallControl, CallEvent, CallId, SwitchType, cause};
-use tdm_driver::pri::q921::{Link, LinkConfig, LinkEvent, Role};
-use tdm_driver::pri::q931::{Message, PartyNumber};
+use tdm_driver::pri::call::{CallEvent, CallId, SwitchType, cause};
+use tdm_driver::pri::q921::Role;
+use tdm_driver::pri::q931::PartyNumber;
+use tdm_driver::pri::stack::{PriStack, StackEvent};
 
 /// Compiles the C harness once per test process (nextest runs processes in parallel, so the
 /// binary's name carries the process id).
@@ -53,8 +54,7 @@ struct Interop {
     lines: Receiver<String>,
     log: Vec<String>,
     fd: OwnedFd,
-    link: Link,
-    calls: CallControl,
+    stack: PriStack,
     events: Vec<CallEvent>,
     link_up: bool,
     /// While set, frames are dropped in both directions (a cut D-channel).
@@ -101,16 +101,13 @@ impl Interop {
                 }
             }
         });
-        let mut link = Link::new(LinkConfig::new(ours));
-        link.establish(Instant::now());
         let mut me = Self {
             child,
             stdin,
             lines,
             log: Vec::new(),
             fd: mine,
-            link,
-            calls: CallControl::new(ours, switch),
+            stack: PriStack::new(Instant::now(), ours, switch),
             events: Vec::new(),
             link_up: false,
             cut: false,
@@ -132,47 +129,30 @@ impl Interop {
             if n == 0 {
                 break;
             }
+            if !self.cut {
+                self.stack.receive_frame(now, &buf[..n.saturating_sub(2)]);
+            }
+        }
+        self.stack.handle_timeout(now);
+        self.stack.run(now);
+        while let Some(mut frame) = self.stack.poll_frame() {
             if self.cut {
                 continue;
             }
-            let frame = &buf[..n.saturating_sub(2)];
-            self.link.receive(now, frame);
+            frame.extend([0, 0]);
+            send(self.fd.as_raw_fd(), &frame, MsgFlags::empty()).unwrap();
         }
-        self.link.handle_timeout(now);
-        self.calls.handle_timeout(now);
-        for _ in 0..4 {
-            while let Some(event) = self.link.poll_event() {
-                match event {
-                    LinkEvent::Data(bytes) => match Message::decode(&bytes) {
-                        Ok(msg) => self.calls.receive(now, &msg),
-                        Err(e) => {
-                            panic!("libpri sent an undecodable Q.931 message: {e} {bytes:02x?}")
-                        }
-                    },
-                    LinkEvent::Established => {
-                        self.link_up = true;
-                        self.calls.link_changed(now, true);
-                    }
-                    LinkEvent::Released | LinkEvent::Failure => {
-                        self.link_up = false;
-                        self.calls.link_changed(now, false);
-                    }
-                    _ => {}
+        while let Some(event) = self.stack.poll_event() {
+            match event {
+                StackEvent::Call(e) => self.events.push(e),
+                StackEvent::LinkUp => self.link_up = true,
+                StackEvent::LinkDown => self.link_up = false,
+                StackEvent::BadMessage(e) => {
+                    panic!("libpri sent an undecodable Q.931 message: {e}")
                 }
-            }
-            while let Some(msg) = self.calls.poll_transmit() {
-                self.link.send(now, msg.to_bytes());
-            }
-            while let Some(mut frame) = self.link.poll_transmit() {
-                if self.cut {
-                    continue;
-                }
-                frame.extend([0, 0]);
-                send(self.fd.as_raw_fd(), &frame, MsgFlags::empty()).unwrap();
+                other => panic!("unexpected {other:?}"),
             }
         }
-        self.events
-            .extend(std::iter::from_fn(|| self.calls.poll_event()));
         let new: Vec<String> = self.lines.try_iter().collect();
         self.log.extend(new.iter().cloned());
         new
@@ -292,6 +272,7 @@ fn our_network_calls_libpri_user_and_clears_with_cause() {
     t.wait_up();
     let now = Instant::now();
     let call = t
+        .stack
         .calls
         .setup(now, num("4001"), Some(num("2125550100")), Some(7), true)
         .unwrap();
@@ -311,7 +292,8 @@ fn our_network_calls_libpri_user_and_clears_with_cause() {
         *e == CallEvent::Answered { call }
     });
     t.run_for(Duration::from_millis(50));
-    t.calls
+    t.stack
+        .calls
         .disconnect(Instant::now(), call, cause::USER_BUSY)
         .unwrap();
     let hup = fields(&t.expect("HANGUP", Duration::from_secs(2)));
@@ -319,7 +301,7 @@ fn our_network_calls_libpri_user_and_clears_with_cause() {
     t.until("released", Duration::from_secs(2), |e| {
         matches!(e, CallEvent::Released { .. })
     });
-    assert_eq!(t.calls.live_calls(), 0);
+    assert_eq!(t.stack.calls.live_calls(), 0);
 }
 
 #[test]
@@ -335,11 +317,11 @@ fn libpri_network_calls_our_user_and_clears_from_its_side() {
         (ch, called.as_str(), calling.as_str()),
         (3, "5551234", "2125550199")
     );
-    t.calls.proceeding(call).unwrap();
+    t.stack.calls.proceeding(call).unwrap();
     t.expect("PROCEEDING", Duration::from_secs(2));
-    t.calls.alerting(call, false).unwrap();
+    t.stack.calls.alerting(call, false).unwrap();
     t.expect("RINGING", Duration::from_secs(2));
-    t.calls.connect(Instant::now(), call).unwrap();
+    t.stack.calls.connect(Instant::now(), call).unwrap();
     let ans = fields(&t.expect("ANSWER", Duration::from_secs(2)));
     t.until("active", Duration::from_secs(2), |e| {
         *e == CallEvent::Active { call }
@@ -355,14 +337,15 @@ fn libpri_network_calls_our_user_and_clears_from_its_side() {
             cause: cause::NORMAL_CLEARING
         }
     );
-    t.calls
+    t.stack
+        .calls
         .release(Instant::now(), call, cause::NORMAL_CLEARING)
         .unwrap();
     t.until("released", Duration::from_secs(2), |e| {
         matches!(e, CallEvent::Released { .. })
     });
     t.run_for(Duration::from_millis(50));
-    assert_eq!(t.calls.live_calls(), 0);
+    assert_eq!(t.stack.calls.live_calls(), 0);
 }
 
 fn fill_span(ours: Role, switch: SwitchType, n: usize) {
@@ -371,6 +354,7 @@ fn fill_span(ours: Role, switch: SwitchType, n: usize) {
     let mut ours_calls = Vec::new();
     for i in 0..n {
         let c = t
+            .stack
             .calls
             .setup(
                 Instant::now(),
@@ -412,21 +396,23 @@ fn fill_span(ours: Role, switch: SwitchType, n: usize) {
     }
     assert_eq!(answered, n);
     assert!(
-        t.calls
+        t.stack
+            .calls
             .setup(Instant::now(), num("1"), None, None, true)
             .is_err(),
         "span is full"
     );
     for c in ours_calls {
-        t.calls
+        t.stack
+            .calls
             .disconnect(Instant::now(), c, cause::NORMAL_CLEARING)
             .unwrap();
     }
     let end = Instant::now() + Duration::from_secs(10);
-    while t.calls.live_calls() > 0 && Instant::now() < end {
+    while t.stack.calls.live_calls() > 0 && Instant::now() < end {
         t.step();
     }
-    assert_eq!(t.calls.live_calls(), 0);
+    assert_eq!(t.stack.calls.live_calls(), 0);
 }
 
 #[test]
@@ -443,7 +429,7 @@ fn twenty_three_simultaneous_calls_on_a_t1_ni2() {
 fn restart_both_ways() {
     let mut t = Interop::start(Role::Network, SwitchType::EuroIsdnE1);
     t.wait_up();
-    t.calls.restart(Instant::now(), &[5]);
+    t.stack.calls.restart(Instant::now(), &[5]);
     t.expect("RESTART 5", Duration::from_secs(2));
     t.until("restart ack", Duration::from_secs(2), |e| {
         *e == CallEvent::RestartAcknowledged
@@ -465,7 +451,7 @@ fn overlap_dialling_from_libpri() {
     });
     let (call, _, called, _) = incoming(&ev).unwrap();
     assert_eq!(called, "55");
-    t.calls.setup_acknowledge(call).unwrap();
+    t.stack.calls.setup_acknowledge(call).unwrap();
     let ack = fields(&t.expect("SETUP_ACK", Duration::from_secs(2)));
     t.cmd(&format!("info {} 678", ack[1]));
     let mut digits = String::new();
@@ -479,7 +465,7 @@ fn overlap_dialling_from_libpri() {
         }
     }
     assert_eq!(digits, "678");
-    t.calls.proceeding(call).unwrap();
+    t.stack.calls.proceeding(call).unwrap();
     t.expect("PROCEEDING", Duration::from_secs(2));
 }
 
@@ -511,6 +497,7 @@ fn glare_on_one_b_channel_network_wins() {
     t.wait_up();
     // Both ends seize B-channel 5 at once, each with an exclusive SETUP.
     let ours = t
+        .stack
         .calls
         .setup(Instant::now(), num("800"), None, Some(5), true)
         .unwrap();
@@ -526,6 +513,6 @@ fn glare_on_one_b_channel_network_wins() {
     t.until("answer", Duration::from_secs(2), |e| {
         *e == CallEvent::Answered { call: ours }
     });
-    assert_eq!(t.calls.channel(ours), Some(5));
-    assert_eq!(t.calls.live_calls(), 1);
+    assert_eq!(t.stack.calls.channel(ours), Some(5));
+    assert_eq!(t.stack.calls.live_calls(), 1);
 }

@@ -5,3 +5,4 @@
 pub mod call;
 pub mod q921;
 pub mod q931;
+pub mod stack;
