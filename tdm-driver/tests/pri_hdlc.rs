@@ -145,7 +145,7 @@ fn a_call_completes_over_software_hdlc_with_bit_errors() {
         if answered && net.stack.calls.live_calls() == 0 && user.stack.calls.live_calls() == 0 {
             assert_eq!(flipped, 6);
             assert!(
-                user.bad_fcs >= 3,
+                user.bad_fcs >= 6,
                 "bit errors must be caught: {} frames dropped",
                 user.bad_fcs
             );
