@@ -199,3 +199,44 @@ fn the_span_thread_carries_audio_across_the_simulated_pair() {
         }
     }
 }
+
+#[test]
+fn fxs_rings_an_fxo_which_answers_and_hangs_up() {
+    let sim = configured(ClockMode::Manual);
+    let ctl = Ctl::open(sim.clone()).unwrap();
+    // Position 6 of span 1 uses FXS signalling (it rings a station), position 6 of span 2 FXO
+    // signalling (it is the station's line interface), wired together.
+    for (chan, sigtype) in [(6, SigType::FxsLs), (37, SigType::FxoLs)] {
+        ctl.chan_config(&ChannelConfig {
+            chan,
+            sigtype,
+            deflaw: Law::Default,
+            master: chan,
+            idlebits: 0,
+            netdev_name: String::new(),
+        })
+        .unwrap();
+    }
+    let fxs = Channel::open_span_channel_with(sim.clone(), 1, 6, true).unwrap();
+    let fxo = Channel::open_span_channel_with(sim.clone(), 2, 6, true).unwrap();
+    // Seizure by ringing: the FXO side sees the ring begin.
+    fxs.hook(Hook::Ring).unwrap();
+    sim.advance(20);
+    assert_eq!(fxo.get_event().unwrap(), Some(Event::RingBegin));
+    // Answer supervision: the FXO side goes off hook, the FXS side sees it.
+    fxo.hook(Hook::OffHook).unwrap();
+    sim.advance(20);
+    let mut seen = Vec::new();
+    while let Ok(Some(e)) = fxs.get_event() {
+        seen.push(e);
+    }
+    assert!(seen.contains(&Event::RingOffHook), "FXS events {seen:?}");
+    // Disconnect supervision: the FXO side hangs up.
+    fxo.hook(Hook::OnHook).unwrap();
+    sim.advance(20);
+    let mut seen = Vec::new();
+    while let Ok(Some(e)) = fxs.get_event() {
+        seen.push(e);
+    }
+    assert!(seen.contains(&Event::OnHook), "FXS events {seen:?}");
+}
