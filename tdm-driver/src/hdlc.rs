@@ -328,8 +328,23 @@ mod tests {
         let mut line = vec![FLAG; 2];
         encoder.drain_into(&mut line);
         line.extend([FLAG; 2]);
-        // No six consecutive ones may appear inside the frame: count the longest run.
         assert_eq!(decode_all(&line), vec![HdlcEvent::Frame(frame.to_vec())]);
+        // Stuffing: apart from flags (exactly six ones), no run of six or more ones is sent.
+        let bits: Vec<bool> = line
+            .iter()
+            .flat_map(|o| (0..8).map(move |b| o >> b & 1 == 1))
+            .collect();
+        let mut run = 0;
+        for (i, &one) in bits.iter().enumerate() {
+            if one {
+                run += 1;
+            } else {
+                assert!(run <= 6, "run of {run} ones before bit {i}");
+                run = 0;
+            }
+        }
+        // 7 octets of data+FCS with 0xff 0xff 0x7e need at least 3 stuffed zeros.
+        assert!(bits.len() >= (2 + 2 + 7) * 8 + 3);
     }
 
     #[test]
