@@ -19,6 +19,8 @@ mod channel;
 pub mod config;
 mod ctl;
 mod error;
+pub mod hdlc;
+pub mod pri;
 pub mod sim;
 pub mod span;
 mod types;
