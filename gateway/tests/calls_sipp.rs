@@ -430,7 +430,11 @@ async fn calls_complete_under_10_percent_sip_loss_on_both_sides() {
     // finished ("Dead call ... (successful)") and exit with 1 for it; what matters is its call
     // statistics: every call successful, none failed.
     for (who, r) in [("caller", &caller), ("callee", &callee)] {
-        assert!(matches!(r.0, Some(0) | Some(1)), "{who} SIPp failed: {}", r.3);
+        assert!(
+            matches!(r.0, Some(0) | Some(1)),
+            "{who} SIPp failed: {}",
+            r.3
+        );
         assert_eq!(
             (r.1, r.2),
             (u64::from(CALLS), 0),
