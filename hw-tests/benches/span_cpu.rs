@@ -2,10 +2,12 @@
 //! side with a naive implementation in the same run (a Vec per block and a Mutex<VecDeque>
 //! queue per channel, as a straightforward port of a C driver loop would do).
 //!
-//! Runs inside the hw-tests harness: `hw-tests/run --bench span_cpu`. It starts its own
-//! dahdi-sim with 8 E1 spans wired in pairs, so device syscalls go through FUSE; the table also
-//! shows the cost of our per-block work alone (decode, ring, encode), measured in-process, which
-//! is what the thread adds on top of the driver's read/write on real hardware.
+//! Two backends in one run: the in-process simulated DAHDI (`tdm_driver::sim::SimSpans`, 8 E1
+//! spans wired in pairs, real-time 1 ms clock) — `cargo bench -p hw-tests --bench span_cpu` — and,
+//! inside the hw-tests harness (`hw-tests/run --bench span_cpu`), a private dahdi-sim with the
+//! same spans, so device syscalls go through FUSE. The table also shows the cost of our
+//! per-block work alone (decode, ring, encode), which is what the thread adds on top of the
+//! driver's read/write on real hardware.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::VecDeque;
@@ -14,10 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use codecs::g711::{self, Law};
-use hw_tests::{SimInstance, sim_bin};
+use hw_tests::SimInstance;
 use ringbuf::traits::{Consumer, Producer, Split};
+use tdm_driver::sim::{ClockMode, SimSpans};
 use tdm_driver::span::{ChannelSpec, Frame, SpanMedia};
-use tdm_driver::{Channel, DeviceRoot};
+use tdm_driver::{Backend, Channel, DeviceRoot};
 
 /// A naive per-channel frame queue.
 type Queue = Arc<Mutex<VecDeque<Vec<i16>>>>;
@@ -46,8 +49,7 @@ fn thread_cpu() -> Duration {
 
 /// Ours: 8 span threads, a feeder that keeps every to-line ring topped up and drains every
 /// from-line ring. Returns (CPU of the span threads, wall time, underruns).
-fn ours(root: &std::path::Path) -> (Duration, Duration, u64) {
-    let backend = Arc::new(DeviceRoot::new(root));
+fn ours<B: Backend + 'static>(backend: Arc<B>) -> (Duration, Duration, u64) {
     let mut threads = Vec::new();
     let mut ports = Vec::new();
     for span in 1..=SPANS {
@@ -86,8 +88,7 @@ fn ours(root: &std::path::Path) -> (Duration, Duration, u64) {
 }
 
 /// The naive loop: one thread per span, allocating per block, queues behind mutexes.
-fn naive(root: &std::path::Path) -> (Duration, Duration) {
-    let backend = Arc::new(DeviceRoot::new(root));
+fn naive<B: Backend + 'static>(backend: Arc<B>) -> (Duration, Duration) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     let mut queues: Vec<(Queue, Queue)> = Vec::new();
@@ -176,40 +177,53 @@ fn ours_in_process() -> Duration {
     (thread_cpu() - start) / 60 // per second of audio
 }
 
-fn main() {
-    let Some(bin) = sim_bin() else {
-        println!("span_cpu: needs the hw-tests harness (hw-tests/run --bench span_cpu)");
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("sim.toml");
-    std::fs::write(&conf, config()).unwrap();
-    let mnt = dir.path().join("dahdi");
-    std::fs::create_dir(&mnt).unwrap();
-    let _sim = SimInstance::start(&bin, &["--config".as_ref(), conf.as_os_str()], &mnt);
-
-    let (our_cpu, our_wall, underruns) = ours(&mnt);
-    let (naive_cpu, naive_wall) = naive(&mnt);
-    let in_process = ours_in_process();
+fn table(title: &str, ours: (Duration, Duration, u64), naive: (Duration, Duration)) {
     let pct =
         |cpu: Duration, wall: Duration| 100.0 * cpu.as_secs_f64() / wall.as_secs_f64().max(1e-9);
     println!(
-        "\nspan media threads, {SPANS} E1 spans = {} B-channels, {} s each, same run:",
+        "| {title}: spanbridge span threads | {:.2} % | underruns {} |",
+        pct(ours.0, ours.1),
+        ours.2
+    );
+    println!(
+        "| {title}: naive threads (Vec per block, Mutex<VecDeque>) | {:.2} % | |",
+        pct(naive.0, naive.1)
+    );
+}
+
+fn main() {
+    println!(
+        "\nspan media threads, {SPANS} E1 spans = {} B-channels, {} s per row, same run:",
         SPANS * 30,
         RUN.as_secs()
     );
     println!("| implementation | CPU, % of one core | notes |");
     println!("|---|---:|---|");
+    {
+        let sim = Arc::new(SimSpans::from_toml(&config(), ClockMode::Thread).unwrap());
+        let o = ours(sim.clone());
+        let n = naive(sim);
+        table("in-process simulated spans (SimSpans)", o, n);
+    }
+    if std::env::var_os("DAHDI_SIM_BIN").is_some() {
+        let bin = std::path::PathBuf::from(std::env::var_os("DAHDI_SIM_BIN").unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("sim.toml");
+        std::fs::write(&conf, config()).unwrap();
+        let mnt = dir.path().join("dahdi");
+        std::fs::create_dir(&mnt).unwrap();
+        let _sim = SimInstance::start(&bin, &["--config".as_ref(), conf.as_os_str()], &mnt);
+        let o = ours(Arc::new(DeviceRoot::new(&mnt)));
+        let n = naive(Arc::new(DeviceRoot::new(&mnt)));
+        table("dahdi-sim over FUSE (syscalls included)", o, n);
+    } else {
+        println!(
+            "| dahdi-sim over FUSE | not run | needs the harness: hw-tests/run --bench span_cpu |"
+        );
+    }
+    let in_process = ours_in_process();
     println!(
-        "| spanbridge span threads over dahdi-sim (FUSE syscalls included) | {:.2} % | underruns {underruns} |",
-        pct(our_cpu, our_wall)
-    );
-    println!(
-        "| naive threads (Vec per block, Mutex<VecDeque>) over dahdi-sim | {:.2} % | |",
-        pct(naive_cpu, naive_wall)
-    );
-    println!(
-        "| spanbridge per-block work alone (decode + rings + encode, in-process) | {:.3} % | what the thread adds to the driver's read/write |",
+        "| spanbridge per-block work alone (decode + rings + encode) | {:.3} % | what the thread adds to the driver's read/write |",
         100.0 * in_process.as_secs_f64()
     );
 }
