@@ -849,6 +849,21 @@ impl Model {
         }
     }
 
+    /// A counter that moves whenever any file may have become ready again (the sum of every
+    /// channel's, pseudo channel's and timer's activity), so a driver of the clock can wake
+    /// waiters only when something changed.
+    pub fn total_activity(&self) -> u64 {
+        let chans = self
+            .chans
+            .iter()
+            .fold(0u64, |acc, ch| acc.wrapping_add(ch.activity));
+        self.files.values().fold(chans, |acc, b| match b {
+            Binding::Timer(t) => acc.wrapping_add(t.activity),
+            Binding::Pseudo(ch) => acc.wrapping_add(ch.activity),
+            _ => acc,
+        })
+    }
+
     /// A counter that moves whenever `fh` may have become ready again (see `Channel::activity`).
     pub fn activity(&self, fh: Fh) -> u64 {
         match self.files.get(&fh) {
