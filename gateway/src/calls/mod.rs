@@ -3,5 +3,6 @@
 //! gateway ports and relayed ([`rtp_relay`]) until the media engine takes over.
 
 pub mod b2bua;
+pub mod q850;
 pub mod rtp_relay;
 pub mod server;
