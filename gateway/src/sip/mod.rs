@@ -11,3 +11,4 @@ pub mod sdp;
 pub mod transaction;
 pub mod transport;
 pub mod uas;
+pub mod validate;
