@@ -6,7 +6,9 @@
 pub mod auth;
 pub mod dialog;
 pub mod message;
+pub mod offer_answer;
 pub mod parse;
+pub mod prack;
 pub mod sdp;
 pub mod transaction;
 pub mod transport;
