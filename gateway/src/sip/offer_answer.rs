@@ -24,7 +24,7 @@
 //!
 //! // An UPDATE offer crossing our own UPDATE offer: 491.
 //! oa.offer_sent().unwrap();
-//! assert_eq!(oa.classify_incoming(true), Err(OfferRefusal::Glare));
+//! assert_eq!(oa.classify_offer_request(true), Err(OfferRefusal::Glare));
 //! ```
 
 use thiserror::Error;
