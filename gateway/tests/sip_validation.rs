@@ -82,7 +82,7 @@ fn single_refusal(text: &str) -> Response {
 
 fn warning(resp: &Response) -> String {
     resp.headers
-        .get(&HeaderName::Other("Warning".into()))
+        .get(&HeaderName::Warning)
         .unwrap_or_else(|| panic!("no Warning in {} {}", resp.status, resp.reason))
         .to_owned()
 }

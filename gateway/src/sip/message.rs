@@ -194,6 +194,18 @@ header_names! {
     Event => "Event", "o";
     AllowEvents => "Allow-Events", "u";
     ReferredBy => "Referred-By", "b";
+    ReferSub => "Refer-Sub";
+    Replaces => "Replaces";
+    SubscriptionState => "Subscription-State";
+    MinSe => "Min-SE";
+    MinExpires => "Min-Expires";
+    RetryAfter => "Retry-After";
+    Warning => "Warning";
+    AcceptEncoding => "Accept-Encoding";
+    Path => "Path";
+    FlowTimer => "Flow-Timer";
+    InfoPackage => "Info-Package";
+    RecvInfo => "Recv-Info";
 }
 
 impl fmt::Display for HeaderName {

@@ -156,7 +156,7 @@ impl ParseError {
         };
         resp.reason.retain(|c| c != '\r' && c != '\n');
         resp.headers.push(
-            HeaderName::Other("Warning".into()),
+            HeaderName::Warning,
             super::validate::warning(&self.to_string()),
         );
         Some(resp)

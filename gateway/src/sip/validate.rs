@@ -193,16 +193,14 @@ impl Rejection {
                 let mut enc = vec!["identity".to_owned()];
                 enc.extend(policy.content_encodings.iter().cloned());
                 resp.headers
-                    .push(HeaderName::Other("Accept-Encoding".into()), enc.join(", "));
+                    .push(HeaderName::AcceptEncoding, enc.join(", "));
             }
             Rejection::UnsupportedUriScheme(_)
             | Rejection::TooManyHops
             | Rejection::LoopDetected => {}
         }
-        resp.headers.push(
-            HeaderName::Other("Warning".into()),
-            warning(&self.to_string()),
-        );
+        resp.headers
+            .push(HeaderName::Warning, warning(&self.to_string()));
         resp
     }
 }
@@ -344,8 +342,7 @@ mod tests {
         let resp = rej.response(&r, &p);
         assert_eq!(resp.status, 415);
         assert_eq!(
-            resp.headers
-                .get(&HeaderName::Other("Accept-Encoding".into())),
+            resp.headers.get(&HeaderName::AcceptEncoding),
             Some("identity")
         );
     }
