@@ -10,6 +10,8 @@ pub mod message;
 pub mod offer_answer;
 pub mod parse;
 pub mod prack;
+pub mod registrar;
+pub mod registration;
 pub mod sdp;
 pub mod session_timer;
 pub mod transaction;
