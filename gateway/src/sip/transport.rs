@@ -8,7 +8,7 @@
 //!
 //! Every stream connection has a [`ConnectionId`], carried by each [`Received`] item; the
 //! registrar binds RFC 5626 flows to it, [`SipTransport::send_on`] writes to it, and
-//! [`SipTransport::closed`] reports when it goes away (so bindings on a dead flow are dropped).
+//! [`SipTransport::closed_connections`] reports when it goes away (so bindings on a dead flow are dropped).
 //! WebSocket clients (JsSIP, SIP.js) put `.invalid` hosts in Via and Contact: nothing can be
 //! sent to those, so requests for them go on their connection ([`needs_flow`]); a WebSocket
 //! handshake without the `sip` subprotocol is refused (HTTP 400).
@@ -182,7 +182,8 @@ struct Shared {
     table: Mutex<HashMap<SocketAddr, Connection>>,
     next_id: AtomicU64,
     inbound: mpsc::Sender<Received>,
-    closed: mpsc::UnboundedSender<ConnectionId>,
+    /// Set once someone asked for closure reports ([`SipTransport::closed_connections`]).
+    closed: Mutex<Option<mpsc::UnboundedSender<ConnectionId>>>,
     max_connections: usize,
 }
 
@@ -210,7 +211,14 @@ impl Shared {
             t.remove(&peer);
         }
         drop(t);
-        let _ = self.closed.send(id);
+        if let Some(tx) = self
+            .closed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            let _ = tx.send(id);
+        }
     }
 }
 
@@ -226,7 +234,6 @@ pub struct SipTransport {
     tls_client: Option<Arc<ClientConfig>>,
     shared: Arc<Shared>,
     inbound_rx: mpsc::Receiver<Received>,
-    closed_rx: mpsc::UnboundedReceiver<ConnectionId>,
     listeners: Vec<JoinHandle<()>>,
 }
 
@@ -249,12 +256,11 @@ impl SipTransport {
     /// Binds the configured listeners (port 0 picks a free port).
     pub async fn bind(config: TransportConfig) -> io::Result<SipTransport> {
         let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
-        let (closed_tx, closed_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             table: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
             inbound: inbound_tx,
-            closed: closed_tx,
+            closed: Mutex::new(None),
             max_connections: if config.max_connections == 0 {
                 1024
             } else {
@@ -302,7 +308,6 @@ impl SipTransport {
             tls_client: config.tls_client,
             shared,
             inbound_rx,
-            closed_rx,
             listeners,
         })
     }
@@ -360,10 +365,19 @@ impl SipTransport {
         self.inbound_rx.recv().await
     }
 
-    /// The next stream connection that closed (either side, or a framing error); use it to
-    /// drop registrations bound to that flow. Pending forever while none closes.
-    pub async fn closed(&mut self) -> Option<ConnectionId> {
-        self.closed_rx.recv().await
+    /// A receiver of the ids of stream connections as they close (either side, or a framing
+    /// error), to drop registrations bound to those flows
+    /// ([`super::registrar::Registrar::connection_closed`]). Owned separately so a loop can
+    /// select on it and on [`SipTransport::recv`] at once. Asking again replaces the earlier
+    /// receiver; until someone asks, closures are not recorded.
+    pub fn closed_connections(&self) -> mpsc::UnboundedReceiver<ConnectionId> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self
+            .shared
+            .closed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        rx
     }
 
     /// Sends `bytes` on connection `id` (the flow a registration or request came on).
