@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod dialog;
 pub mod dtmf_info;
+pub mod keepalive;
 pub mod message;
 pub mod offer_answer;
 pub mod parse;
