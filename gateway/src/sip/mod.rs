@@ -11,6 +11,7 @@ pub mod message;
 pub mod offer_answer;
 pub mod parse;
 pub mod prack;
+pub mod refer;
 pub mod registrar;
 pub mod registration;
 pub mod sdp;
