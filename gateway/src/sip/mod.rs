@@ -33,8 +33,8 @@
 //!    [`prack::UasPrack::for_invite`], [`dialog::Dialog::new_uas`],
 //!    [`offer_answer::OfferAnswer`]; in dialog (To tag): [`dialog::Dialog::handle_request`],
 //!    then PRACK → [`prack::UasPrack::handle_prack`], UPDATE → [`update::check_update`],
-//!    INFO → [`dtmf_info::DtmfInfo::from_request`], REFER → [`refer::ReferTo::from_request`]
-//!    + [`refer::accept_refer`] + [`refer::ReferNotifier`], NOTIFY →
+//!    INFO → [`dtmf_info::DtmfInfo::from_request`], REFER → [`refer::ReferTo::from_request`],
+//!    [`refer::accept_refer`] and [`refer::ReferNotifier`], NOTIFY →
 //!    [`refer::ReferClient::handle_notify`].
 //! 3. `TuEvent::Response`: 1xx → [`prack::UacPrack::handle_provisional`]; final →
 //!    [`dialog::Dialog::handle_response`], [`session_timer::SessionTimer::handle_response`],
