@@ -3,6 +3,12 @@
 //! gateway ports and relayed ([`rtp_relay`]) until the media engine takes over.
 
 pub mod b2bua;
+pub mod cdr;
+pub mod engine;
+pub mod leg;
 pub mod q850;
+pub mod routing;
 pub mod rtp_relay;
 pub mod server;
+pub mod sip_leg;
+pub mod switch;
