@@ -30,6 +30,50 @@ pub trait MediaBackend {
     fn execute(&mut self, command: &MediaCommand);
     /// The leg's media figures (asked just before it is released, for its CDR).
     fn leg_stats(&self, leg: LegId) -> Option<LegMediaStats>;
+    /// Live media legs, open sockets and bridges (tests assert zero after calls).
+    fn counts(&self) -> MediaCounts {
+        MediaCounts::default()
+    }
+    /// The plane's notices (digits, inactivity), taken once by the shell.
+    fn take_notices(
+        &mut self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<(LegId, MediaNotice)>> {
+        None
+    }
+}
+
+/// Live media resources.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MediaCounts {
+    /// Media legs.
+    pub legs: usize,
+    /// Open RTP/RTCP sockets.
+    pub sockets: usize,
+    /// Bridges.
+    pub bridges: usize,
+}
+
+impl<T: MediaBackend + ?Sized> MediaBackend for Box<T> {
+    fn open_rtp(&mut self, leg: LegId, call: CallKey, ip: IpAddr) -> Result<SocketAddr, String> {
+        (**self).open_rtp(leg, call, ip)
+    }
+    fn attach_port(&mut self, leg: LegId, call: CallKey, port: PortSlot) -> Result<(), String> {
+        (**self).attach_port(leg, call, port)
+    }
+    fn execute(&mut self, command: &MediaCommand) {
+        (**self).execute(command);
+    }
+    fn leg_stats(&self, leg: LegId) -> Option<LegMediaStats> {
+        (**self).leg_stats(leg)
+    }
+    fn counts(&self) -> MediaCounts {
+        (**self).counts()
+    }
+    fn take_notices(
+        &mut self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<(LegId, MediaNotice)>> {
+        (**self).take_notices()
+    }
 }
 
 /// One SIP message seen by the gateway.
