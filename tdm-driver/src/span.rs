@@ -598,6 +598,11 @@ impl<B: Backend> Slot<B> {
                     // DAHDI_DIAL support has nothing to cancel.
                     let _ = self.channel.op_io(Op::Dial(&d));
                 }
+                SignalCommand::Timing(timing) => {
+                    let mut p = abi::Params::default();
+                    timing.write_into(&mut p);
+                    self.simple(Op::SetParams(&p), CommandKind::Timing);
+                }
                 SignalCommand::Detect(kind) => {
                     if kind != self.detect {
                         self.dtmf.reset();

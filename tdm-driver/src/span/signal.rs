@@ -9,6 +9,7 @@ use ringbuf::traits::{Consumer, Producer};
 use ringbuf::{HeapCons, HeapProd};
 
 use super::ChannelSpec;
+use crate::ctl::ChannelTiming;
 use crate::types::{Event, Hook};
 
 /// Longest dial string a command carries.
@@ -154,6 +155,8 @@ pub enum SignalCommand {
     /// Runs a digit detector on the received audio (`None`: off). Detected digits arrive as
     /// [`SignalEvent::Digit`].
     Detect(Option<DigitKind>),
+    /// DAHDI_SET_PARAMS: the driver's hook timings for this channel.
+    Timing(ChannelTiming),
 }
 
 /// Which command failed.
@@ -169,6 +172,8 @@ pub enum CommandKind {
     Cadence,
     /// [`SignalCommand::DriverDial`] or the cancel of it.
     Dial,
+    /// [`SignalCommand::Timing`].
+    Timing,
 }
 
 /// What the span thread reports for one channel.
