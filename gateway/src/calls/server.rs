@@ -84,9 +84,16 @@ pub struct ServerCounters {
     pub answered: AtomicU64,
     /// SIP legs hung up for a missing ACK.
     pub ack_timeouts: AtomicU64,
+    /// New calls per second over the last 10 s, in thousandths.
+    pub cps_milli: AtomicU64,
 }
 
 impl ServerCounters {
+    /// New calls per second over the last 10 s.
+    pub fn cps(&self) -> f64 {
+        self.cps_milli.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
     /// Whether nothing is left: no call, leg, SIP leg, transaction, media leg or socket.
     pub fn idle(&self) -> bool {
         [
@@ -330,10 +337,10 @@ impl GatewayServer {
             stopped,
         }));
         if let Some(a) = udp {
-            tracing::info!(listen = %a, "SIP UDP listener up");
+            tracing::info!(sip_udp = %a, "SIP UDP listener up");
         }
         if let Some(a) = tcp {
-            tracing::info!(listen = %a, "SIP TCP listener up");
+            tracing::info!(sip_tcp = %a, "SIP TCP listener up");
         }
         Ok(GatewayServer {
             udp,
@@ -464,6 +471,7 @@ impl Shell {
 async fn serve(mut sh: Shell) -> io::Result<()> {
     // Socket gauges of the relay close asynchronously: refresh the counters now and then.
     let mut refresh = tokio::time::interval(Duration::from_millis(200));
+    let mut samples: std::collections::VecDeque<(Instant, u64)> = std::collections::VecDeque::new();
     loop {
         tokio::select! {
             _ = &mut sh.stopped => break,
@@ -481,7 +489,21 @@ async fn serve(mut sh: Shell) -> io::Result<()> {
                 job(&mut sh.sw, now);
                 sh.sw.pump(now);
             }
-            _ = refresh.tick() => {}
+            _ = refresh.tick() => {
+                let now = Instant::now();
+                let total = sh.sw.engine.stats().calls_total;
+                samples.push_back((now, total));
+                while samples.len() > 2
+                    && samples.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > Duration::from_secs(10))
+                {
+                    samples.pop_front();
+                }
+                if let Some((t0, n0)) = samples.front() {
+                    let secs = now.saturating_duration_since(*t0).as_secs_f64().max(1.0);
+                    let cps = (total.saturating_sub(*n0)) as f64 / secs;
+                    sh.counters.cps_milli.store((cps * 1000.0) as u64, Ordering::Relaxed);
+                }
+            }
         }
         sh.flush().await;
     }

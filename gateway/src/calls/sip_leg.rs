@@ -39,15 +39,39 @@ use crate::sip::dialog::{
     ViaTemplate, glare_retry_delay, uri_socket_addr,
 };
 use crate::sip::message::{HeaderName, Method, Request, Response, Uri};
-use crate::sip::parse::{UasPolicy, validate_request};
 use crate::sip::sdp::{self, Codec, Direction, MediaConfig, NegotiatedAudio, SessionDescription};
 use crate::sip::transaction::{
     Reliability, TimerConfig, TransactionKey, TransactionLayer, TransactionStats, TuEvent,
 };
 use crate::sip::transport::Transport;
+use crate::sip::validate::UasPolicy;
 
 /// Methods a SIP leg implements (the Allow header).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY";
+
+/// What the transaction layer lets through to SIP legs: the methods legs handle (REGISTER,
+/// SUBSCRIBE, PUBLISH and MESSAGE reach us only to be answered 405 with `Allow`), the option
+/// tags legs implement, and the bodies they read.
+pub fn leg_policy() -> UasPolicy {
+    let mut p = UasPolicy::gateway();
+    p.methods = vec![
+        Method::Invite,
+        Method::Ack,
+        Method::Bye,
+        Method::Cancel,
+        Method::Options,
+        Method::Info,
+        Method::Update,
+        Method::Refer,
+        Method::Notify,
+        Method::Register,
+        Method::Subscribe,
+        Method::Publish,
+        Method::Message,
+    ];
+    p.option_tags = vec!["norefersub".to_owned()];
+    p
+}
 
 /// A configured SIP peer (trunk, PBX) the provider recognises and may ping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -526,8 +550,10 @@ impl SipLegs {
                 up: None,
             })
             .collect();
+        let mut layer = TransactionLayer::new(config.timers);
+        layer.set_policy(Some(leg_policy()));
         SipLegs {
-            layer: TransactionLayer::new(config.timers),
+            layer,
             digest,
             config,
             ids,
@@ -854,29 +880,8 @@ impl SipLegs {
             // Same Call-ID and From tag, another branch: a loop or a spiral back to us.
             return refuse(self, 482);
         }
-        let policy = UasPolicy {
-            methods: vec![
-                Method::Invite,
-                Method::Ack,
-                Method::Bye,
-                Method::Cancel,
-                Method::Options,
-                Method::Info,
-                Method::Update,
-                Method::Refer,
-                Method::Notify,
-            ],
-            option_tags: Vec::new(),
-            content_types: vec!["application/sdp".to_owned()],
-        };
-        if let Err(rej) = validate_request(&req, &policy) {
-            self.stats.refused += 1;
-            let resp = rej.response(&req, &policy);
-            return self.respond(now, &key, resp);
-        }
-        if req.headers.max_forwards().ok().flatten() == Some(0) {
-            return refuse(self, 483);
-        }
+        // Method, scheme, Max-Forwards, merged-request, Require and body-type checks were
+        // made by the transaction layer against [`leg_policy`].
         let peer = self.peer_for(source).cloned();
         let trusted = peer.as_ref().is_some_and(|p| p.inbound)
             || self.config.trusted.iter().any(|n| n.contains(source.ip()));

@@ -129,6 +129,7 @@ pub struct Switch<M> {
     cdrs: VecDeque<Cdr>,
     notices: VecDeque<LegNotice>,
     released: HashMap<LegId, LegMediaStats>,
+    media_totals: LegMediaStats,
     trace: VecDeque<TraceEntry>,
     trace_capacity: usize,
     trace_seq: u64,
@@ -161,6 +162,7 @@ impl<M: MediaBackend> Switch<M> {
             cdrs: VecDeque::new(),
             notices: VecDeque::new(),
             released: HashMap::new(),
+            media_totals: LegMediaStats::default(),
             trace: VecDeque::new(),
             trace_capacity: 4096,
             trace_seq: 0,
@@ -228,6 +230,11 @@ impl<M: MediaBackend> Switch<M> {
             self.trace.pop_front();
         }
         self.trace.push_back(entry);
+    }
+
+    /// Media figures summed over every released leg.
+    pub fn media_totals(&self) -> &LegMediaStats {
+        &self.media_totals
     }
 
     /// SIP messages after sequence number `since` (optionally of one call).
@@ -352,6 +359,9 @@ impl<M: MediaBackend> Switch<M> {
                 if let MediaCommand::Release { leg } = &c
                     && let Some(s) = self.media.leg_stats(*leg)
                 {
+                    self.media_totals.packets_received += s.packets_received;
+                    self.media_totals.packets_sent += s.packets_sent;
+                    self.media_totals.packets_lost += s.packets_lost;
                     if self.released.len() > 10_000 {
                         self.released.clear();
                     }
