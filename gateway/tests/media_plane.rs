@@ -788,3 +788,44 @@ fn bad_requests_get_clear_errors() {
     plane.release(ext);
     assert!(plane.counts().is_idle());
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        /// Random datagrams (often RTP/RTCP-shaped) on a live leg's RTP and RTCP ports, from the
+        /// peer's address and others, never stop the worker: it keeps sending media to both
+        /// peers and the plane still answers and releases cleanly.
+        #[test]
+        fn random_datagrams_never_stop_a_running_plane(
+            datagrams in proptest::collection::vec(
+                (any::<bool>(), any::<bool>(),
+                 prop_oneof![Just(0x80u8), Just(0x90), Just(0xa0), any::<u8>()],
+                 prop_oneof![Just(0u8), Just(8), Just(101), Just(200), Just(201), any::<u8>()],
+                 proptest::collection::vec(any::<u8>(), 0..1400)),
+                1..60)
+        ) {
+            let mut c = call(9, AudioFormat::Pcmu, AudioFormat::Pcma);
+            let stranger = UdpSocket::bind((LOCAL, 0)).unwrap();
+            let rtcp = SocketAddr::new(LOCAL, c.pa.to.port() + 1);
+            for (to_rtcp, from_peer, b0, b1, rest) in &datagrams {
+                let mut d = vec![*b0, *b1];
+                d.extend_from_slice(rest);
+                let to = if *to_rtcp { rtcp } else { c.pa.to };
+                let sock = if *from_peer { &c.pa.sock } else { &stranger };
+                sock.send_to(&d, to).unwrap();
+            }
+            let frame = noise(160, 5);
+            run(15, &mut [&mut c.pa, &mut c.pb], |_, peers| peers[0].send_audio(&frame));
+            prop_assert!(c.pb.got.len() >= 8, "still forwarding: {}", c.pb.got.len());
+            prop_assert_eq!(c.plane.counts().legs, 2);
+            prop_assert!(c.plane.stats(c.a).is_some());
+            c.plane.release(c.a);
+            c.plane.release(c.b);
+            prop_assert!(c.plane.counts().is_idle());
+        }
+    }
+}
