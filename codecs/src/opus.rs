@@ -2,7 +2,8 @@
 //! 48 kHz RTP clock of WebRTC, through libopus (the `opus` crate; docs/decisions/0006).
 //!
 //! The encoder takes one 8 kHz frame, resamples it to 48 kHz with [`crate::resample::Resampler`]
-//! and encodes 20 ms with in-band FEC (LBRR) on, so a receiver can rebuild a lost packet from the
+//! and encodes 20 ms (application `AUDIO` by default, see [`OpusApplication`]) with in-band FEC
+//! (LBRR) on, so a receiver can rebuild a lost packet from the
 //! one after it. The decoder decodes at 48 kHz and resamples down; for a lost packet it either
 //! recovers it from the next packet's FEC ([`OpusDecoder::recover`]) or conceals it with
 //! libopus' PLC ([`OpusDecoder::conceal`]).
@@ -59,6 +60,8 @@ pub struct OpusSettings {
     /// from 8 kHz frames, which carry nothing above 4 kHz, and coding a wider band only costs
     /// CPU and bits.
     pub max_bandwidth: OpusBandwidth,
+    /// libopus application mode.
+    pub application: OpusApplication,
     /// Discontinuous transmission (no packets during silence). Off by default: the media path
     /// and RTCP statistics expect one packet per 20 ms.
     pub dtx: bool,
@@ -72,9 +75,21 @@ impl Default for OpusSettings {
             expected_loss_percent: 10,
             complexity: 1,
             max_bandwidth: OpusBandwidth::Narrowband,
+            application: OpusApplication::Audio,
             dtx: false,
         }
     }
+}
+
+/// libopus' application modes (`OPUS_APPLICATION_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpusApplication {
+    /// `VOIP`: speech intelligibility first; a variable high-pass filter (up to ~100 Hz) and
+    /// SILK preference. Changes the waveform's phase, so correlation with the source drops.
+    Voip,
+    /// `AUDIO`: fidelity to the input. Our default: the input is already telephone-band speech
+    /// from the far leg, and a transcoding gateway should pass it on as it came.
+    Audio,
 }
 
 /// Audio bandwidths of Opus (RFC 6716 §2).
@@ -125,15 +140,18 @@ impl std::fmt::Debug for OpusEncoder {
 }
 
 impl OpusEncoder {
-    /// Builds an encoder (VoIP application, mono, 48 kHz).
+    /// Builds an encoder (mono, 48 kHz).
     ///
     /// # Errors
     /// [`CodecError::InvalidArgument`] if libopus refuses a setting (bitrate, complexity or loss
     /// out of range).
     pub fn new(settings: OpusSettings) -> Result<Self, CodecError> {
-        let mut inner =
-            opus::Encoder::new(CLOCK_RATE, opus::Channels::Mono, opus::Application::Voip)
-                .map_err(|e| opus_err("encoder", e))?;
+        let application = match settings.application {
+            OpusApplication::Voip => opus::Application::Voip,
+            OpusApplication::Audio => opus::Application::Audio,
+        };
+        let mut inner = opus::Encoder::new(CLOCK_RATE, opus::Channels::Mono, application)
+            .map_err(|e| opus_err("encoder", e))?;
         inner
             .set_bitrate(opus::Bitrate::Bits(settings.bitrate))
             .map_err(|e| opus_err("bitrate", e))?;
