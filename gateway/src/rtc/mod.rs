@@ -250,6 +250,19 @@ pub struct RtcLegStats {
     pub grace_left_s: Option<f64>,
 }
 
+/// Media counters of one leg (see [`RtcLeg::media_counters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RtcMediaCounters {
+    /// Audio packets received.
+    pub received: u64,
+    /// Audio packets sent.
+    pub sent: u64,
+    /// Packets lost from the peer (expected − received).
+    pub lost: i64,
+    /// Packets expected from the peer (sequence span).
+    pub expected: u64,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct MediaSnapshot {
     negotiated: Option<Negotiated>,
@@ -371,6 +384,21 @@ impl RtcLeg {
         tokio::time::timeout(timeout, rx.wait_for(|c| *c))
             .await
             .is_ok()
+    }
+
+    /// Media counters only (received, sent, lost, expected), from the leg's last publication
+    /// (every 0.5 s): cheap, no call into webrtc-rs.
+    pub fn media_counters(&self) -> RtcMediaCounters {
+        self.shared
+            .snapshot
+            .lock()
+            .map(|m| RtcMediaCounters {
+                received: m.received,
+                sent: m.sent,
+                lost: m.lost,
+                expected: m.expected,
+            })
+            .unwrap_or_default()
     }
 
     /// Transport and media figures for `gwctl calls`.
