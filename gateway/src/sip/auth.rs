@@ -670,9 +670,8 @@ impl Registration {
             423 => {
                 let min = resp
                     .headers
-                    .iter()
-                    .find(|h| h.name.as_str().eq_ignore_ascii_case("Min-Expires"))
-                    .and_then(|h| h.value.trim().parse::<u64>().ok());
+                    .get(&HeaderName::MinExpires)
+                    .and_then(|v| v.trim().parse::<u64>().ok());
                 match min {
                     Some(m) if m > self.config.expires.as_secs() && m <= 86_400 => {
                         self.config.expires = Duration::from_secs(m);

@@ -40,13 +40,15 @@ impl Default for OptionsUas {
 impl OptionsUas {
     /// A responder implementing only OPTIONS (ACK and CANCEL are handled by the transactions).
     pub fn new(timers: TimerConfig) -> Self {
+        let policy = UasPolicy {
+            methods: vec![Method::Options],
+            ..UasPolicy::default()
+        };
+        let mut layer = TransactionLayer::new(timers);
+        layer.set_policy(Some(policy.clone()));
         OptionsUas {
-            layer: TransactionLayer::new(timers),
-            policy: UasPolicy {
-                methods: vec![Method::Options],
-                option_tags: Vec::new(),
-                content_types: vec!["application/sdp".to_owned()],
-            },
+            layer,
+            policy,
             tag_counter: 0,
             answered: 0,
             registrar: None,
@@ -59,8 +61,17 @@ impl OptionsUas {
     pub fn with_registrar(timers: TimerConfig, digest: DigestServer) -> Self {
         let mut uas = Self::new(timers);
         uas.policy.methods.push(Method::Register);
+        uas.layer.set_policy(Some(uas.policy.clone()));
         uas.registrar = Some(digest);
         uas
+    }
+
+    /// Sets the policy the transaction layer checks new requests against (see
+    /// [`TransactionLayer::set_policy`]); what passes it and is not OPTIONS (or REGISTER for a
+    /// registrar) is still answered 501 by this responder.
+    pub fn with_layer_policy(mut self, policy: Option<UasPolicy>) -> Self {
+        self.layer.set_policy(policy);
+        self
     }
 
     /// REGISTER requests whose credentials were accepted.
@@ -180,6 +191,10 @@ pub struct UdpUasCounters {
     pub answered: AtomicU64,
     /// REGISTERs whose digest credentials were accepted.
     pub authorized: AtomicU64,
+    /// Well-formed requests the transaction layer refused (501, 416, 483, 482, 420, 415).
+    pub rejected_requests: AtomicU64,
+    /// ACKs for non-2xx finals absorbed by INVITE server transactions.
+    pub absorbed_acks: AtomicU64,
     /// Open TCP/TLS connections after the last event.
     pub open_connections: AtomicU64,
 }
@@ -302,6 +317,12 @@ async fn serve(
         counters
             .malformed_responses
             .store(s.malformed_responses_dropped, Ordering::Relaxed);
+        counters
+            .rejected_requests
+            .store(s.rejected_requests, Ordering::Relaxed);
+        counters
+            .absorbed_acks
+            .store(s.absorbed_acks, Ordering::Relaxed);
         counters.answered.store(uas.answered(), Ordering::Relaxed);
         counters
             .authorized

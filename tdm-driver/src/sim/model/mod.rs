@@ -110,10 +110,7 @@ struct Channel {
     echocancel: i32,
     tonezone: i32,
     // Signalling state (survives close, except the hook goes on-hook).
-    txhook: i32,
-    rx_offhook: bool,
-    txbits: i32,
-    rxbits: i32,
+    rbs: rbs::Rbs,
     timing: [i32; wire::params::TIMING_COUNT],
     /// `rxgain[256]` then `txgain[256]`, as in `struct dahdi_gains`.
     gains: Vec<u8>,
@@ -170,10 +167,7 @@ impl Channel {
             confmute: 0,
             echocancel: 0,
             tonezone: 0,
-            txhook: c::ONHOOK,
-            rx_offhook: false,
-            txbits: 0,
-            rxbits: 0,
+            rbs: rbs::Rbs::default(),
             timing: [0; wire::params::TIMING_COUNT],
             gains,
             unity_gains: true,
@@ -681,19 +675,14 @@ impl Model {
     /// release() of a file.
     pub fn release(&mut self, fh: Fh) {
         if let Some(Binding::Chan(idx)) = self.files.remove(&fh) {
-            let peer = self.peer_of(idx);
-            let mut went_onhook = false;
             if let Some(ch) = self.chans.get_mut(idx) {
                 ch.open = false;
                 ch.flush_buffers(true, true);
-                ch.events.clear();
-                if ch.txhook != c::ONHOOK {
-                    ch.txhook = c::ONHOOK;
-                    went_onhook = true;
+                // As DAHDI's close: a channel with hook signalling hangs up.
+                if rbs::has_hook(ch.sig) {
+                    ch.rbs_hangup();
                 }
-            }
-            if went_onhook {
-                self.signal_peer(peer, c::ONHOOK);
+                ch.events.clear();
             }
         }
     }
@@ -932,26 +921,6 @@ impl Model {
         Ok(())
     }
 
-    /// A hook change on channel `idx` as seen by the far end.
-    fn signal_peer(&mut self, peer: Option<usize>, hook: i32) {
-        let Some(ch) = peer.and_then(|p| self.chans.get_mut(p)) else {
-            return;
-        };
-        match hook {
-            c::ONHOOK => {
-                ch.rx_offhook = false;
-                ch.push_event(c::EVENT_ONHOOK);
-            }
-            c::OFFHOOK | c::START => {
-                ch.rx_offhook = true;
-                ch.push_event(c::EVENT_RINGOFFHOOK);
-            }
-            c::WINK | c::FLASH => ch.push_event(c::EVENT_WINKFLASH),
-            c::RING => ch.push_event(c::EVENT_RINGBEGIN),
-            _ => {}
-        }
-    }
-
     /// Advances the simulated hardware by one 1 ms tick.
     pub fn tick(&mut self) {
         self.ticks += 1;
@@ -970,6 +939,7 @@ impl Model {
                 }
                 [ch.idle_byte(); CHUNK]
             };
+            ch.rbs_tx_tick();
             if let Some(dialing) = ch.dialing.as_mut() {
                 *dialing = dialing.saturating_sub(1);
                 if *dialing == 0 {
@@ -997,6 +967,30 @@ impl Model {
             };
             if let Some(slot) = self.rx_scratch.get_mut(i) {
                 *slot = chunk;
+            }
+        }
+        // 2b. Robbed-bit signalling: every channel reads the ABCD bits its far end sends (a
+        //     span that lost its signal delivers no new bits) and runs its receive timers.
+        for i in 0..n {
+            let bits = match self.chans.get(i) {
+                Some(ch)
+                    if ch
+                        .span
+                        .is_some_and(|s| self.spans.get(s).is_some_and(Span::rx_dead)) =>
+                {
+                    None
+                }
+                Some(_) => self
+                    .rx_source(i)
+                    .and_then(|s| self.chans.get(s))
+                    .map(|src| src.rbs.txsig),
+                None => None,
+            };
+            if let Some(ch) = self.chans.get_mut(i) {
+                if let Some(bits) = bits {
+                    ch.rbs_receive_bits(bits);
+                }
+                ch.rbs_rx_tick();
             }
         }
         for i in 0..n {
@@ -1137,6 +1131,7 @@ fn mix(a: Option<&[u8; CHUNK]>, b: Option<&[u8; CHUNK]>, from: i32, to: i32) -> 
 }
 
 mod ioctl;
+mod rbs;
 mod text;
 
 #[cfg(test)]
