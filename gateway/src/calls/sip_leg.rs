@@ -668,6 +668,8 @@ impl SipLegs {
             Transport::Udp => Some(self.config.udp),
             Transport::Tcp => self.config.tcp,
             Transport::Tls => self.config.tls,
+            // WebSocket connections are accepted, never opened by us: no local address.
+            Transport::Ws | Transport::Wss => None,
         }
     }
 
@@ -677,6 +679,8 @@ impl SipLegs {
             Transport::Udp => format!("sip:gw@{addr}"),
             Transport::Tcp => format!("sip:gw@{addr};transport=tcp"),
             Transport::Tls => format!("sips:gw@{addr}"),
+            Transport::Ws => format!("sip:gw@{addr};transport=ws"),
+            Transport::Wss => format!("sips:gw@{addr};transport=wss"),
         };
         Uri::parse(&text).ok()
     }
