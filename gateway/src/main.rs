@@ -4,8 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use gateway::calls::relay_media::RelayMedia;
+use gateway::calls::server::{GatewayServer, ServerOptions};
 use gateway::config::{Config, DEFAULT_CONFIG};
 use gateway::telemetry::{self, LogFormat};
+use gateway::web::WebState;
 
 /// spanbridge media gateway (WebRTC, SIP and TDM legs; control-actions API).
 #[derive(Debug, Parser)]
@@ -68,11 +71,39 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
                 format!("cannot listen on {} (http.listen): {e}", config.http.listen),
             )
         })?;
-    tracing::info!(listen = %listener.local_addr()?, "HTTP listener up: /healthz");
-    axum::serve(listener, gateway::web::router())
+    let server = match &config.sip {
+        Some(_) => Some(
+            GatewayServer::start(
+                ServerOptions {
+                    config: config.clone(),
+                    timers: None,
+                    seed: None,
+                    external: Vec::new(),
+                },
+                Box::new(RelayMedia::new()),
+            )
+            .await?,
+        ),
+        None => {
+            tracing::info!("no [sip] section: no calls, HTTP only");
+            None
+        }
+    };
+    let state = WebState {
+        switch: server.as_ref().map(GatewayServer::handle),
+    };
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        "HTTP listener up: /healthz, /metrics, /diag/calls, /diag/sip/trace"
+    );
+    let served = axum::serve(listener, gateway::web::router_with(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
         })
-        .await
+        .await;
+    if let Some(s) = server {
+        s.shutdown().await?;
+    }
+    served
 }
