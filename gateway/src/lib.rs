@@ -10,5 +10,6 @@ pub mod config;
 pub mod control;
 pub mod media;
 pub mod sip;
+pub mod tdm;
 pub mod telemetry;
 pub mod web;
