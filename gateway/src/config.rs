@@ -82,6 +82,9 @@ pub struct Config {
     /// Routes, first match wins.
     #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConfig>,
+    /// TDM spans and their signalling (absent: no TDM legs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tdm: Option<crate::tdm::TdmConfig>,
 }
 
 /// HTTP listener configuration.
@@ -336,6 +339,13 @@ impl Config {
                 },
                 message,
             })?;
+        if let Some(t) = &cfg.tdm {
+            t.validate().map_err(|message| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                line: 0,
+                message: format!("[tdm]: {message}"),
+            })?;
+        }
         Ok(cfg)
     }
 

@@ -71,14 +71,20 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
                 format!("cannot listen on {} (http.listen): {e}", config.http.listen),
             )
         })?;
-    let server = match &config.sip {
+    // TDM legs run in their own task on a provider port of the shell.
+    let external = if config.tdm.is_some() {
+        vec![gateway::calls::leg::LegKind::Tdm]
+    } else {
+        Vec::new()
+    };
+    let mut server = match &config.sip {
         Some(_) => Some(
             GatewayServer::start(
                 ServerOptions {
                     config: config.clone(),
                     timers: None,
                     seed: None,
-                    external: Vec::new(),
+                    external,
                 },
                 Box::new(RelayMedia::new()),
             )
@@ -89,6 +95,22 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
             None
         }
     };
+    let tdm = match (&config.tdm, server.as_mut()) {
+        (Some(t), Some(s)) => match s.take_provider(gateway::calls::leg::LegKind::Tdm) {
+            Some(port) => Some(
+                gateway::tdm::start(t, &config.span_groups, port)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            ),
+            None => None,
+        },
+        (Some(_), None) => {
+            tracing::warn!(
+                "[tdm] is configured but there is no [sip] section: no calls, so no TDM legs"
+            );
+            None
+        }
+        _ => None,
+    };
     let state = WebState {
         switch: server.as_ref().map(GatewayServer::handle),
     };
@@ -96,12 +118,20 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
         listen = %listener.local_addr()?,
         "HTTP listener up: /healthz, /metrics, /diag/calls, /diag/sip/trace"
     );
-    let served = axum::serve(listener, gateway::web::router_with(state))
+    let mut router = gateway::web::router_with(state);
+    if let Some(t) = &tdm {
+        router = router.merge(gateway::tdm::http::router(t.handle()));
+        tracing::info!("TDM API up: /api/v1/tdm/spans, /api/v1/tdm/spans/SPAN/trace");
+    }
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
         })
         .await;
+    if let Some(t) = tdm {
+        t.shutdown().await;
+    }
     if let Some(s) = server {
         s.shutdown().await?;
     }
