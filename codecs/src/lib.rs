@@ -13,6 +13,7 @@ pub mod dtmf;
 pub mod error;
 pub mod g711;
 pub mod mf;
+pub mod opus;
 pub mod plc;
 pub mod resample;
 pub mod tones;

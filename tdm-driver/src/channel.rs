@@ -342,7 +342,6 @@ impl<B: Backend> Channel<B> {
     }
 
     /// One read() (retried on EINTR) with the bare OS error; see [`Channel::op_io`].
-    #[allow(dead_code)] // used by the span thread
     pub(crate) fn read_io(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         loop {
             match self.backend.read(&self.handle, buf) {
@@ -353,7 +352,6 @@ impl<B: Backend> Channel<B> {
     }
 
     /// One write() (retried on EINTR) with the bare OS error; see [`Channel::op_io`].
-    #[allow(dead_code)] // used by the span thread
     pub(crate) fn write_io(&self, buf: &[u8]) -> std::io::Result<usize> {
         loop {
             match self.backend.write(&self.handle, buf) {

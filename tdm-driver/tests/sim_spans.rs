@@ -118,7 +118,12 @@ fn hook_changes_and_alarms_arrive_as_events() {
             .alarms
             .contains(tdm_driver::abi::DAHDI_ALARM_RED)
     );
-    assert!(ctl.span_stat(2).unwrap().alarms.is_clear());
+    // The far end receives the remote alarm indication: YELLOW, and an ALARM event too.
+    assert_eq!(
+        ctl.span_stat(2).unwrap().alarms,
+        tdm_driver::Alarms(tdm_driver::abi::DAHDI_ALARM_YELLOW as u32)
+    );
+    assert_eq!(b.get_event().unwrap(), Some(Event::Alarm));
     let mut buf = [0u8; 1024];
     assert!(matches!(
         a.read_block(&mut buf),
@@ -128,7 +133,9 @@ fn hook_changes_and_alarms_arrive_as_events() {
     sim.control("clear 1").unwrap();
     sim.advance(5);
     assert_eq!(a.get_event().unwrap(), Some(Event::NoAlarm));
+    assert_eq!(b.get_event().unwrap(), Some(Event::NoAlarm));
     assert!(ctl.span_stat(1).unwrap().alarms.is_clear());
+    assert!(ctl.span_stat(2).unwrap().alarms.is_clear());
 
     sim.control("slip 2 3").unwrap();
     assert!(sim.status().contains("slip"), "{}", sim.status());

@@ -45,7 +45,9 @@ impl Ua {
     /// Sends what the layer queued.
     pub async fn flush(&mut self) {
         while let Some(t) = self.layer.poll_transmit() {
-            self.sock.send_to(&t.bytes, t.dest).await.unwrap();
+            // A refused send (ICMP from a peer that went away) is a lost datagram, as on a
+            // real network.
+            let _ = self.sock.send_to(&t.bytes, t.dest).await;
         }
     }
 
@@ -65,9 +67,15 @@ impl Ua {
             .unwrap();
         tokio::select! {
             r = self.sock.recv_from(&mut self.buf) => {
-                let (n, from) = r.unwrap();
-                let bytes = self.buf[..n].to_vec();
-                self.layer.handle_datagram(Instant::now(), &bytes, from, Reliability::Unreliable);
+                match r {
+                    Ok((n, from)) => {
+                        let bytes = self.buf[..n].to_vec();
+                        self.layer.handle_datagram(Instant::now(), &bytes, from, Reliability::Unreliable);
+                    }
+                    // ICMP port unreachable from an earlier send (a peer that went away).
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => panic!("recv: {e}"),
+                }
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {
                 self.layer.handle_timeout(Instant::now());
@@ -156,11 +164,21 @@ impl Sipp {
         calls: u32,
         extra: &[&str],
     ) -> Sipp {
+        Self::start_on(free_udp_port(), scenario_file, target, calls, extra)
+    }
+
+    /// As [`Sipp::start`] on a given local port (to restart a peer where it was).
+    pub fn start_on(
+        port: u16,
+        scenario_file: &str,
+        target: Option<SocketAddr>,
+        calls: u32,
+        extra: &[&str],
+    ) -> Sipp {
         assert!(
             Command::new("sipp").arg("-v").output().is_ok(),
             "sipp not found: install the Debian package `sip-tester`"
         );
-        let port = free_udp_port();
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("stats.csv");
         let mut cmd = Command::new("sipp");

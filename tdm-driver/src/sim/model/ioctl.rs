@@ -76,7 +76,7 @@ impl Model {
         wire::put_i32(
             &mut out,
             p::CHAN_ALARMS,
-            span.map(|s| s.alarms).unwrap_or(0),
+            span.map(Span::reported_alarms).unwrap_or(0),
         );
         out
     }
@@ -93,7 +93,7 @@ impl Model {
         wire::put_i32(&mut out, s::SPANNO, idx as i32 + 1);
         wire::put_str(&mut out, s::NAME, 20, &span.name);
         wire::put_str(&mut out, s::DESC, 40, &span.desc);
-        wire::put_i32(&mut out, s::ALARMS, span.alarms);
+        wire::put_i32(&mut out, s::ALARMS, span.reported_alarms());
         wire::put_i32(&mut out, s::TXLEVEL, 0);
         wire::put_i32(&mut out, s::RXLEVEL, 0);
         wire::put_i32(&mut out, s::BPVCOUNT, span.bpv as i32);

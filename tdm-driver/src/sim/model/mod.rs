@@ -418,7 +418,10 @@ struct Span {
     lineconfig: i32,
     lbo: i32,
     sync: i32,
+    /// Alarms injected on this span (its own receive side).
     alarms: i32,
+    /// The far end signals a remote alarm (RAI): it has lost our signal.
+    rai: bool,
     maint: i32,
     bpv: u32,
     crc4: u32,
@@ -440,6 +443,15 @@ impl Span {
         match self.line {
             LineType::E1 => c::LAW_ALAW,
             LineType::T1 => c::LAW_MULAW,
+        }
+    }
+
+    /// The alarms DAHDI reports: the span's own, plus YELLOW while the far end signals RAI.
+    fn reported_alarms(&self) -> i32 {
+        if self.rai {
+            self.alarms | c::ALARM_YELLOW
+        } else {
+            self.alarms
         }
     }
 
@@ -528,6 +540,7 @@ impl Model {
                 lbo: 0,
                 sync: 0,
                 alarms: 0,
+                rai: false,
                 maint: c::MAINT_NONE,
                 bpv: 0,
                 crc4: 0,
@@ -903,20 +916,36 @@ impl Model {
     }
 
     /// Sets a span's alarm bits, queuing ALARM/NOALARM on its channels when the state changes.
+    /// A span that loses the far end's signal (RED, LOS, BLUE) sends it a remote alarm
+    /// indication, so the far end of the cable goes YELLOW, as on a real E1/T1.
     pub fn set_alarms(&mut self, idx: usize, alarms: i32) -> Result<(), String> {
         let span = self
             .spans
-            .get_mut(idx)
+            .get(idx)
             .ok_or_else(|| format!("no span {}", idx + 1))?;
-        let before = span.alarms;
-        span.alarms = alarms;
-        if (before == 0) != (alarms == 0) {
-            let ev = if alarms == 0 {
-                c::EVENT_NOALARM
-            } else {
-                c::EVENT_ALARM
+        let peer = span.peer;
+        let before =
+            [Some(idx), peer].map(|i| i.and_then(|i| self.spans.get(i)).map(Span::reported_alarms));
+        if let Some(span) = self.spans.get_mut(idx) {
+            span.alarms = alarms;
+        }
+        let dead = self.spans.get(idx).is_some_and(Span::rx_dead);
+        if let Some(p) = peer.and_then(|p| self.spans.get_mut(p)) {
+            p.rai = dead;
+        }
+        for (i, was) in [Some(idx), peer].into_iter().zip(before) {
+            let (Some(i), Some(was)) = (i, was) else {
+                continue;
             };
-            self.span_event(idx, ev);
+            let now = self.spans.get(i).map(Span::reported_alarms).unwrap_or(0);
+            if (was == 0) != (now == 0) {
+                let ev = if now == 0 {
+                    c::EVENT_NOALARM
+                } else {
+                    c::EVENT_ALARM
+                };
+                self.span_event(i, ev);
+            }
         }
         Ok(())
     }
