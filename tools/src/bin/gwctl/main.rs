@@ -4,6 +4,7 @@
 mod audio;
 mod http;
 mod pri;
+mod calls;
 mod signals;
 mod tdm;
 
@@ -50,6 +51,18 @@ enum Command {
     /// ISDN PRI: decoded D-channel traces (live from a gateway, or from a capture file).
     #[command(subcommand)]
     Pri(PriCommand),
+    /// Live calls of a running gateway: legs, codecs, packets, jitter, loss.
+    Calls {
+        /// The gateway's HTTP listener.
+        #[arg(long, env = "GWCTL_GATEWAY", default_value = "127.0.0.1:8080")]
+        gateway: String,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// SIP diagnostics.
+    #[command(subcommand)]
+    Sip(SipCommand),
     /// Write a call-progress tone (dial, ringback, busy, congestion) to a WAV file.
     Tone {
         /// Tone plan: us, etsi, uk, de, fr.
@@ -137,6 +150,37 @@ enum TdmCommand {
         /// Duration in seconds.
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SipCommand {
+    /// SIP messages the gateway sent and received (live with --follow), or the ladder diagram
+    /// of one call.
+    Trace {
+        /// The gateway's HTTP listener.
+        #[arg(long, env = "GWCTL_GATEWAY", default_value = "127.0.0.1:8080")]
+        gateway: String,
+        /// Only this call (its URI, as `gwctl calls` shows it).
+        #[arg(long)]
+        call: Option<String>,
+        /// Draw a ladder diagram instead of printing the messages.
+        #[arg(long)]
+        ladder: bool,
+        /// Keep printing new messages.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Send OPTIONS to a SIP URI and print the status and round-trip time.
+    Ping {
+        /// Where, e.g. sip:127.0.0.1:5060 or sip:pbx.example.com.
+        uri: String,
+        /// How many pings (one a second).
+        #[arg(long, short, default_value_t = 1)]
+        count: u32,
+        /// Seconds to wait for each answer (retransmitting as RFC 3261 says).
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
     },
 }
 
@@ -291,6 +335,21 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             })?,
             (None, None) => return Err("give a span number (live trace) or --file CAPTURE".into()),
         },
+        Command::Calls { gateway, json } => print!("{}", calls::calls(&gateway, json)?),
+        Command::Sip(SipCommand::Trace {
+            gateway,
+            call,
+            ladder,
+            follow,
+        }) => calls::trace(&gateway, call.as_deref(), ladder, follow)?,
+        Command::Sip(SipCommand::Ping {
+            uri,
+            count,
+            timeout,
+        }) => {
+            let timeout = std::time::Duration::from_secs_f64(timeout.clamp(0.1, 600.0));
+            calls::ping(&uri, count, timeout)?;
+        }
         Command::Tone {
             country,
             kind,
