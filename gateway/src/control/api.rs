@@ -961,16 +961,12 @@ async fn event_stream(p: Arc<ControlPlane>, who: Principal, after: Option<u64>, 
     };
     let hub = p.hub.clone();
     drop(p);
-    let backlog = lock(&hub.log).since(last);
-    match backlog {
-        Ok(events) => {
-            for e in events {
-                last = e.seq;
-                if visible(&who, &e) && !send_json(&mut tx, &e).await {
-                    return;
-                }
-            }
-        }
+    let (backlog, latest) = {
+        let log = lock(&hub.log);
+        (log.since(last), log.latest())
+    };
+    let events = match backlog {
+        Ok(events) => events,
         Err(e) => {
             let _ = send_json(
                 &mut tx,
@@ -980,12 +976,22 @@ async fn event_stream(p: Arc<ControlPlane>, who: Principal, after: Option<u64>, 
             let _ = tx.close().await;
             return;
         }
-    }
-    let _ = send_json(
+    };
+    // First the greeting (where the stream resumes from), then what was missed, then live.
+    if !send_json(
         &mut tx,
-        &json!({ "type": "hello", "seq": last, "principal": who }),
+        &json!({ "type": "hello", "after": last, "latest": latest, "principal": who }),
     )
-    .await;
+    .await
+    {
+        return;
+    }
+    for e in events {
+        last = e.seq;
+        if visible(&who, &e) && !send_json(&mut tx, &e).await {
+            return;
+        }
+    }
     let mut beat = tokio::time::interval(heartbeat);
     beat.tick().await;
     loop {

@@ -625,6 +625,43 @@ impl ContactCenter {
         out
     }
 
+    /// A transfer's hunt for a target is over: its queue entry leaves and an agent still ringing
+    /// for it goes back to available. Offers of the call to a caller purpose are untouched.
+    pub fn cancel_hunt(&mut self, call: &CallUri, now: Instant) -> Vec<AcdOutput> {
+        let mut out = Vec::new();
+        let mut ringing: Vec<String> = Vec::new();
+        for a in self.agents.values() {
+            if a.presence != Presence::Ringing || a.call.as_ref() != Some(call) {
+                continue;
+            }
+            let queued = self
+                .waiting
+                .iter()
+                .find(|w| &w.call == call && w.offered_to.as_deref() == Some(a.config.id.as_str()));
+            let purpose = queued.map_or(a.direct_purpose, |w| Some(w.purpose));
+            if purpose == Some(Purpose::TransferTarget) {
+                ringing.push(a.config.id.clone());
+            }
+        }
+        self.waiting
+            .retain(|w| !(&w.call == call && w.purpose == Purpose::TransferTarget));
+        for id in ringing {
+            if let Some(a) = self.agents.get_mut(&id) {
+                a.call = None;
+                a.ring_deadline = None;
+                a.direct_purpose = None;
+                out.push(AcdOutput::Withdraw {
+                    call: call.clone(),
+                    agent: id.clone(),
+                    reason: WithdrawReason::CallGone,
+                });
+                set_presence(a, Presence::Available, now, &mut out);
+            }
+        }
+        self.dispatch(now, &mut out);
+        out
+    }
+
     /// Stops ringing `agent` (the offer it has); the call goes back to waiting if it came from
     /// a queue. `no_answer` sets the agent away or to the back of the idle order.
     fn withdraw_from(

@@ -948,6 +948,11 @@ impl ControlCore {
             && rec.target.as_ref().and_then(|t| t.agent.clone()) == me
             && rec.agent != me;
         let transfer_active = self.transfers.get(call).is_some();
+        let target_answered = rec.target.as_ref().is_some_and(|t| t.answered);
+        if is_target_agent && transfer_active && !target_answered {
+            // Ringing as a transfer target: hanging up means declining.
+            return self.decline(p, call, now);
+        }
         if is_target_agent && transfer_active {
             if let Some(leg) = rec.target.as_ref().and_then(|t| t.leg) {
                 out.push(Effect::Call(CallCommand::HangUp {
@@ -1881,9 +1886,8 @@ impl ControlCore {
                     if answered {
                         self.release_target_agent(call, now, out);
                     } else {
-                        // Withdraw offers still ringing for the transfer (not the first agent,
-                        // who is busy with the call).
-                        let o = self.center.call_gone(call, now);
+                        // Withdraw offers still ringing for the transfer.
+                        let o = self.center.cancel_hunt(call, now);
                         self.acd(o, now, out);
                     }
                 }
@@ -1919,14 +1923,26 @@ impl ControlCore {
                     let connected = matches!(ev, Event::TransferConnected { .. });
                     self.publish(call, ev, out);
                     if let Some(outcome) = outcome {
-                        self.finish_transfer(call, connected, outcome);
+                        self.finish_transfer(call, connected, outcome, now, out);
                     }
                 }
             }
         }
     }
 
-    fn finish_transfer(&mut self, call: &CallUri, connected: bool, outcome: String) {
+    fn finish_transfer(
+        &mut self,
+        call: &CallUri,
+        connected: bool,
+        outcome: String,
+        now: Instant,
+        out: &mut Vec<Effect>,
+    ) {
+        if !connected {
+            // However it failed, nobody may still be ringing for it.
+            let o = self.center.cancel_hunt(call, now);
+            self.acd(o, now, out);
+        }
         let Some(rec) = self.calls.get_mut(call) else {
             return;
         };
