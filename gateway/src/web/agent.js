@@ -131,8 +131,12 @@ function hidePop() {
   SB.show('pop', false);
 }
 
-function showCall(c) {
+// Shows the call held (or, as a consulted transfer target, the consultation: no transfer
+// controls, hanging up leaves the consultation).
+function showCall(c, consultTarget) {
   A.current = c.call_uri;
+  SB.show('transfer-controls', !consultTarget);
+  SB.text('call-role', consultTarget ? 'consultation from ' + (c.transfer.from || c.agent) : '');
   const el = SB.el('call');
   el.dataset.callUri = c.call_uri;
   SB.text('call-caller', c.caller);
@@ -143,7 +147,7 @@ function showCall(c) {
   SB.text('hold-btn', A.held ? 'Resume' : 'Hold');
   SB.text('mute-btn', A.muted ? 'Unmute' : 'Mute');
   const consulting = c.transfer && c.transfer.kind === 'attended';
-  SB.show('consult-panel', !!c.transfer);
+  SB.show('consult-panel', !!c.transfer && !consultTarget);
   SB.el('complete-btn').disabled = !consulting;
   if (c.transfer) SB.text('transfer-status', SB.partyLabel(c.transfer.target) + ': ' + JSON.stringify(c.transfer.state));
   SB.show('call', true);
@@ -167,7 +171,9 @@ function stopSoftphone() {
 async function refreshCall(uri) {
   try {
     const { data } = await SB.api('GET', SB.callPath(uri));
-    if (data.agent === A.me.id) showCall(data);
+    const consultTarget = data.transfer && data.transfer.target_agent === A.me.id && data.agent !== A.me.id;
+    if (data.agent === A.me.id || consultTarget) showCall(data, consultTarget);
+    else if (A.current === uri) clearCall();
   } catch (e) {
     if (e.status === 403 || e.status === 404) { if (A.current === uri) clearCall(); }
   }
@@ -217,6 +223,7 @@ async function answer() {
     A.pc = leg.pc; A.stream = leg.stream;
     if (leg.media !== 'ok') SB.text('softphone', leg.media);
     hidePop();
+    A.current = uri;
     await refreshCall(uri);
   } catch (e) {
     SB.text('softphone', 'failed: ' + e.message);
