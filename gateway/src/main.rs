@@ -43,6 +43,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = config.control.validate() {
+        tracing::error!("{e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -69,7 +73,30 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
             )
         })?;
     tracing::info!(listen = %listener.local_addr()?, "HTTP listener up: /healthz");
-    axum::serve(listener, gateway::web::router())
+    // The control plane (until the call engine is wired in, on a call side that refuses calls).
+    let plane = gateway::control::api::ControlPlane::start(
+        config.control.clone(),
+        std::sync::Arc::new(gateway::control::api::NoCallSide),
+    )
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    if config.control.access.listen.is_some() {
+        let access = gateway::control::access::AccessListener::bind(&config.control.access)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        tracing::info!(listen = %access.local_addr()?, tls = access.is_tls(), "access listener up: /api/v1, /agent, /supervisor, /caller");
+        let app = gateway::web::app(plane.clone());
+        tokio::spawn(async move {
+            if let Err(e) = access.serve(app, std::future::pending()).await {
+                tracing::error!("access listener failed: {e}");
+            }
+        });
+    }
+    let core_app = if config.control.access.api_on_core {
+        gateway::web::app(plane)
+    } else {
+        gateway::web::router()
+    };
+    axum::serve(listener, core_app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");

@@ -360,9 +360,11 @@ fn a_caller_who_hangs_up_while_ringing_frees_the_agent_without_losing_its_place(
 // ---- the control core, sans IO ----
 
 fn core_config() -> ControlConfig {
-    let mut cfg = ControlConfig::default();
-    cfg.agents = vec![agent("alice", &["s"]), agent("bob", &["s"])];
-    cfg.queues = vec![queue("support", Some("s"))];
+    let mut cfg = ControlConfig {
+        agents: vec![agent("alice", &["s"]), agent("bob", &["s"])],
+        queues: vec![queue("support", Some("s"))],
+        ..ControlConfig::default()
+    };
     cfg.access.admin_tokens = vec!["admin-token-123".into()];
     cfg.validate().unwrap();
     cfg

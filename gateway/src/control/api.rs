@@ -70,6 +70,26 @@ pub trait CallControl: Send + Sync + 'static {
     ) -> CallFuture<'_, String>;
 }
 
+/// A call side that refuses everything: what the control plane runs on until an engine is
+/// attached (agents can log in and the pages load; calls cannot be placed).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCallSide;
+
+impl CallControl for NoCallSide {
+    fn execute(&self, _command: CallCommand) -> CallFuture<'_, ()> {
+        Box::pin(async { Err(CallSideError::Failed("no call engine is attached".into())) })
+    }
+
+    fn accept_webrtc(
+        &self,
+        _call: &CallUri,
+        _leg: LegId,
+        _offer: String,
+    ) -> CallFuture<'_, String> {
+        Box::pin(async { Err(CallSideError::Failed("no call engine is attached".into())) })
+    }
+}
+
 /// Control API error response (status + JSON body `{"error": {...}}`).
 #[derive(Debug)]
 pub struct ApiError(pub ControlError);

@@ -1978,12 +1978,10 @@ impl ControlCore {
                     .offer_direct(call, &a, Purpose::TransferTarget, now)
                 {
                     Ok(o) => self.acd(o, now, out),
-                    Err(AcdError::WrongPresence { presence, .. })
-                        if matches!(
-                            presence,
-                            Presence::Busy | Presence::Ringing | Presence::WrapUp
-                        ) =>
-                    {
+                    Err(AcdError::WrongPresence {
+                        presence: Presence::Busy | Presence::Ringing | Presence::WrapUp,
+                        ..
+                    }) => {
                         self.pending
                             .push_back((call.clone(), Input::TargetFailed(FailureReason::Busy)));
                     }
