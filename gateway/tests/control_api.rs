@@ -1222,3 +1222,124 @@ async fn the_access_listener_serves_the_api_over_tls_only() {
     assert!(AccessListener::bind(&bad).await.is_err());
     server.abort();
 }
+
+#[tokio::test]
+async fn races_caller_hangs_up_mid_transfer_agent_leaves_consult_late_answer_and_refer() {
+    let h = start(config()).await;
+    h.login(ALICE, "alice").await;
+    h.login(BOB, "bob").await;
+    let mut wa = h.ws(ALICE, None).await;
+    let mut wb = h.ws(BOB, None).await;
+
+    // 1. The caller hangs up while the target rings: cancelled, bob's pop withdrawn, nothing left.
+    let (c1, caller1) = h.place("+15550010").await;
+    h.answer(ALICE, &c1).await;
+    h.post(
+        ALICE,
+        &format!("/api/v1/calls/{c1}/transfer"),
+        json!({ "target": { "agent": "bob" } }),
+    )
+    .await;
+    wb.next_of("call.offered").await;
+    h.fake.remote_hang_up(caller1);
+    assert_eq!(
+        wa.next_of("transfer.cancelled").await["by"],
+        "caller_hangup"
+    );
+    assert_eq!(
+        wb.next_of("call.offer_withdrawn").await["call_uri"],
+        c1.to_string()
+    );
+    wb.next_of("call.ended").await;
+    h.assert_nothing_left().await;
+    let (_, v) = h.get(BOB, "/api/v1/agents/bob").await;
+    assert_eq!(v["presence"], "available", "bob is free again");
+
+    // 2. The first agent hangs up during the consultation: the transfer completes.
+    // (Bob has been idle longer than Alice now: keep him away so the call goes to Alice.)
+    let (s, _) = h
+        .req(
+            "PUT",
+            Some(BOB),
+            "/api/v1/agents/bob/presence",
+            Some(json!({ "presence": "away" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (c2, caller2) = h.place("+15550011").await;
+    h.answer(ALICE, &c2).await;
+    h.req(
+        "PUT",
+        Some(BOB),
+        "/api/v1/agents/bob/presence",
+        Some(json!({ "presence": "available" })),
+    )
+    .await;
+    let (s, _) = h
+        .post(
+            ALICE,
+            &format!("/api/v1/calls/{c2}/consult"),
+            json!({ "target": { "agent": "bob" } }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    wb.next_of("call.offered").await;
+    let b_leg = h.answer(BOB, &c2).await;
+    wb.next_of("transfer.target_answered").await;
+    let (s, _) = h
+        .post(ALICE, &format!("/api/v1/calls/{c2}/hangup"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        wb.next_of("transfer.connected").await["call_uri"],
+        c2.to_string()
+    );
+    h.settle().await;
+    assert_eq!(
+        h.fake.hears(caller2),
+        Hears::Leg(b_leg),
+        "caller with bob after alice left"
+    );
+
+    // 3. A late answer from a leg we already released is released again.
+    let stale = LegId::new();
+    h.plane
+        .call_event(gateway::control::core::CallEvent::Answered {
+            call: c2.clone(),
+            leg: stale,
+        });
+    h.settle().await;
+    assert!(h.fake.commands().iter().any(
+        |c| matches!(c, gateway::control::core::CallCommand::HangUp { leg, .. } if *leg == stale)
+    ));
+
+    // 4. A SIP REFER from the holding agent's leg runs through the same executor; from any
+    //    other leg it is refused.
+    assert!(
+        h.plane
+            .refer(
+                &c2,
+                LegId::new(),
+                Party::TdmNumber("2003".into()),
+                gateway::control::TransferKind::Blind
+            )
+            .is_err()
+    );
+    h.plane
+        .refer(
+            &c2,
+            b_leg,
+            Party::TdmNumber("2003".into()),
+            gateway::control::TransferKind::Blind,
+        )
+        .unwrap();
+    assert_eq!(
+        wb.next_of("transfer.connected").await["target"]["tdm_number"],
+        "2003"
+    );
+    h.settle().await;
+    let ext = h.fake.legs_to("tdm:2003")[0];
+    assert_eq!(h.fake.hears(caller2), Hears::Leg(ext));
+    h.fake.remote_hang_up(caller2);
+    h.assert_nothing_left().await;
+}
