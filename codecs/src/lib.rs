@@ -12,6 +12,8 @@
 pub mod dtmf;
 pub mod error;
 pub mod g711;
+pub mod mf;
+pub mod opus;
 pub mod plc;
 pub mod resample;
 pub mod tones;

@@ -9,6 +9,7 @@ pub mod calls;
 pub mod config;
 pub mod control;
 pub mod media;
+pub mod rtc;
 pub mod sip;
 pub mod telemetry;
 pub mod web;

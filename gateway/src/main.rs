@@ -4,8 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use gateway::calls::relay_media::RelayMedia;
+use gateway::calls::server::{GatewayServer, ServerOptions};
 use gateway::config::{Config, DEFAULT_CONFIG};
 use gateway::telemetry::{self, LogFormat};
+use gateway::web::WebState;
 
 /// spanbridge media gateway (WebRTC, SIP and TDM legs; control-actions API).
 #[derive(Debug, Parser)]
@@ -72,34 +75,67 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
                 format!("cannot listen on {} (http.listen): {e}", config.http.listen),
             )
         })?;
-    tracing::info!(listen = %listener.local_addr()?, "HTTP listener up: /healthz");
-    // The control plane (until the call engine is wired in, on a call side that refuses calls).
+    let server = match &config.sip {
+        Some(_) => Some(
+            GatewayServer::start(
+                ServerOptions {
+                    config: config.clone(),
+                    timers: None,
+                    seed: None,
+                    external: Vec::new(),
+                },
+                Box::new(RelayMedia::new()),
+            )
+            .await?,
+        ),
+        None => {
+            tracing::info!("no [sip] section: no calls, HTTP only");
+            None
+        }
+    };
+    let state = WebState {
+        switch: server.as_ref().map(GatewayServer::handle),
+    };
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        "HTTP listener up: /healthz, /metrics, /diag/calls, /diag/sip/trace"
+    );
+    // The control plane (until the call engine implements CallControl, on a call side that
+    // refuses calls: agents log in, pages load).
     let plane = gateway::control::api::ControlPlane::start(
         config.control.clone(),
         std::sync::Arc::new(gateway::control::api::NoCallSide),
     )
     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let control_app = gateway::web::control_app(plane.clone());
     if config.control.access.listen.is_some() {
         let access = gateway::control::access::AccessListener::bind(&config.control.access)
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        tracing::info!(listen = %access.local_addr()?, tls = access.is_tls(), "access listener up: /api/v1, /agent, /supervisor, /caller");
-        let app = gateway::web::app(plane.clone());
+        tracing::info!(
+            listen = %access.local_addr()?,
+            tls = access.is_tls(),
+            "access listener up: /api/v1, /agent, /supervisor, /caller"
+        );
+        let app = gateway::web::router().merge(control_app.clone());
         tokio::spawn(async move {
             if let Err(e) = access.serve(app, std::future::pending()).await {
                 tracing::error!("access listener failed: {e}");
             }
         });
     }
-    let core_app = if config.control.access.api_on_core {
-        gateway::web::app(plane)
-    } else {
-        gateway::web::router()
-    };
-    axum::serve(listener, core_app)
+    let mut core_app = gateway::web::router_with(state);
+    if config.control.access.api_on_core {
+        core_app = core_app.merge(control_app);
+    }
+    let served = axum::serve(listener, core_app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
         })
-        .await
+        .await;
+    if let Some(s) = server {
+        s.shutdown().await?;
+    }
+    served
 }

@@ -1,19 +1,43 @@
-//! The HTTP surface of the gateway: the health check, and — when a control plane runs — the
-//! control-actions API and the agent, supervisor and caller pages (plain HTML and JavaScript,
-//! embedded in the binary, no build step).
+//! The HTTP surface of the gateway: `/healthz`, `/metrics` (Prometheus text format), the JSON
+//! diagnostics `gwctl` reads (`/diag/calls`, `/diag/sip/trace`, `/diag/stats`), and — with a
+//! control plane — the control-actions API and the agent, supervisor and caller pages (plain
+//! HTML and JavaScript, embedded in the binary, no build step).
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::http::header;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Json, Router, routing::get};
+use serde::Deserialize;
 use serde_json::json;
 
+use crate::calls::server::SwitchHandle;
+use crate::control::CallUri;
 use crate::control::api::{self, ControlPlane};
 
-/// Builds the router served on the core HTTP listener.
+/// What the HTTP handlers act on.
+#[derive(Clone, Debug, Default)]
+pub struct WebState {
+    /// The running switch, if the gateway runs calls.
+    pub switch: Option<SwitchHandle>,
+}
+
+/// Builds the router served on the core HTTP listener, without a switch (health only).
 pub fn router() -> Router {
-    Router::new().route("/healthz", get(healthz))
+    router_with(WebState::default())
+}
+
+/// Builds the router served on the core HTTP listener.
+pub fn router_with(state: WebState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/diag/calls", get(diag_calls))
+        .route("/diag/stats", get(diag_stats))
+        .route("/diag/sip/trace", get(diag_trace))
+        .with_state(Arc::new(state))
 }
 
 /// The pages and their assets, without the API.
@@ -45,10 +69,15 @@ pub fn pages() -> Router {
         )
 }
 
-/// The health check, the API and the pages: what the access listener publishes (and the core
-/// listener too when `control.access.api_on_core` is set).
+/// The API and the pages: what the access listener publishes (and the core listener too when
+/// `control.access.api_on_core` is set).
+pub fn control_app(plane: Arc<ControlPlane>) -> Router {
+    pages().merge(api::router(plane))
+}
+
+/// The health check, the API and the pages (tests and the access listener).
 pub fn app(plane: Arc<ControlPlane>) -> Router {
-    router().merge(pages()).merge(api::router(plane))
+    router().merge(control_app(plane))
 }
 
 /// The agent page.
@@ -91,4 +120,392 @@ fn asset(ty: &'static str, body: &'static str) -> Response {
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+fn no_switch() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": "this gateway runs no calls (no [sip] section)"})),
+    )
+        .into_response()
+}
+
+async fn diag_calls(State(st): State<Arc<WebState>>) -> Response {
+    let Some(sw) = &st.switch else {
+        return no_switch();
+    };
+    let calls = sw
+        .run(|sw, now| {
+            let calls = sw.engine.calls(now);
+            let mut out = Vec::new();
+            for c in calls {
+                let mut v = serde_json::to_value(&c).unwrap_or_default();
+                if let Some(legs) = v.get_mut("legs").and_then(|l| l.as_array_mut()) {
+                    for (leg, info) in legs.iter_mut().zip(&c.legs) {
+                        if let Some(stats) = sw.media.leg_stats(info.id) {
+                            leg["media"] = serde_json::to_value(stats).unwrap_or_default();
+                        }
+                    }
+                }
+                out.push(v);
+            }
+            out
+        })
+        .await;
+    match calls {
+        Some(c) => Json(json!({ "calls": c })).into_response(),
+        None => no_switch(),
+    }
+}
+
+async fn diag_stats(State(st): State<Arc<WebState>>) -> Response {
+    let Some(sw) = &st.switch else {
+        return no_switch();
+    };
+    let stats = sw
+        .run(|sw, _| {
+            json!({
+                "counts": sw.counts(),
+                "media": sw.media.counts(),
+                "engine": sw.engine.stats(),
+                "sip": {
+                    "legs": format!("{:?}", sw.sip.stats()),
+                    "transactions": format!("{:?}", sw.sip.transaction_stats()),
+                },
+            })
+        })
+        .await;
+    match stats {
+        Some(s) => Json(s).into_response(),
+        None => no_switch(),
+    }
+}
+
+/// `?since=N&call=URI`.
+#[derive(Debug, Deserialize)]
+struct TraceQuery {
+    #[serde(default)]
+    since: u64,
+    call: Option<String>,
+}
+
+async fn diag_trace(State(st): State<Arc<WebState>>, Query(q): Query<TraceQuery>) -> Response {
+    let Some(sw) = &st.switch else {
+        return no_switch();
+    };
+    let call = match q.call.as_deref().map(str::parse::<CallUri>) {
+        Some(Ok(u)) => Some(u),
+        Some(Err(e)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.to_string()})),
+            )
+                .into_response();
+        }
+        None => None,
+    };
+    let since = q.since;
+    match sw
+        .run(move |sw, _| sw.trace_since(since, call.as_ref()))
+        .await
+    {
+        Some(t) => Json(json!({ "messages": t })).into_response(),
+        None => no_switch(),
+    }
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {v}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+fn one(v: impl Into<f64>) -> Vec<(String, f64)> {
+    vec![(String::new(), v.into())]
+}
+
+async fn metrics(State(st): State<Arc<WebState>>) -> Response {
+    let mut out = String::new();
+    metric(
+        &mut out,
+        "gateway_up",
+        "gauge",
+        "The gateway is running.",
+        &one(1.0),
+    );
+    let Some(sw) = &st.switch else {
+        return ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response();
+    };
+    let cps = sw.counters().cps();
+    let snapshot = sw
+        .run(|sw, now| {
+            let calls = sw.engine.calls(now);
+            let mut by_kind = std::collections::BTreeMap::new();
+            let mut jitter_max: f64 = 0.0;
+            let mut jitter_sum = 0.0;
+            let mut jitter_n = 0u32;
+            let mut live = crate::calls::cdr::LegMediaStats::default();
+            for c in &calls {
+                for l in &c.legs {
+                    *by_kind.entry(l.kind.as_str()).or_insert(0u64) += 1;
+                    if let Some(s) = sw.media.leg_stats(l.id) {
+                        jitter_max = jitter_max.max(s.jitter_ms);
+                        jitter_sum += s.jitter_ms;
+                        jitter_n += 1;
+                        live.packets_received += s.packets_received;
+                        live.packets_sent += s.packets_sent;
+                        live.packets_lost += s.packets_lost;
+                    }
+                }
+            }
+            let done = sw.media_totals().clone();
+            (
+                sw.counts(),
+                sw.media.counts(),
+                sw.engine.stats().clone(),
+                sw.sip.transaction_stats().clone(),
+                sw.sip.stats().clone(),
+                by_kind,
+                (
+                    jitter_max,
+                    if jitter_n > 0 {
+                        jitter_sum / f64::from(jitter_n)
+                    } else {
+                        0.0
+                    },
+                ),
+                (live, done),
+            )
+        })
+        .await;
+    let Some((counts, media, engine, tx, sip, by_kind, (jmax, javg), (live, done))) = snapshot
+    else {
+        return no_switch();
+    };
+    metric(
+        &mut out,
+        "gateway_calls_active",
+        "gauge",
+        "Calls in progress.",
+        &one(counts.calls as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_calls_total",
+        "counter",
+        "Calls created.",
+        &one(engine.calls_total as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_calls_answered_total",
+        "counter",
+        "Calls answered.",
+        &one(engine.calls_answered as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_calls_failed_total",
+        "counter",
+        "Calls that ended unanswered.",
+        &one(engine.calls_failed as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_calls_per_second",
+        "gauge",
+        "New calls per second over the last 10 s.",
+        &one(cps),
+    );
+    let kinds: Vec<(String, f64)> = ["sip", "webrtc", "tdm", "service"]
+        .iter()
+        .map(|k| {
+            (
+                format!("kind=\"{k}\""),
+                by_kind.get(k).copied().unwrap_or(0) as f64,
+            )
+        })
+        .collect();
+    metric(
+        &mut out,
+        "gateway_legs_active",
+        "gauge",
+        "Legs of live calls by technology.",
+        &kinds,
+    );
+    metric(
+        &mut out,
+        "gateway_sip_legs_active",
+        "gauge",
+        "SIP legs live or finishing their signalling.",
+        &one(counts.sip_legs as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_sip_transactions_active",
+        "gauge",
+        "Live SIP transactions.",
+        &one(counts.transactions as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_sip_malformed_requests_total",
+        "counter",
+        "Requests that failed to parse.",
+        &one(tx.malformed_requests as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_sip_malformed_responses_total",
+        "counter",
+        "Responses that failed to parse (dropped).",
+        &one(tx.malformed_responses_dropped as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_sip_retransmissions_total",
+        "counter",
+        "SIP retransmissions sent by timers.",
+        &one(tx.retransmissions as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_sip_ack_timeouts_total",
+        "counter",
+        "Legs hung up because our 2xx was never ACKed.",
+        &one(sip.ack_timeouts as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_sip_refused_total",
+        "counter",
+        "Requests refused before a leg existed (ACL, auth, validation).",
+        &one(sip.refused as f64),
+    );
+    let trunk = |f: &dyn Fn(&crate::calls::engine::TrunkCounters) -> f64| -> Vec<(String, f64)> {
+        engine
+            .trunks
+            .iter()
+            .map(|(n, c)| (format!("trunk=\"{n}\""), f(c)))
+            .collect()
+    };
+    metric(
+        &mut out,
+        "gateway_trunk_calls_in_total",
+        "counter",
+        "Calls in from each trunk.",
+        &trunk(&|c| c.calls_in as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_trunk_calls_out_total",
+        "counter",
+        "Calls out to each trunk.",
+        &trunk(&|c| c.calls_out as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_trunk_answered_total",
+        "counter",
+        "Outbound calls each trunk answered.",
+        &trunk(&|c| c.answered as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_trunk_failed_total",
+        "counter",
+        "Outbound calls that failed on each trunk.",
+        &trunk(&|c| c.failed as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_trunk_active",
+        "gauge",
+        "Live legs on each trunk.",
+        &trunk(&|c| c.active as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_trunk_up",
+        "gauge",
+        "Trunk answers OPTIONS keepalives (1), does not (0), not pinged (-1).",
+        &trunk(&|c| match c.up {
+            Some(true) => 1.0,
+            Some(false) => 0.0,
+            None => -1.0,
+        }),
+    );
+    metric(
+        &mut out,
+        "gateway_media_legs_active",
+        "gauge",
+        "Live media legs.",
+        &one(media.legs as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_rtp_sockets_open",
+        "gauge",
+        "Open RTP/RTCP sockets.",
+        &one(media.sockets as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_rtp_packets_received_total",
+        "counter",
+        "RTP packets received.",
+        &one((live.packets_received + done.packets_received) as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_rtp_packets_sent_total",
+        "counter",
+        "RTP packets sent.",
+        &one((live.packets_sent + done.packets_sent) as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_rtp_packets_lost_total",
+        "counter",
+        "RTP packets lost (RFC 3550).",
+        &one((live.packets_lost + done.packets_lost).max(0) as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_rtp_jitter_ms",
+        "gauge",
+        "Interarrival jitter over live legs.",
+        &[
+            ("stat=\"max\"".to_owned(), jmax),
+            ("stat=\"mean\"".to_owned(), javg),
+        ],
+    );
+    metric(
+        &mut out,
+        "gateway_media_timeouts_total",
+        "counter",
+        "Calls ended for RTP inactivity.",
+        &one(engine.media_timeouts as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_dtmf_digits_relayed_total",
+        "counter",
+        "DTMF digits relayed between legs.",
+        &one(engine.digits_relayed as f64),
+    );
+    metric(
+        &mut out,
+        "gateway_dtmf_digits_deduplicated_total",
+        "counter",
+        "Second copies of a digit press dropped.",
+        &one(engine.digits_deduplicated as f64),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -254,3 +254,112 @@ proptest! {
         prop_assert_eq!(player.dropped(), 2);
     }
 }
+
+/// One step of [`rtp_leg_survives_any_datagrams_and_renegotiation`].
+#[derive(Debug, Clone)]
+enum LegOp {
+    /// A datagram on the RTP (or rtcp-mux) port.
+    Media(u8, u8, u8, Vec<u8>),
+    /// A datagram on the separate RTCP port.
+    Rtcp(u8, Vec<u8>),
+    /// A re-negotiation.
+    Reconfigure(u8, u8, u16, u8, bool, bool),
+    /// 20 ms of playout and sending (comfort noise instead of audio when true), timers.
+    Tick(bool),
+    /// A digit to send.
+    Digit(char, u16),
+}
+
+fn leg_op() -> impl Strategy<Value = LegOp> {
+    prop_oneof![
+        4 => (0u8..3,
+              prop_oneof![Just(0x80u8), Just(0x90), Just(0xa0), any::<u8>()],
+              prop_oneof![Just(0u8), Just(8), Just(13), Just(101), Just(96), Just(200), Just(201), any::<u8>()],
+              proptest::collection::vec(any::<u8>(), 0..600))
+            .prop_map(|(w, a, b, rest)| LegOp::Media(w, a, b, rest)),
+        1 => (0u8..3, proptest::collection::vec(any::<u8>(), 0..120)).prop_map(|(w, d)| LegOp::Rtcp(w, d)),
+        1 => (0u8..3, prop_oneof![Just(0u8), Just(8), Just(96), any::<u8>()], 0u16..80, 0u8..4, any::<bool>(), any::<bool>())
+            .prop_map(|(f, pt, ptime, dir, cn, mux)| LegOp::Reconfigure(f, pt, ptime, dir, cn, mux)),
+        6 => any::<bool>().prop_map(LegOp::Tick),
+        1 => (prop_oneof![Just('5'), Just('#'), Just('x')], 0u16..10_000).prop_map(|(d, ms)| LegOp::Digit(d, ms)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The datagram path of an RTP leg, with everything the plane does to it between packets
+    /// (re-negotiation of format, payload type, ptime, direction, CN and rtcp-mux; playout;
+    /// comfort noise; ptime-10 second halves; digits; timers), never panics, and what it sends
+    /// is always one stream: one SSRC, sequence numbers +1.
+    #[test]
+    fn rtp_leg_survives_any_datagrams_and_renegotiation(ops in proptest::collection::vec(leg_op(), 0..150)) {
+        use gateway::media::codec::AudioFormat;
+        use gateway::media::leg::{Direction, RtpLeg, RtpLegConfig};
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let peer = std::net::SocketAddr::from(([192, 0, 2, 1], 4000));
+        let mut leg = RtpLeg::new(RtpLegConfig { comfort_noise: Some(13), ..RtpLegConfig::new(5, Some(peer)) }, t0);
+        let mut now = t0;
+        let mut frame = [0i16; 160];
+        let mut out = [0u8; 1500];
+        let mut sent: Vec<(u32, u16)> = vec![];
+        let mut record = |r: Option<(usize, std::net::SocketAddr)>, out: &[u8]| {
+            if let Some((n, _)) = r {
+                let p = RtpPacket::parse(&out[..n]).unwrap();
+                sent.push((p.ssrc, p.sequence));
+            }
+        };
+        for op in ops {
+            match op {
+                LegOp::Media(who, b0, b1, rest) => {
+                    let mut d = vec![b0, b1];
+                    d.extend_from_slice(&rest);
+                    leg.handle_datagram(now, std::net::SocketAddr::from(([192, 0, 2, 1 + who], 4000)), &d);
+                }
+                LegOp::Rtcp(who, d) => {
+                    leg.handle_rtcp_datagram(now, std::net::SocketAddr::from(([192, 0, 2, 1 + who], 4001)), &d);
+                }
+                LegOp::Reconfigure(f, pt, ptime, dir, cn, mux) => {
+                    let format = [AudioFormat::Pcmu, AudioFormat::Pcma, AudioFormat::L16][usize::from(f)];
+                    let direction = [Direction::SendRecv, Direction::SendOnly, Direction::RecvOnly, Direction::Inactive][usize::from(dir)];
+                    leg.reconfigure(now, RtpLegConfig {
+                        format,
+                        payload_type: pt,
+                        ptime_ms: ptime,
+                        direction,
+                        comfort_noise: cn.then_some(13),
+                        rtcp_mux: mux,
+                        ..RtpLegConfig::new(99, Some(peer))
+                    });
+                }
+                LegOp::Tick(cn) => {
+                    now += Duration::from_millis(20);
+                    leg.pull(now, &mut frame);
+                    let r = if cn { leg.send_comfort_noise(&mut out) } else { leg.send(&frame, &mut out) };
+                    record(r, &out);
+                    while leg.has_pending() {
+                        let r = leg.send_pending(&mut out);
+                        prop_assert!(r.is_some());
+                        record(r, &out);
+                    }
+                    loop {
+                        let r = leg.poll_dtmf(now, &mut out);
+                        if r.is_none() { break; }
+                        record(r, &out);
+                    }
+                    let _ = leg.poll_rtcp(now, &mut out);
+                    leg.handle_timeout(now);
+                    while leg.poll_event().is_some() {}
+                }
+                LegOp::Digit(d, ms) => {
+                    let _ = leg.send_digit_for(d, Duration::from_millis(u64::from(ms)));
+                }
+            }
+        }
+        for w in sent.windows(2) {
+            prop_assert_eq!(w[0].0, w[1].0, "one SSRC");
+            prop_assert_eq!(w[1].1, w[0].1.wrapping_add(1), "sequence +1");
+        }
+    }
+}

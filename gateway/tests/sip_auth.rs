@@ -337,6 +337,9 @@ fn register_answers_401_and_refreshes_before_expiry_with_the_same_call_id() {
             call_id: "reg-1".into(),
             from_tag: "rt".into(),
             retry_after: Duration::from_secs(60),
+            retry_max: Duration::from_secs(600),
+            instance: None,
+            reg_id: None,
         },
         DigestClient::new("alice", "s3cret"),
     );
@@ -395,6 +398,9 @@ fn register_with_a_wrong_password_fails_and_schedules_a_retry() {
             call_id: "reg-2".into(),
             from_tag: "rt".into(),
             retry_after: Duration::from_secs(60),
+            retry_max: Duration::from_secs(600),
+            instance: None,
+            reg_id: None,
         },
         DigestClient::new("alice", "wrong"),
     );
@@ -407,7 +413,10 @@ fn register_with_a_wrong_password_fails_and_schedules_a_retry() {
     assert_eq!(r401.status, 401);
     assert_eq!(
         reg.handle_response(t0, &r401, "z9hG4bKw3", "c"),
-        RegistrationAction::Failed { status: 0 }
+        RegistrationAction::Failed {
+            status: 0,
+            retry_in: Duration::from_secs(60)
+        }
     );
     assert!(!reg.is_registered(t0));
     assert_eq!(reg.poll_timeout(), Some(t0 + Duration::from_secs(60)));

@@ -229,6 +229,7 @@ fn policy() -> UasPolicy {
             "multipart/mixed".into(),
             "text/plain".into(),
         ],
+        ..UasPolicy::default()
     }
 }
 

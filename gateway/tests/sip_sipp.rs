@@ -304,3 +304,195 @@ async fn sipp_register_with_digest_over_tcp() {
     );
     uas.shutdown().await.unwrap();
 }
+
+async fn check_refusals(scenario_file: &'static str) -> UdpUas {
+    use gateway::sip::transaction::TimerConfig;
+    use gateway::sip::uas::OptionsUas;
+    use gateway::sip::validate::UasPolicy;
+    let uas = UdpUas::bind_with(
+        "127.0.0.1:0".parse().unwrap(),
+        OptionsUas::new(TimerConfig::default()).with_layer_policy(Some(UasPolicy::gateway())),
+    )
+    .await
+    .unwrap();
+    let target = uas.local_addr();
+    let run = tokio::task::spawn_blocking(move || run_sipp(target, scenario_file, &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        run.exit_code,
+        Some(0),
+        "{scenario_file}: sipp failed: {}",
+        run.stderr
+    );
+    assert_eq!(run.successful, u64::from(CALLS), "{scenario_file}");
+    assert_eq!(run.failed, 0, "{scenario_file}");
+    uas
+}
+
+fn counter(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `OPTIONS ... SIP/7.0`: 505 from the transaction layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_wrong_sip_version_gets_505() {
+    let uas = check_refusals("bad_version_uac.xml").await;
+    assert!(counter(&uas.counters().malformed_requests) >= u64::from(CALLS));
+    assert_eq!(counter(&uas.counters().answered), 0, "the TU never saw one");
+    uas.shutdown().await.unwrap();
+}
+
+/// INVITE with `Require: frobnication, 100rel`: 420 with `Unsupported: frobnication` (100rel
+/// is ours), and SIPp's ACK is absorbed by the INVITE server transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_unsupported_require_gets_420_and_the_ack_is_absorbed() {
+    let uas = check_refusals("require_uac.xml").await;
+    let c = uas.counters();
+    // Give the last ACK a moment to be counted.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(counter(&c.rejected_requests), u64::from(CALLS));
+    assert_eq!(counter(&c.absorbed_acks), u64::from(CALLS));
+    assert_eq!(counter(&c.answered), 0);
+    uas.shutdown().await.unwrap();
+}
+
+/// INVITE with `Max-Forwards: 0`: 483.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_max_forwards_zero_gets_483() {
+    let uas = check_refusals("max_forwards_uac.xml").await;
+    assert_eq!(counter(&uas.counters().rejected_requests), u64::from(CALLS));
+    uas.shutdown().await.unwrap();
+}
+
+/// The same request by two paths (new branch, same From tag/Call-ID/CSeq): 200 then 482.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_merged_request_gets_482() {
+    let uas = check_refusals("merged_uac.xml").await;
+    let c = uas.counters();
+    assert_eq!(
+        counter(&c.answered),
+        u64::from(CALLS),
+        "first copies answered"
+    );
+    assert_eq!(counter(&c.rejected_requests), u64::from(CALLS));
+    uas.shutdown().await.unwrap();
+}
+
+/// Our client transactions against a SIPp UAS that sends three broken responses before the
+/// good 200: each broken one is dropped and counted, every OPTIONS still completes with 200,
+/// and no transaction is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_malformed_responses_are_dropped_counted_and_transactions_complete() {
+    use gateway::sip::message::{HeaderName, Method, Request, Uri};
+    use gateway::sip::transaction::{Reliability, TimerConfig, TransactionLayer, TuEvent};
+    use std::time::{Duration, Instant};
+    const N: u32 = 20;
+    let sipp_port = free_udp_port();
+    let sipp_addr: std::net::SocketAddr = format!("127.0.0.1:{sipp_port}").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("stats.csv");
+    let mut child = std::process::Command::new("sipp")
+        .current_dir(dir.path())
+        .args([
+            "-sf",
+            scenario("malformed_responses_uas.xml").to_str().unwrap(),
+        ])
+        .args(["-i", "127.0.0.1", "-p", &sipp_port.to_string()])
+        .args(["-m", &N.to_string(), "-timeout", "30", "-nostdin"])
+        .args(["-trace_stat", "-stf", csv.to_str().unwrap(), "-fd", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sipp not found: install sip-tester");
+    // Give SIPp time to bind its socket.
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = sock.local_addr().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut layer = TransactionLayer::new(TimerConfig::default());
+    let mut completed = 0u32;
+    let mut buf = vec![0u8; 65_535];
+    for i in 0..N {
+        let mut req = Request::new(
+            Method::Options,
+            Uri::parse(&format!("sip:ping@{sipp_addr}")).unwrap(),
+        );
+        let h = &mut req.headers;
+        h.push(
+            HeaderName::Via,
+            format!("SIP/2.0/UDP {local};branch=z9hG4bKmr{i};rport"),
+        );
+        h.push(HeaderName::MaxForwards, "70");
+        h.push(HeaderName::From, format!("<sip:probe@{local}>;tag=p{i}"));
+        h.push(HeaderName::To, format!("<sip:ping@{sipp_addr}>"));
+        h.push(HeaderName::CallId, format!("mr-{i}-{}", std::process::id()));
+        h.push(HeaderName::CSeq, "1 OPTIONS");
+        h.push(HeaderName::ContentLength, "0");
+        let key = layer
+            .send_request(Instant::now(), req, sipp_addr, Reliability::Unreliable)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut done = false;
+        while !done && Instant::now() < deadline {
+            while let Some(t) = layer.poll_transmit() {
+                sock.send_to(&t.bytes, t.dest).await.unwrap();
+            }
+            let wake = layer.poll_timeout().unwrap_or(deadline).min(deadline);
+            tokio::select! {
+                r = sock.recv_from(&mut buf) => {
+                    let (n, from) = r.unwrap();
+                    layer.handle_datagram(Instant::now(), &buf[..n], from, Reliability::Unreliable);
+                }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                    layer.handle_timeout(Instant::now());
+                }
+            }
+            while let Some(ev) = layer.poll_event() {
+                match ev {
+                    TuEvent::Response { key: k, response } if k == key => {
+                        assert_eq!(response.status, 200);
+                        completed += 1;
+                        done = true;
+                    }
+                    TuEvent::Timeout { .. } => panic!("OPTIONS {i} timed out"),
+                    _ => {}
+                }
+            }
+        }
+        if !done {
+            child.kill().ok();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "OPTIONS {i} never completed; {:?}; sipp: {}",
+                layer.stats(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // Drain stragglers for a moment.
+    let end = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < end {
+        if let Ok(Ok((n, from))) =
+            tokio::time::timeout(Duration::from_millis(50), sock.recv_from(&mut buf)).await
+        {
+            layer.handle_datagram(Instant::now(), &buf[..n], from, Reliability::Unreliable);
+        }
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sipp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(completed, N);
+    let s = layer.stats();
+    assert_eq!(s.malformed_responses_dropped, u64::from(3 * N), "{s:?}");
+    assert_eq!(s.misrouted_responses, u64::from(N));
+    // Timer K (5 s on UDP) ends the completed transactions; skip ahead on virtual time.
+    layer.handle_timeout(Instant::now() + Duration::from_secs(6));
+    assert!(layer.is_empty(), "{} transactions left", layer.len());
+    assert_eq!(stat(&csv, "SuccessfulCall(C)"), u64::from(N));
+}

@@ -85,10 +85,15 @@ fn off_hook_on_one_span_rings_off_hook_on_the_other() {
     assert_eq!(a.iomux(IOMUX_SIGEVENT).unwrap(), IOMUX_SIGEVENT);
     assert_eq!(a.get_event().unwrap(), EVENT_RINGOFFHOOK);
     drop(b);
-    assert_eq!(
-        a.iomux(IOMUX_SIGEVENT | IOMUX_READ).unwrap() & IOMUX_SIGEVENT,
-        IOMUX_SIGEVENT
-    );
+    // Audio blocks keep arriving meanwhile; the on-hook crosses with the next tick's bits.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while a.iomux(IOMUX_SIGEVENT | IOMUX_READ).unwrap() & IOMUX_SIGEVENT == 0 {
+        let _ = a.read(&mut buf);
+        assert!(
+            Instant::now() < deadline,
+            "no event after closing the far end"
+        );
+    }
     assert_eq!(a.get_event().unwrap(), EVENT_ONHOOK);
 }
 

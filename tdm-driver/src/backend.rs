@@ -133,6 +133,14 @@ pub enum Op<'a> {
     TimerPing,
     /// DAHDI_TIMERPONG.
     TimerPong,
+    /// DAHDI_GETRXBITS: the CAS bits received (ABCD in the low 4 bits).
+    GetRxBits(&'a mut i32),
+    /// DAHDI_SETTXBITS: the CAS bits to send (CAS signalling).
+    SetTxBits(i32),
+    /// DAHDI_SETPOLARITY: 1 reverses the battery (FXO-signalled channels).
+    SetPolarity(i32),
+    /// DAHDI_SETCADENCE: the ring cadence (ms on/off pairs) of an FXO-signalled channel.
+    SetCadence(&'a abi::RingCadence),
 }
 
 impl Op<'_> {
@@ -174,6 +182,10 @@ impl Op<'_> {
             Op::TimerAck(_) => abi::DAHDI_TIMERACK,
             Op::TimerPing => abi::DAHDI_TIMERPING,
             Op::TimerPong => abi::DAHDI_TIMERPONG,
+            Op::GetRxBits(_) => abi::DAHDI_GETRXBITS,
+            Op::SetTxBits(_) => abi::DAHDI_SETTXBITS,
+            Op::SetPolarity(_) => abi::DAHDI_SETPOLARITY,
+            Op::SetCadence(_) => abi::DAHDI_SETCADENCE,
         }
     }
 
@@ -314,6 +326,10 @@ impl Backend for DeviceRoot {
             Op::TimerAck(v) => abi::timerack(fd, &v),
             Op::TimerPing => abi::timerping(fd),
             Op::TimerPong => abi::timerpong(fd),
+            Op::GetRxBits(v) => abi::getrxbits(fd, v),
+            Op::SetTxBits(v) => abi::settxbits(fd, &v),
+            Op::SetPolarity(v) => abi::setpolarity(fd, &v),
+            Op::SetCadence(v) => abi::setcadence(fd, v),
         };
         result.map(drop).map_err(errno)
     }

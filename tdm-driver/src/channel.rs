@@ -292,9 +292,73 @@ impl<B: Backend> Channel<B> {
         self.op(Op::BufferEvents(i32::from(on)))
     }
 
-    /// DAHDI_HOOK.
+    /// DAHDI_HOOK. On a non-blocking handle DAHDI answers RING, START, WINK and FLASH with
+    /// EINPROGRESS (the state change runs on; HOOKCOMPLETE follows): that is success here.
     pub fn hook(&self, hook: Hook) -> Result<()> {
-        self.op(Op::Hook(hook.to_raw()))
+        match self.op_io(Op::Hook(hook.to_raw())) {
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
+            other => other.map_err(|e| TdmError::from_io("DAHDI_HOOK", &self.path, e)),
+        }
+    }
+
+    /// DAHDI_GETRXBITS: the CAS bits received (A = 8, B = 4, C = 2, D = 1).
+    pub fn rx_bits(&self) -> Result<u8> {
+        let mut raw = 0;
+        self.op(Op::GetRxBits(&mut raw))?;
+        Ok((raw & 0xf) as u8)
+    }
+
+    /// DAHDI_SETTXBITS: the CAS bits to send (channels with `cas` signalling).
+    pub fn set_tx_bits(&self, bits: u8) -> Result<()> {
+        self.op(Op::SetTxBits(i32::from(bits & 0xf)))
+    }
+
+    /// DAHDI_SETPOLARITY: reverse (`true`) or restore the battery polarity (FXO signalling:
+    /// answer and disconnect supervision towards a station).
+    pub fn set_polarity(&self, reversed: bool) -> Result<()> {
+        self.op(Op::SetPolarity(i32::from(reversed)))
+    }
+
+    /// DAHDI_SETCADENCE: the ring cadence of an FXO-signalled channel, in ms, on/off pairs
+    /// (at most 16 values; a negative "on" value marks where the cadence loops back to).
+    pub fn set_cadence(&self, cadence: &[i32]) -> Result<()> {
+        if cadence.is_empty() || cadence.len() > 16 {
+            return Err(TdmError::InvalidArgument {
+                op: "DAHDI_SETCADENCE",
+                reason: format!("a cadence has 1..=16 values, got {}", cadence.len()),
+            });
+        }
+        let mut c = abi::RingCadence::default();
+        for (slot, v) in c.ringcadence.iter_mut().zip(cadence) {
+            *slot = *v;
+        }
+        self.op(Op::SetCadence(&c))
+    }
+
+    /// One ioctl whose failure is returned as the bare OS error: no allocation on any path
+    /// (for the span thread, which must not allocate even when a request fails).
+    pub(crate) fn op_io(&self, op: Op<'_>) -> std::io::Result<()> {
+        self.backend.ioctl(&self.handle, op)
+    }
+
+    /// One read() (retried on EINTR) with the bare OS error; see [`Channel::op_io`].
+    pub(crate) fn read_io(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.backend.read(&self.handle, buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// One write() (retried on EINTR) with the bare OS error; see [`Channel::op_io`].
+    pub(crate) fn write_io(&self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.backend.write(&self.handle, buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
     }
 
     /// DAHDI_GETEVENT: pops one event, `None` if the queue is empty.

@@ -261,6 +261,25 @@ impl From<&abi::Params> for ChannelParams {
 }
 
 impl ChannelTiming {
+    /// DAHDI's defaults (`dahdi/kernel.h`): pre-wink 50, pre-flash 50, wink 150, flash 750,
+    /// start 1500, receive wink 250, receive flash 1250, debounce 600, pulse break/make 50,
+    /// pulse inter-digit 750 ms.
+    pub fn dahdi_defaults() -> Self {
+        Self {
+            prewink: 50,
+            preflash: 50,
+            wink: 150,
+            flash: 750,
+            start: 1500,
+            rxwink: 250,
+            rxflash: 1250,
+            debounce: 600,
+            pulse_break: 50,
+            pulse_make: 50,
+            pulse_after: 750,
+        }
+    }
+
     pub(crate) fn write_into(&self, p: &mut abi::Params) {
         p.prewinktime = self.prewink;
         p.preflashtime = self.preflash;

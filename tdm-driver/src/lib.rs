@@ -10,16 +10,21 @@
 //! - [`Pseudo`], [`Timer`]: pseudo channels and DAHDI timers.
 //! - [`AsyncChannel`]: a non-blocking channel on tokio for control paths.
 //! - [`config`]: DAHDI's `system.conf`, parsed and applied as `dahdi_cfg` does.
+//! - [`span`]: the per-span media thread, with per-channel signalling rings.
+//! - [`cas`]: E&M and loop-start signalling as sans-IO state machines; [`pri`]: ISDN PRI.
+//! - [`leg`]: the leg-level events both report.
 
 #![warn(missing_docs)]
 
 pub mod abi;
 mod backend;
+pub mod cas;
 mod channel;
 pub mod config;
 mod ctl;
 mod error;
 pub mod hdlc;
+pub mod leg;
 pub mod pri;
 pub mod sim;
 pub mod span;

@@ -100,9 +100,12 @@ fn hook_changes_and_alarms_arrive_as_events() {
     let a = Channel::open_span_channel_with(sim.clone(), 1, 5, true).unwrap();
     let b = Channel::open_span_channel_with(sim.clone(), 2, 5, true).unwrap();
     a.hook(Hook::OffHook).unwrap();
-    sim.advance(50);
-    assert_eq!(b.get_event().unwrap(), Some(Event::RingOffHook));
+    // DAHDI's E&M receiver calls an off-hook a seizure once it outlasts 250 ms (a wink).
+    sim.advance(200);
+    assert_eq!(b.get_event().unwrap(), None);
     assert!(b.params().unwrap().rx_off_hook);
+    sim.advance(100);
+    assert_eq!(b.get_event().unwrap(), Some(Event::RingOffHook));
     a.hook(Hook::OnHook).unwrap();
     sim.advance(50);
     assert_eq!(b.get_event().unwrap(), Some(Event::OnHook));
@@ -115,7 +118,12 @@ fn hook_changes_and_alarms_arrive_as_events() {
             .alarms
             .contains(tdm_driver::abi::DAHDI_ALARM_RED)
     );
-    assert!(ctl.span_stat(2).unwrap().alarms.is_clear());
+    // The far end receives the remote alarm indication: YELLOW, and an ALARM event too.
+    assert_eq!(
+        ctl.span_stat(2).unwrap().alarms,
+        tdm_driver::Alarms(tdm_driver::abi::DAHDI_ALARM_YELLOW as u32)
+    );
+    assert_eq!(b.get_event().unwrap(), Some(Event::Alarm));
     let mut buf = [0u8; 1024];
     assert!(matches!(
         a.read_block(&mut buf),
@@ -125,7 +133,9 @@ fn hook_changes_and_alarms_arrive_as_events() {
     sim.control("clear 1").unwrap();
     sim.advance(5);
     assert_eq!(a.get_event().unwrap(), Some(Event::NoAlarm));
+    assert_eq!(b.get_event().unwrap(), Some(Event::NoAlarm));
     assert!(ctl.span_stat(1).unwrap().alarms.is_clear());
+    assert!(ctl.span_stat(2).unwrap().alarms.is_clear());
 
     sim.control("slip 2 3").unwrap();
     assert!(sim.status().contains("slip"), "{}", sim.status());
@@ -201,12 +211,15 @@ fn the_span_thread_carries_audio_across_the_simulated_pair() {
 }
 
 #[test]
-fn fxs_rings_an_fxo_which_answers_and_hangs_up() {
-    let sim = configured(ClockMode::Manual);
+fn an_fxo_port_rings_an_fxs_port_which_answers_and_hangs_up() {
+    // Ringing needs a loaded tone zone (its ring cadence), as in DAHDI: the preconfigured set
+    // is what `dahdi_cfg` with `loadzone=` leaves behind.
+    let sim = Arc::new(SimSpans::preconfigured(ClockMode::Manual));
     let ctl = Ctl::open(sim.clone()).unwrap();
-    // Position 6 of span 1 uses FXS signalling (it rings a station), position 6 of span 2 FXO
-    // signalling (it is the station's line interface), wired together.
-    for (chan, sigtype) in [(6, SigType::FxsLs), (37, SigType::FxoLs)] {
+    // In DAHDI's naming the signalling type is what the channel *speaks*: position 6 of span 1
+    // uses FXO signalling (it is the office end: it rings a station and sees its loop), position
+    // 6 of span 2 FXS signalling (the station end: it sees ringing and closes the loop).
+    for (chan, sigtype) in [(6, SigType::FxoLs), (37, SigType::FxsLs)] {
         ctl.chan_config(&ChannelConfig {
             chan,
             sigtype,
@@ -217,26 +230,32 @@ fn fxs_rings_an_fxo_which_answers_and_hangs_up() {
         })
         .unwrap();
     }
-    let fxs = Channel::open_span_channel_with(sim.clone(), 1, 6, true).unwrap();
-    let fxo = Channel::open_span_channel_with(sim.clone(), 2, 6, true).unwrap();
-    // Seizure by ringing: the FXO side sees the ring begin.
-    fxs.hook(Hook::Ring).unwrap();
+    let fxo = Channel::open_span_channel_with(sim.clone(), 1, 6, true).unwrap();
+    let fxs = Channel::open_span_channel_with(sim.clone(), 2, 6, true).unwrap();
+    // Seizure by ringing: the station side sees the ring begin.
+    fxo.set_cadence(&[500, 1000]).unwrap();
+    fxo.hook(Hook::Ring).unwrap();
     sim.advance(20);
-    assert_eq!(fxo.get_event().unwrap(), Some(Event::RingBegin));
-    // Answer supervision: the FXO side goes off hook, the FXS side sees it.
+    assert_eq!(fxs.get_event().unwrap(), Some(Event::RingBegin));
+    // Answer supervision: the station closes the loop; the office end sees it off hook.
+    fxs.hook(Hook::OffHook).unwrap();
+    sim.advance(20);
+    let mut seen = Vec::new();
+    while let Ok(Some(e)) = fxo.get_event() {
+        seen.push(e);
+    }
+    assert_eq!(seen, vec![Event::RingOffHook], "office events");
     fxo.hook(Hook::OffHook).unwrap();
-    sim.advance(20);
-    let mut seen = Vec::new();
-    while let Ok(Some(e)) = fxs.get_event() {
-        seen.push(e);
-    }
-    assert!(seen.contains(&Event::RingOffHook), "FXS events {seen:?}");
-    // Disconnect supervision: the FXO side hangs up.
-    fxo.hook(Hook::OnHook).unwrap();
-    sim.advance(20);
-    let mut seen = Vec::new();
-    while let Ok(Some(e)) = fxs.get_event() {
-        seen.push(e);
-    }
-    assert!(seen.contains(&Event::OnHook), "FXS events {seen:?}");
+    // Disconnect supervision: the station hangs up; after DAHDI's 1250 ms flash window the
+    // office end reports it on hook.
+    sim.advance(700);
+    fxs.hook(Hook::OnHook).unwrap();
+    sim.advance(1200);
+    assert_eq!(
+        fxo.get_event().unwrap(),
+        None,
+        "not before the flash window"
+    );
+    sim.advance(100);
+    assert_eq!(fxo.get_event().unwrap(), Some(Event::OnHook));
 }

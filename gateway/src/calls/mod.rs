@@ -1,8 +1,21 @@
-//! Calls: a call is a URI plus legs plus state. For now one path exists — SIP leg A (we are its
-//! UAS) routed by Request-URI user to SIP leg B (we are its UAC) — with its media anchored on
-//! gateway ports and relayed ([`rtp_relay`]) until the media engine takes over.
+//! Calls: a call is a URI plus legs plus state.
+//!
+//! - [`leg`]: the technology-neutral leg interface (events up, commands down) that SIP, WebRTC,
+//!   TDM and the built-in services implement;
+//! - [`sip_leg`]: SIP legs, a per-leg sans-IO user agent;
+//! - [`engine`]: the call engine (routing, failover, CDRs, control events, DTMF, codec choice,
+//!   the control plane's command interface);
+//! - [`switch`]: the engine joined to its providers and a media backend, still sans-IO;
+//! - [`server`]: the tokio shell;
+//! - [`routing`], [`cdr`], [`q850`]: what they say.
 
-pub mod b2bua;
+pub mod cdr;
+pub mod engine;
+pub mod leg;
 pub mod q850;
+pub mod relay_media;
+pub mod routing;
 pub mod rtp_relay;
 pub mod server;
+pub mod sip_leg;
+pub mod switch;

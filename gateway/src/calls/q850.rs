@@ -48,6 +48,58 @@ pub fn cause_for_sip_status(status: u16) -> u8 {
     })
 }
 
+/// A short snake_case name of a Q.850 cause for events, logs and metrics labels
+/// (`normal_clearing`, `user_busy`, ...); unlisted causes are named by their class.
+pub fn cause_name(cause: u8) -> &'static str {
+    match cause {
+        1 => "unallocated_number",
+        2 => "no_route_to_network",
+        3 => "no_route_to_destination",
+        16 => "normal_clearing",
+        17 => "user_busy",
+        18 => "no_user_response",
+        19 => "no_answer",
+        20 => "subscriber_absent",
+        21 => "call_rejected",
+        22 => "number_changed",
+        25 => "exchange_routing_error",
+        27 => "destination_out_of_order",
+        28 => "invalid_number_format",
+        29 => "facility_rejected",
+        31 => "normal_unspecified",
+        34 => "no_circuit_available",
+        38 => "network_out_of_order",
+        41 => "temporary_failure",
+        42 => "switching_equipment_congestion",
+        44 => "requested_channel_not_available",
+        47 => "resource_unavailable",
+        58 => "bearer_capability_not_available",
+        65 => "bearer_capability_not_implemented",
+        79 => "service_not_implemented",
+        88 => "incompatible_destination",
+        102 => "recovery_on_timer_expiry",
+        111 => "protocol_error",
+        127 => "interworking",
+        0..=31 => "normal_event",
+        32..=47 => "resource_unavailable",
+        48..=63 => "service_not_available",
+        64..=79 => "service_not_implemented",
+        80..=95 => "invalid_message",
+        96..=111 => "protocol_error",
+        _ => "interworking",
+    }
+}
+
+/// Whether a call that failed on one destination with `cause` should be tried on the next
+/// destination of its route: network and resource failures yes; the called party's own
+/// answers (busy, rejected, no answer, unknown number) no.
+pub fn is_failover_cause(cause: u8) -> bool {
+    matches!(
+        cause,
+        3 | 27 | 34 | 38 | 41 | 42 | 44 | 47 | 58 | 63 | 102 | 111
+    ) || (cause > 31 && cause <= 47)
+}
+
 /// The rows of RFC 3398 §7.2.4.1.
 fn listed_cause(status: u16) -> Option<u8> {
     Some(match status {

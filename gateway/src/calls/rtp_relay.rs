@@ -166,6 +166,40 @@ impl LegPorts {
         ))
     }
 
+    /// As [`LegPorts::bind`], without awaiting (inside a tokio runtime).
+    pub fn bind_now(ip: IpAddr, gauge: &Arc<AtomicUsize>) -> io::Result<LegPorts> {
+        let tokio_socket = |s: std::net::UdpSocket| {
+            s.set_nonblocking(true)?;
+            UdpSocket::from_std(s)
+        };
+        for _ in 0..64 {
+            let rtp = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+            let port = rtp.local_addr()?.port();
+            if port % 2 != 0 || port == u16::MAX {
+                continue;
+            }
+            let Ok(rtcp) = std::net::UdpSocket::bind(SocketAddr::new(ip, port + 1)) else {
+                continue;
+            };
+            let (rtp, rtcp) = (tokio_socket(rtp)?, tokio_socket(rtcp)?);
+            gauge.fetch_add(2, Ordering::Relaxed);
+            return Ok(LegPorts {
+                rtp: CountedSocket {
+                    socket: rtp,
+                    gauge: gauge.clone(),
+                },
+                rtcp: CountedSocket {
+                    socket: rtcp,
+                    gauge: gauge.clone(),
+                },
+            });
+        }
+        Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "no free even/odd RTP port pair",
+        ))
+    }
+
     /// The RTP address to put in SDP.
     pub fn rtp_addr(&self) -> io::Result<SocketAddr> {
         self.rtp.socket.local_addr()

@@ -1,82 +1,142 @@
-//! The tokio shell around the [`B2bua`] core: one UDP SIP socket, an RTP port pair per leg
-//! allocated when the core asks, a [`Relay`] per call, and live counters (calls, legs, RTP
-//! sockets) that tests and `gwctl` read. Everything a call holds is released when it ends.
+//! The tokio shell around the [`Switch`]: SIP listeners (UDP, TCP), the media backend, a timer,
+//! the CDR file, channels for leg providers that run in their own tasks (WebRTC, TDM), and a
+//! job channel through which the HTTP side and the control plane act on the switch
+//! ([`SwitchHandle::run`]). One task owns the switch — one owner per call — and everything a
+//! call holds is released through it.
 
 use std::collections::HashMap;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::b2bua::{B2bua, B2buaConfig, CallEvent, CallUri};
-use super::rtp_relay::{LegPorts, Relay, RelayCounters};
-use crate::sip::transport::{SipTransport, Transport, TransportConfig};
+use super::cdr::Cdr;
+use super::engine::{Engine, LegNotice};
+use super::leg::{EndCause, LegCommand, LegEvent, LegId, LegIds, LegKind, SipTransportKind};
+use super::routing::IpNet;
+use super::sip_leg::{SipLegs, SipLegsConfig, SipPeer};
+use super::switch::{MediaBackend, Switch};
+use crate::config::Config;
+use crate::sip::transaction::TimerConfig;
+use crate::sip::transport::{SipTransport, TransportConfig};
 
-/// Live figures of a running [`B2buaServer`].
+/// The switch as the shell runs it.
+pub type GatewaySwitch = Switch<Box<dyn MediaBackend + Send>>;
+
+type Job = Box<dyn FnOnce(&mut GatewaySwitch, Instant) + Send>;
+
+/// How to start a [`GatewayServer`].
+pub struct ServerOptions {
+    /// The configuration (its `[sip]` addresses may use port 0).
+    pub config: Config,
+    /// Transaction timers (default: RFC 3261's, or `[sip] t1_ms`).
+    pub timers: Option<TimerConfig>,
+    /// Seed for tags and nonces (default: random).
+    pub seed: Option<[u8; 32]>,
+    /// Leg technologies that run in their own tasks; each gets a [`ProviderPort`].
+    pub external: Vec<LegKind>,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("external", &self.external)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The channels of a leg technology that runs in its own task: commands for its legs come out
+/// of `commands`, its legs' events go into `events`, new legs are numbered with `ids`.
+#[derive(Debug)]
+pub struct ProviderPort {
+    /// The technology.
+    pub kind: LegKind,
+    /// Leg numbering shared with the engine and the other providers.
+    pub ids: LegIds,
+    /// Commands for its legs.
+    pub commands: mpsc::UnboundedReceiver<(LegId, LegCommand)>,
+    /// Where its legs' events go.
+    pub events: mpsc::UnboundedSender<(LegId, LegEvent)>,
+}
+
+/// Live figures of a running server, updated after every step of the switch.
 #[derive(Debug, Default)]
 pub struct ServerCounters {
     /// Live calls.
     pub calls: AtomicUsize,
-    /// Live legs.
+    /// Live legs (engine).
     pub legs: AtomicUsize,
-    /// Open RTP/RTCP sockets.
-    pub rtp_sockets: Arc<AtomicUsize>,
+    /// SIP legs live or finishing their signalling.
+    pub sip_legs: AtomicUsize,
     /// Live SIP transactions.
     pub transactions: AtomicUsize,
-    /// Calls answered so far.
+    /// Live media legs.
+    pub media_legs: AtomicUsize,
+    /// Open RTP/RTCP sockets.
+    pub rtp_sockets: AtomicUsize,
+    /// Calls created.
+    pub calls_total: AtomicU64,
+    /// Calls answered.
     pub answered: AtomicU64,
-    /// Calls ended so far.
-    pub ended: AtomicU64,
-    /// Calls hung up because a leg never ACKed our 2xx.
+    /// SIP legs hung up for a missing ACK.
     pub ack_timeouts: AtomicU64,
-    /// RTP packets relayed A → B over all ended calls.
-    pub rtp_a_to_b: AtomicU64,
-    /// RTP packets relayed B → A over all ended calls.
-    pub rtp_b_to_a: AtomicU64,
+    /// New calls per second over the last 10 s, in thousandths.
+    pub cps_milli: AtomicU64,
 }
 
-/// A running B2BUA; stop it with [`B2buaServer::shutdown`].
-#[derive(Debug)]
-pub struct B2buaServer {
-    sip_addr: SocketAddr,
-    counters: Arc<ServerCounters>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<io::Result<()>>,
-}
-
-impl B2buaServer {
-    /// Binds `config.sip_addr` (UDP; port 0 picks one, and the core is told the real port)
-    /// and serves calls, anchoring media on `media_ip`.
-    pub async fn start(mut config: B2buaConfig, media_ip: IpAddr) -> io::Result<B2buaServer> {
-        let transport = SipTransport::bind(TransportConfig {
-            udp: Some(config.sip_addr),
-            ..TransportConfig::default()
-        })
-        .await?;
-        let sip_addr = transport
-            .udp_addr()
-            .ok_or_else(|| io::Error::other("UDP listener has no address"))?;
-        config.sip_addr = sip_addr;
-        let core =
-            B2bua::new(config).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let counters = Arc::new(ServerCounters::default());
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(transport, core, media_ip, counters.clone(), stopped));
-        Ok(B2buaServer {
-            sip_addr,
-            counters,
-            stop: Some(stop),
-            task,
-        })
+impl ServerCounters {
+    /// New calls per second over the last 10 s.
+    pub fn cps(&self) -> f64 {
+        self.cps_milli.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
-    /// The SIP address.
-    pub fn sip_addr(&self) -> SocketAddr {
-        self.sip_addr
+    /// Whether nothing is left: no call, leg, SIP leg, transaction, media leg or socket.
+    pub fn idle(&self) -> bool {
+        [
+            &self.calls,
+            &self.legs,
+            &self.sip_legs,
+            &self.transactions,
+            &self.media_legs,
+            &self.rtp_sockets,
+        ]
+        .iter()
+        .all(|c| c.load(Ordering::Relaxed) == 0)
+    }
+}
+
+/// A cheap handle to act on the running switch from other tasks.
+#[derive(Clone)]
+pub struct SwitchHandle {
+    jobs: mpsc::Sender<Job>,
+    counters: Arc<ServerCounters>,
+    notices: broadcast::Sender<LegNotice>,
+    cdrs: broadcast::Sender<Cdr>,
+}
+
+impl std::fmt::Debug for SwitchHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwitchHandle").finish_non_exhaustive()
+    }
+}
+
+impl SwitchHandle {
+    /// Runs `f` on the switch task (with the current time) and returns its result; `None` if
+    /// the server has stopped.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut GatewaySwitch, Instant) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |sw, now| {
+            let _ = tx.send(f(sw, now));
+        });
+        self.jobs.send(job).await.ok()?;
+        rx.await.ok()
     }
 
     /// Live counters.
@@ -84,7 +144,240 @@ impl B2buaServer {
         &self.counters
     }
 
-    /// Stops serving; every relay and socket is closed before this returns.
+    /// Leg notices for the control plane (alerting, answered, failed, digits, REFER).
+    pub fn subscribe_notices(&self) -> broadcast::Receiver<LegNotice> {
+        self.notices.subscribe()
+    }
+
+    /// Finished calls' records.
+    pub fn subscribe_cdrs(&self) -> broadcast::Receiver<Cdr> {
+        self.cdrs.subscribe()
+    }
+}
+
+/// A running gateway core; stop it with [`GatewayServer::shutdown`].
+#[derive(Debug)]
+pub struct GatewayServer {
+    udp: Option<SocketAddr>,
+    tcp: Option<SocketAddr>,
+    handle: SwitchHandle,
+    providers: HashMap<LegKind, ProviderPort>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+fn random_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    seed[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    seed[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    seed
+}
+
+fn transport_kind(k: SipTransportKind) -> crate::sip::transport::Transport {
+    match k {
+        SipTransportKind::Udp => crate::sip::transport::Transport::Udp,
+        SipTransportKind::Tcp => crate::sip::transport::Transport::Tcp,
+        SipTransportKind::Tls => crate::sip::transport::Transport::Tls,
+    }
+}
+
+impl GatewayServer {
+    /// Binds the configured SIP listeners and starts the switch with `media`.
+    pub async fn start(
+        opts: ServerOptions,
+        mut media: Box<dyn MediaBackend + Send>,
+    ) -> io::Result<GatewayServer> {
+        let cfg = opts.config;
+        let sip = cfg
+            .sip
+            .clone()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no [sip] section"))?;
+        let transport = SipTransport::bind(TransportConfig {
+            udp: sip.udp,
+            tcp: sip.tcp,
+            ..TransportConfig::default()
+        })
+        .await
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot bind the SIP listeners ([sip] udp/tcp): {e}"),
+            )
+        })?;
+        let udp = transport.udp_addr();
+        let tcp = transport.tcp_addr();
+        let mut timers = opts.timers.unwrap_or_default();
+        if opts.timers.is_none()
+            && let Some(t1) = sip.t1_ms
+        {
+            timers.t1 = Duration::from_millis(t1.max(1));
+        }
+        let ids = LegIds::new();
+        let mut sip_cfg = SipLegsConfig::new(
+            udp.or(tcp)
+                .ok_or_else(|| io::Error::other("no SIP listener"))?,
+        );
+        if udp.is_none() {
+            // A TCP-only gateway still needs a sent-by for UDP; refuse UDP targets instead.
+            sip_cfg.udp = tcp.unwrap_or(sip_cfg.udp);
+        }
+        sip_cfg.tcp = tcp;
+        sip_cfg.timers = timers;
+        sip_cfg.seed = opts.seed.unwrap_or_else(random_seed);
+        sip_cfg.realm = sip.realm.clone();
+        sip_cfg.trusted = sip
+            .trusted
+            .iter()
+            .filter_map(|n| IpNet::parse(n.get_ref()).ok())
+            .collect();
+        sip_cfg.users = cfg
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), u.password.clone()))
+            .collect();
+        sip_cfg.peers = cfg
+            .trunks
+            .iter()
+            .map(|t| SipPeer {
+                name: t.name.clone(),
+                address: t.address,
+                transport: t.transport,
+                inbound: t.inbound,
+                keepalive: (t.keepalive_s > 0).then(|| Duration::from_secs(t.keepalive_s)),
+            })
+            .collect();
+        for t in &cfg.trunks {
+            if transport_kind(t.transport) == crate::sip::transport::Transport::Tcp && tcp.is_none()
+            {
+                tracing::warn!(trunk = %t.name, "trunk uses TCP but [sip] has no tcp listener: calls to it will fail");
+            }
+        }
+        let mut engine_cfg = cfg.engine_config();
+        engine_cfg.providers.extend(opts.external.iter().copied());
+        for g in &cfg.span_groups {
+            if !engine_cfg.providers.contains(&LegKind::Tdm) {
+                tracing::warn!(
+                    span_group = %g.name,
+                    "TDM legs are not part of this build yet: calls routed to span group {} are refused with 503 (Q.850 cause 34, no circuit available)",
+                    g.name
+                );
+            }
+        }
+        let sip_legs = SipLegs::new(sip_cfg, ids.clone());
+        let engine = Engine::new(engine_cfg, ids.clone());
+        let notices_rx = media.take_notices();
+        let mut sw: GatewaySwitch = Switch::new(sip_legs, engine, media);
+        for k in &opts.external {
+            sw.engine.add_provider(*k);
+        }
+        let cdr_file = match &cfg.cdr {
+            Some(c) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&c.path)
+                    .map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("cannot open the CDR file {} ([cdr] path): {e}", c.path),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(256);
+        let (ext_events_tx, ext_events_rx) =
+            mpsc::unbounded_channel::<(LegKind, LegId, LegEvent)>();
+        let mut providers = HashMap::new();
+        let mut ext_commands = HashMap::new();
+        for k in &opts.external {
+            let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+            let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<(LegId, LegEvent)>();
+            let fwd = ext_events_tx.clone();
+            let kind = *k;
+            tokio::spawn(async move {
+                while let Some((leg, ev)) = ev_rx.recv().await {
+                    if fwd.send((kind, leg, ev)).is_err() {
+                        break;
+                    }
+                }
+            });
+            ext_commands.insert(*k, cmd_tx);
+            providers.insert(
+                *k,
+                ProviderPort {
+                    kind: *k,
+                    ids: ids.clone(),
+                    commands: cmd_rx,
+                    events: ev_tx,
+                },
+            );
+        }
+        let counters = Arc::new(ServerCounters::default());
+        let (notices, _) = broadcast::channel(1024);
+        let (cdrs, _) = broadcast::channel(1024);
+        let handle = SwitchHandle {
+            jobs: jobs_tx,
+            counters: counters.clone(),
+            notices: notices.clone(),
+            cdrs: cdrs.clone(),
+        };
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(serve(Shell {
+            transport,
+            sw,
+            jobs: jobs_rx,
+            media_notices: notices_rx,
+            ext_events: ext_events_rx,
+            ext_commands,
+            counters,
+            notices,
+            cdrs,
+            cdr_file,
+            stopped,
+        }));
+        if let Some(a) = udp {
+            tracing::info!(sip_udp = %a, "SIP UDP listener up");
+        }
+        if let Some(a) = tcp {
+            tracing::info!(sip_tcp = %a, "SIP TCP listener up");
+        }
+        Ok(GatewayServer {
+            udp,
+            tcp,
+            handle,
+            providers,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The SIP UDP address.
+    pub fn sip_udp_addr(&self) -> Option<SocketAddr> {
+        self.udp
+    }
+
+    /// The SIP TCP address.
+    pub fn sip_tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp
+    }
+
+    /// A handle to act on the switch.
+    pub fn handle(&self) -> SwitchHandle {
+        self.handle.clone()
+    }
+
+    /// Live counters.
+    pub fn counters(&self) -> &ServerCounters {
+        &self.handle.counters
+    }
+
+    /// The channels of an external leg technology named in [`ServerOptions::external`].
+    pub fn take_provider(&mut self, kind: LegKind) -> Option<ProviderPort> {
+        self.providers.remove(&kind)
+    }
+
+    /// Ends every call, stops the listeners and closes every socket.
     pub async fn shutdown(mut self) -> io::Result<()> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -96,6 +389,20 @@ impl B2buaServer {
     }
 }
 
+struct Shell {
+    transport: SipTransport,
+    sw: GatewaySwitch,
+    jobs: mpsc::Receiver<Job>,
+    media_notices: Option<mpsc::UnboundedReceiver<(LegId, super::engine::MediaNotice)>>,
+    ext_events: mpsc::UnboundedReceiver<(LegKind, LegId, LegEvent)>,
+    ext_commands: HashMap<LegKind, mpsc::UnboundedSender<(LegId, LegCommand)>>,
+    counters: Arc<ServerCounters>,
+    notices: broadcast::Sender<LegNotice>,
+    cdrs: broadcast::Sender<Cdr>,
+    cdr_file: Option<std::fs::File>,
+    stopped: oneshot::Receiver<()>,
+}
+
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -103,102 +410,112 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn fold_counters(counters: &ServerCounters, relay: &RelayCounters) {
-    counters
-        .rtp_a_to_b
-        .fetch_add(relay.a_to_b.load(Ordering::Relaxed), Ordering::Relaxed);
-    counters
-        .rtp_b_to_a
-        .fetch_add(relay.b_to_a.load(Ordering::Relaxed), Ordering::Relaxed);
+async fn next_notice(
+    rx: &mut Option<mpsc::UnboundedReceiver<(LegId, super::engine::MediaNotice)>>,
+) -> Option<(LegId, super::engine::MediaNotice)> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
-async fn serve(
-    mut transport: SipTransport,
-    mut core: B2bua,
-    media_ip: IpAddr,
-    counters: Arc<ServerCounters>,
-    mut stopped: oneshot::Receiver<()>,
-) -> io::Result<()> {
-    let mut relays: HashMap<CallUri, Relay> = HashMap::new();
-    let mut seed: u64 = std::hash::BuildHasher::hash_one(
-        &std::collections::hash_map::RandomState::new(),
-        Instant::now(),
-    );
+impl Shell {
+    async fn flush(&mut self) {
+        let now = Instant::now();
+        while let Some(t) = self.sw.poll_transmit(now) {
+            if let Err(e) = self
+                .transport
+                .send(t.dest, t.transport, t.bytes, None)
+                .await
+            {
+                tracing::debug!(dest = %t.dest, "SIP send failed: {e}");
+            }
+        }
+        while let Some((leg, kind, command)) = self.sw.poll_external() {
+            match self.ext_commands.get(&kind) {
+                Some(tx) => {
+                    let _ = tx.send((leg, command));
+                }
+                None => tracing::warn!(%leg, kind = kind.as_str(), "no provider for this leg kind"),
+            }
+        }
+        while let Some(cdr) = self.sw.poll_cdr() {
+            if let Some(f) = self.cdr_file.as_mut() {
+                let line = cdr.to_json_line();
+                if let Err(e) = writeln!(f, "{line}").and_then(|()| f.flush()) {
+                    tracing::error!("cannot write the CDR of {}: {e}", cdr.call_uri);
+                }
+            }
+            let _ = self.cdrs.send(cdr);
+        }
+        while let Some(n) = self.sw.poll_notice() {
+            let _ = self.notices.send(n);
+        }
+        let c = self.sw.counts();
+        let m = self.sw.media.counts();
+        let k = &self.counters;
+        k.calls.store(c.calls, Ordering::Relaxed);
+        k.legs.store(c.legs, Ordering::Relaxed);
+        k.sip_legs.store(c.sip_legs, Ordering::Relaxed);
+        k.transactions.store(c.transactions, Ordering::Relaxed);
+        k.media_legs.store(m.legs, Ordering::Relaxed);
+        k.rtp_sockets.store(m.sockets, Ordering::Relaxed);
+        let s = self.sw.engine.stats();
+        k.calls_total.store(s.calls_total, Ordering::Relaxed);
+        k.answered.store(s.calls_answered, Ordering::Relaxed);
+        k.ack_timeouts
+            .store(self.sw.sip.stats().ack_timeouts, Ordering::Relaxed);
+    }
+}
+
+async fn serve(mut sh: Shell) -> io::Result<()> {
+    // Socket gauges of the relay close asynchronously: refresh the counters now and then.
+    let mut refresh = tokio::time::interval(Duration::from_millis(200));
+    let mut samples: std::collections::VecDeque<(Instant, u64)> = std::collections::VecDeque::new();
     loop {
         tokio::select! {
-            _ = &mut stopped => {
-                for (_, r) in relays.drain() {
-                    fold_counters(&counters, r.counters());
-                    r.stop().await;
-                }
-                transport.shutdown().await;
-                return Ok(());
-            }
-            r = transport.recv() => {
+            _ = &mut sh.stopped => break,
+            r = sh.transport.recv() => {
                 let Some(item) = r else {
-                    return Err(io::Error::other("SIP listener ended"));
+                    return Err(io::Error::other("SIP listeners ended"));
                 };
-                core.handle_datagram(Instant::now(), &item.bytes, item.source);
+                sh.sw.handle_sip(Instant::now(), &item.bytes, item.source, item.transport);
             }
-            _ = sleep_until(core.poll_timeout()) => core.handle_timeout(Instant::now()),
-        }
-        while let Some(ev) = core.poll_event() {
-            match ev {
-                CallEvent::AllocateMedia { call } => {
-                    let ports = async {
-                        let a = LegPorts::bind(media_ip, &counters.rtp_sockets).await?;
-                        let b = LegPorts::bind(media_ip, &counters.rtp_sockets).await?;
-                        io::Result::Ok((a, b))
-                    }
-                    .await;
-                    let addrs = ports.and_then(|(a, b)| {
-                        let (aa, ba) = (a.rtp_addr()?, b.rtp_addr()?);
-                        Ok((a, b, aa, ba))
-                    });
-                    if let Ok((a, b, a_addr, b_addr)) = addrs {
-                        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                        let relay = Relay::start(a, b, seed);
-                        if core.media_ready(Instant::now(), &call, a_addr, b_addr) {
-                            relays.insert(call, relay);
-                        } else {
-                            relay.stop().await;
-                        }
-                    } else {
-                        // No ports: refuse the call (503) rather than leave it waiting.
-                        core.media_failed(Instant::now(), &call);
-                    }
+            _ = sleep_until(sh.sw.poll_timeout()) => sh.sw.handle_timeout(Instant::now()),
+            Some((leg, n)) = next_notice(&mut sh.media_notices) => sh.sw.media_event(Instant::now(), leg, n),
+            Some((kind, leg, ev)) = sh.ext_events.recv() => sh.sw.external_event(Instant::now(), kind, leg, ev),
+            Some(job) = sh.jobs.recv() => {
+                let now = Instant::now();
+                job(&mut sh.sw, now);
+                sh.sw.pump(now);
+            }
+            _ = refresh.tick() => {
+                let now = Instant::now();
+                let total = sh.sw.engine.stats().calls_total;
+                samples.push_back((now, total));
+                while samples.len() > 2
+                    && samples.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > Duration::from_secs(10))
+                {
+                    samples.pop_front();
                 }
-                CallEvent::MediaPeers {
-                    call,
-                    a_remote,
-                    b_remote,
-                } => {
-                    if let Some(r) = relays.get(&call) {
-                        r.set_peers(a_remote, b_remote);
-                    }
-                }
-                CallEvent::Ended { call, .. } => {
-                    if let Some(r) = relays.remove(&call) {
-                        fold_counters(&counters, r.counters());
-                        r.stop().await;
-                    }
+                if let Some((t0, n0)) = samples.front() {
+                    let secs = now.saturating_duration_since(*t0).as_secs_f64().max(1.0);
+                    let cps = (total.saturating_sub(*n0)) as f64 / secs;
+                    sh.counters.cps_milli.store((cps * 1000.0) as u64, Ordering::Relaxed);
                 }
             }
         }
-        while let Some(t) = core.poll_transmit() {
-            let _ = transport.send(t.dest, Transport::Udp, t.bytes, None).await;
-        }
-        counters.calls.store(core.calls(), Ordering::Relaxed);
-        counters.legs.store(core.legs(), Ordering::Relaxed);
-        counters
-            .transactions
-            .store(core.transactions(), Ordering::Relaxed);
-        counters
-            .answered
-            .store(core.stats().answered, Ordering::Relaxed);
-        counters.ended.store(core.stats().ended, Ordering::Relaxed);
-        counters
-            .ack_timeouts
-            .store(core.stats().ack_timeouts, Ordering::Relaxed);
+        sh.flush().await;
     }
+    // Shutting down: every call ends with a BYE/CANCEL/final response that goes out now.
+    let now = Instant::now();
+    let calls: Vec<_> = sh.sw.engine.calls(now).into_iter().map(|c| c.uri).collect();
+    for uri in calls {
+        let _ = sh.sw.with_engine(now, |e| {
+            e.hang_up(now, &uri, EndCause::q850(41, "gateway shutting down"))
+        });
+    }
+    sh.flush().await;
+    sh.transport.shutdown().await;
+    Ok(())
 }

@@ -87,6 +87,19 @@ impl std::fmt::Debug for BridgePort {
     }
 }
 
+impl BridgePort {
+    /// The next frame the leg received from its peer, if any.
+    pub fn pop_inbound(&mut self) -> Option<Frame> {
+        self.inbound.try_pop()
+    }
+
+    /// Queues a frame for the leg to send; false when its ring is full (the leg is not draining
+    /// it) and the frame is dropped.
+    pub fn push_outbound(&mut self, frame: &Frame) -> bool {
+        self.outbound.try_push(*frame).is_ok()
+    }
+}
+
 /// Weak references to a leg's rings: [`RingWatch::live`] counts those not yet freed.
 #[derive(Debug, Clone)]
 pub struct RingWatch {

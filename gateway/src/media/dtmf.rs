@@ -191,6 +191,24 @@ impl DtmfSender {
         self.enqueue(digit, false)
     }
 
+    /// Changes the telephone-event payload type (a re-negotiation); queued digits stay queued.
+    pub fn set_payload_type(&mut self, payload_type: u8) {
+        self.cfg.payload_type = payload_type;
+    }
+
+    /// Queues a digit that sounds for `length` (clamped to 40 ms ..= [`MAX_LIVE`]; RFC 4733
+    /// and Q.24 receivers need at least 40 ms).
+    pub fn send_digit_for(&mut self, digit: char, length: Duration) -> Result<(), DtmfSendError> {
+        let event = digit_to_event(digit).ok_or(DtmfSendError::NotADigit(digit))?;
+        if self.len == QUEUE {
+            return Err(DtmfSendError::QueueFull(QUEUE));
+        }
+        let length = length.clamp(Duration::from_millis(40), MAX_LIVE);
+        self.queue[(self.head + self.len) % QUEUE] = (event, Some(length));
+        self.len += 1;
+        Ok(())
+    }
+
     /// Queues a digit that lasts until [`DtmfSender::end_digit`] (mirroring a key held on another
     /// leg, e.g. an in-band tone being detected), at most [`MAX_LIVE`].
     pub fn begin_digit(&mut self, digit: char) -> Result<(), DtmfSendError> {

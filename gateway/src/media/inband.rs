@@ -190,7 +190,7 @@ const PLAY_QUEUE: usize = 16;
 #[derive(Debug, Clone)]
 pub struct InbandDtmfPlayer {
     params: DtmfParams,
-    queue: [char; PLAY_QUEUE],
+    queue: [(char, u32); PLAY_QUEUE],
     head: usize,
     len: usize,
     current: Option<DtmfGenerator>,
@@ -202,7 +202,7 @@ impl InbandDtmfPlayer {
     pub fn new(params: DtmfParams) -> Self {
         Self {
             params,
-            queue: ['0'; PLAY_QUEUE],
+            queue: [('0', 0); PLAY_QUEUE],
             head: 0,
             len: 0,
             current: None,
@@ -217,12 +217,23 @@ impl InbandDtmfPlayer {
 
     /// Queues a digit (call once per received digit: on its RFC 4733 start).
     pub fn play(&mut self, digit: char) {
+        self.play_for(
+            digit,
+            std::time::Duration::from_millis(u64::from(self.params.on_ms)),
+        );
+    }
+
+    /// Queues a digit sounding for `on` (at least 40 ms, at most 8 s), then the usual pause.
+    /// Returns false (and counts it dropped) when the queue is full or `digit` is not DTMF.
+    pub fn play_for(&mut self, digit: char, on: std::time::Duration) -> bool {
         if self.len == PLAY_QUEUE || codecs::dtmf::digit_frequencies(digit).is_none() {
             self.dropped += 1;
-            return;
+            return false;
         }
-        self.queue[(self.head + self.len) % PLAY_QUEUE] = digit;
+        let on_ms = on.as_millis().clamp(40, 8000) as u32;
+        self.queue[(self.head + self.len) % PLAY_QUEUE] = (digit, on_ms);
         self.len += 1;
+        true
     }
 
     /// True while a tone or its pause is being played.
@@ -238,10 +249,14 @@ impl InbandDtmfPlayer {
                 if self.len == 0 {
                     return;
                 }
-                let digit = self.queue[self.head];
+                let (digit, on_ms) = self.queue[self.head];
                 self.head = (self.head + 1) % PLAY_QUEUE;
                 self.len -= 1;
-                match DtmfGenerator::new(digit, self.params) {
+                let params = DtmfParams {
+                    on_ms,
+                    ..self.params
+                };
+                match DtmfGenerator::new(digit, params) {
                     Ok(g) => self.current = Some(g),
                     Err(_) => {
                         self.dropped += 1;

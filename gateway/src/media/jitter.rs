@@ -31,8 +31,8 @@ use super::rtp::{RtpPacket, extend_sequence, extend_timestamp};
 
 /// Frames the ring holds (at 20 ms: 640 ms ahead of the play position).
 pub const SLOTS: usize = 32;
-/// Largest payload stored (bigger packets are refused and counted).
-pub const MAX_PAYLOAD: usize = 320;
+/// Largest payload stored (bigger packets are refused and counted): 60 ms of G.711, 30 ms of L16.
+pub const MAX_PAYLOAD: usize = 480;
 const WINDOW: usize = 512;
 const RECENT: usize = 128;
 const RECOMPUTE_EVERY: u32 = 16;
@@ -308,6 +308,44 @@ impl JitterBuffer {
 
     fn now_units(&self, now: Instant) -> i64 {
         self.units(now.saturating_duration_since(self.epoch))
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &JitterConfig {
+        &self.cfg
+    }
+
+    /// Changes the frame length (another packetisation time on the wire) and/or clock rate in
+    /// place: whatever is buffered is dropped and the stream re-primes; the counters are kept.
+    /// Nothing allocates.
+    pub fn set_framing(&mut self, clock_rate: u32, frame_units: u32) {
+        let clock_rate = clock_rate.max(1);
+        let frame_units = frame_units.max(1);
+        if clock_rate == self.cfg.clock_rate && frame_units == self.cfg.frame_units {
+            return;
+        }
+        let clock_changed = clock_rate != self.cfg.clock_rate;
+        self.cfg.clock_rate = clock_rate;
+        self.cfg.frame_units = frame_units;
+        self.restart();
+        if clock_changed {
+            self.transit_len = 0;
+            self.transit_next = 0;
+            self.since_recompute = 0;
+            self.target = self.units(self.cfg.min_delay);
+        }
+    }
+
+    /// Forgets the buffered packets and the stream (the next packet primes it again), keeping
+    /// the counters and the delay history. Nothing allocates.
+    pub fn restart(&mut self) {
+        self.clear_slots();
+        self.ssrc = None;
+        self.play_index = None;
+        self.played_through = None;
+        self.misses = 0;
+        self.last_played_seq = None;
+        self.concealed_since_played = 0;
     }
 
     /// Counters and delay figures.

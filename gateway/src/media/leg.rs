@@ -1,16 +1,23 @@
-//! The media half of one RTP leg, sans-IO: datagrams in (RTP, telephone-events, RTCP on one
-//! rtcp-mux port), 20 ms linear frames out through the jitter buffer, decoder and PLC; frames in,
-//! packets out through one outbound RTP context kept for the leg's life; symmetric RTP latching;
-//! RFC 4733 both ways; an inactivity timeout that tells the call layer to hang up.
+//! The media half of one RTP leg, sans-IO: datagrams in (RTP, telephone-events, comfort noise,
+//! RTCP on the rtcp-mux port or its own), 20 ms linear frames out through the jitter buffer,
+//! decoder and PLC; frames in, packets out through one outbound RTP context kept for the leg's
+//! life (re-configuration keeps it); any packetisation time from 10 to 60 ms on the wire while
+//! the bridge side stays at 20 ms; SDP direction honoured; symmetric RTP latching; RFC 4733 both
+//! ways, or in-band tones toward a peer without telephone-event; RFC 3389 comfort noise; an
+//! inactivity timeout that tells the call layer to hang up.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use codecs::plc::Plc;
 
+use codecs::FRAME_SAMPLES;
+use codecs::dtmf::DtmfParams;
+
 use super::bridge::Frame;
-use super::codec::AudioFormat;
+use super::codec::{AudioFormat, LegCodec};
 use super::dtmf::{DtmfReceiver, DtmfSendError, DtmfSender, DtmfSenderConfig, ReceivedDigit};
+use super::inband::InbandDtmfPlayer;
 use super::jitter::{InsertOutcome, JitterBuffer, JitterConfig, Playout, PulledAudio};
 use super::rtcp::{
     Demux, NtpClock, ReportBlock, RtcpPacket, RtcpWriter, SenderInfo, demux, ntp_middle,
@@ -21,6 +28,45 @@ use super::rtp::{ReceiveStats, RtpPacket, RtpSender};
 /// How long the latched address must have been silent before another address may take over
 /// (a NAT rebinding, a re-homed peer) — and no sooner, so a stray or forged packet cannot.
 pub const RELATCH_AFTER: Duration = Duration::from_secs(1);
+
+/// Shortest packetisation time accepted on the wire.
+pub const MIN_PTIME_MS: u16 = 10;
+/// Longest packetisation time accepted on the wire.
+pub const MAX_PTIME_MS: u16 = 60;
+/// Largest 8 kHz sample count of one packet (60 ms).
+const MAX_PACKET_SAMPLES: usize = MAX_PTIME_MS as usize * 8;
+/// Sample FIFOs between packets and 20 ms frames.
+const FIFO: usize = MAX_PACKET_SAMPLES + FRAME_SAMPLES;
+/// While held with comfort noise, one RFC 3389 update this often (in 20 ms ticks: 200 ms).
+const CN_REFRESH_TICKS: u32 = 10;
+/// Level of the comfort noise we send toward a held party (−dBov).
+pub const HOLD_NOISE_DBOV: u8 = 60;
+
+/// SDP media direction, from our side (RFC 3264): what *we* do on this leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Direction {
+    /// Send and receive.
+    #[default]
+    SendRecv,
+    /// We send, and ignore what arrives (the peer put us on hold with `recvonly`).
+    SendOnly,
+    /// We receive and send nothing (the peer holds with `sendonly`); timestamps keep advancing.
+    RecvOnly,
+    /// Neither.
+    Inactive,
+}
+
+impl Direction {
+    /// True when we send media.
+    pub const fn sends(self) -> bool {
+        matches!(self, Self::SendRecv | Self::SendOnly)
+    }
+
+    /// True when we play out what arrives.
+    pub const fn receives(self) -> bool {
+        matches!(self, Self::SendRecv | Self::RecvOnly)
+    }
+}
 
 /// Settings of one RTP leg (from the SDP offer/answer).
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +94,18 @@ pub struct RtpLegConfig {
     pub ntp_clock: Option<NtpClock>,
     /// Interval between our RTCP reports.
     pub rtcp_interval: Duration,
+    /// Packetisation time we send with, 10..=60 ms (the peer's `a=ptime`). What arrives is
+    /// framed by its own size, whatever this says.
+    pub ptime_ms: u16,
+    /// SDP direction from our side.
+    pub direction: Direction,
+    /// Negotiated comfort-noise payload type (RFC 3389, usually 13), if any.
+    pub comfort_noise: Option<u8>,
+    /// RTCP multiplexed on the RTP port (RFC 5761). When false, RTCP goes to `remote_rtcp` (or
+    /// the RTP port + 1) and arrives through [`RtpLeg::handle_rtcp_datagram`].
+    pub rtcp_mux: bool,
+    /// Where the SDP says RTCP goes (`a=rtcp`), when not multiplexed.
+    pub remote_rtcp: Option<SocketAddr>,
 }
 
 impl RtpLegConfig {
@@ -65,6 +123,11 @@ impl RtpLegConfig {
             jitter: JitterConfig::default(),
             ntp_clock: None,
             rtcp_interval: Duration::from_secs(5),
+            ptime_ms: 20,
+            direction: Direction::SendRecv,
+            comfort_noise: None,
+            rtcp_mux: true,
+            remote_rtcp: None,
         }
     }
 }
@@ -91,8 +154,14 @@ pub struct LegCounters {
     pub foreign_source: u64,
     /// RTCP compound packets received.
     pub rtcp_received: u64,
-    /// Packets sent (audio and events).
+    /// Packets sent (audio, events and comfort noise).
     pub sent: u64,
+    /// Media that arrived while our direction does not receive (dropped after latching).
+    pub not_receiving: u64,
+    /// RFC 3389 comfort-noise packets received.
+    pub comfort_noise_received: u64,
+    /// Times the inbound packetisation changed (the jitter buffer re-framed).
+    pub reframed: u64,
 }
 
 const EVENTS: usize = 8;
@@ -120,6 +189,57 @@ pub struct RtpLeg {
     next_rtcp: Instant,
     round_trip: Option<Duration>,
     peer_report: Option<ReportBlock>,
+    codec: LegCodec,
+    /// Decoded samples not yet handed out as frames.
+    in_pcm: [i16; FIFO],
+    in_len: usize,
+    /// Samples not yet packetised.
+    out_pcm: [i16; FIFO],
+    out_len: usize,
+    /// Inbound packets of a size other than the jitter buffer's framing, in a row.
+    odd_size: (usize, u32),
+    /// Noise level (−dBov) of the peer's last comfort-noise packet, while it is silent.
+    rx_noise: Option<u8>,
+    noise: NoiseGen,
+    cn_ticks: u32,
+    /// In-band tones toward a peer that negotiated no telephone-event.
+    inband: InbandDtmfPlayer,
+    /// Where the peer's RTCP comes from on the RTCP port (symmetric RTCP).
+    rtcp_from: Option<SocketAddr>,
+}
+
+/// A cheap white-noise source at a given level (comfort noise).
+#[derive(Debug, Clone, Copy)]
+pub struct NoiseGen {
+    state: u32,
+}
+
+impl NoiseGen {
+    /// A generator seeded with `seed` (any value).
+    pub fn new(seed: u32) -> Self {
+        Self { state: seed | 1 }
+    }
+
+    /// Fills `out` with uniform white noise of `level` −dBov (0 dBov: the RMS of a full-scale
+    /// square wave; RFC 3389 §3.1), 127 = digital silence.
+    pub fn fill(&mut self, level_dbov: u8, out: &mut [i16]) {
+        if level_dbov >= 127 {
+            out.fill(0);
+            return;
+        }
+        let rms = 32767.0 * 10f32.powf(-f32::from(level_dbov) / 20.0);
+        // Uniform in [-a, a] has an RMS of a/√3.
+        let a = (rms * 1.732_050_8).min(32767.0);
+        for s in out {
+            let mut x = self.state;
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            self.state = x;
+            let u = (x as f32 / u32::MAX as f32) * 2.0 - 1.0;
+            *s = (u * a) as i16;
+        }
+    }
 }
 
 impl std::fmt::Debug for RtpLeg {
@@ -135,12 +255,19 @@ impl std::fmt::Debug for RtpLeg {
 impl RtpLeg {
     /// A leg set up at `now`.
     pub fn new(cfg: RtpLegConfig, now: Instant) -> Self {
+        let cfg = Self::sanitise(cfg);
         let dtmf_cfg = DtmfSenderConfig {
             payload_type: cfg.telephone_event.unwrap_or(101),
+            clock_rate: cfg.format.clock_rate(),
             ..DtmfSenderConfig::default()
         };
+        let codec = LegCodec::new(cfg.format);
+        let jitter = JitterConfig {
+            clock_rate: cfg.format.clock_rate(),
+            frame_units: codec.units_for(usize::from(cfg.ptime_ms) * 8),
+            ..cfg.jitter
+        };
         Self {
-            cfg,
             remote: cfg.remote,
             latched: false,
             last_from_remote: None,
@@ -148,7 +275,7 @@ impl RtpLeg {
             inactive_reported: false,
             sender: RtpSender::new(cfg.ssrc, cfg.initial_sequence, cfg.initial_timestamp),
             stats: None,
-            buffer: JitterBuffer::new(cfg.jitter, now),
+            buffer: JitterBuffer::new(jitter, now),
             plc: Plc::new(),
             dtmf_tx: DtmfSender::new(dtmf_cfg),
             dtmf_rx: DtmfReceiver::new(Duration::from_millis(250)),
@@ -160,9 +287,74 @@ impl RtpLeg {
             next_rtcp: now + cfg.rtcp_interval,
             round_trip: None,
             peer_report: None,
+            codec,
+            in_pcm: [0; FIFO],
+            in_len: 0,
+            out_pcm: [0; FIFO],
+            out_len: 0,
+            odd_size: (0, 0),
+            rx_noise: None,
+            noise: NoiseGen::new(cfg.ssrc),
+            cn_ticks: 0,
+            inband: InbandDtmfPlayer::new(DtmfParams::default()),
+            rtcp_from: None,
+            cfg,
         }
     }
 
+    fn sanitise(mut cfg: RtpLegConfig) -> RtpLegConfig {
+        cfg.ptime_ms = cfg.ptime_ms.clamp(MIN_PTIME_MS, MAX_PTIME_MS);
+        cfg.payload_type &= 0x7f;
+        cfg
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &RtpLegConfig {
+        &self.cfg
+    }
+
+    /// New negotiated parameters (a re-INVITE or UPDATE: codec, payload types, ptime, remote
+    /// address, direction). The outbound RTP context is kept — same SSRC, sequence numbers and
+    /// timestamps continuing — so the peer sees one stream for the leg's whole life; `ssrc` and
+    /// the initial sequence/timestamp of `cfg` are ignored. A new SDP address is used at once
+    /// and the next source of media may latch immediately. The next packet carries the marker.
+    pub fn reconfigure(&mut self, now: Instant, cfg: RtpLegConfig) {
+        let cfg = Self::sanitise(RtpLegConfig {
+            ssrc: self.cfg.ssrc,
+            initial_sequence: self.cfg.initial_sequence,
+            initial_timestamp: self.cfg.initial_timestamp,
+            ..cfg
+        });
+        if cfg.format != self.cfg.format {
+            self.codec = LegCodec::new(cfg.format);
+            self.plc.reset();
+            self.in_len = 0;
+            self.out_len = 0;
+        }
+        let units = self.codec.units_for(usize::from(cfg.ptime_ms) * 8);
+        if cfg.format != self.cfg.format || cfg.payload_type != self.cfg.payload_type {
+            self.buffer.set_framing(cfg.format.clock_rate(), units);
+        }
+        if let Some(pt) = cfg.telephone_event {
+            self.dtmf_tx.set_payload_type(pt);
+        }
+        if cfg.remote != self.cfg.remote {
+            self.remote = cfg.remote;
+            self.latched = false;
+            self.last_from_remote = None;
+            self.rtcp_from = None;
+        }
+        if cfg.direction.receives() && !self.cfg.direction.receives() {
+            self.buffer.restart();
+            self.in_len = 0;
+        }
+        if cfg.inactivity_timeout != self.cfg.inactivity_timeout {
+            self.last_activity = now;
+            self.inactive_reported = false;
+        }
+        self.sender.source_changed();
+        self.cfg = cfg;
+    }
     /// Round-trip time from the peer's last report about our stream (needs an NTP clock).
     pub fn round_trip(&self) -> Option<Duration> {
         self.round_trip
@@ -205,13 +397,39 @@ impl RtpLeg {
         true
     }
 
+    /// One datagram received on the leg's separate RTCP port (no rtcp-mux). Accepted from the
+    /// latched peer's address (any port); its source becomes where our RTCP goes.
+    pub fn handle_rtcp_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let peer_ok = !self.latched || self.remote.is_none_or(|r| r.ip() == from.ip());
+        if demux(bytes) == Demux::Rtcp && peer_ok && self.handle_rtcp(now, bytes) {
+            self.counters.rtcp_received += 1;
+            self.last_activity = now;
+            self.rtcp_from = Some(from);
+        } else {
+            self.counters.malformed += 1;
+        }
+    }
+
+    /// Where our RTCP goes: the RTP address with rtcp-mux; else where the peer's RTCP comes from,
+    /// the SDP's `a=rtcp`, or the RTP port + 1.
+    pub fn rtcp_destination(&self) -> Option<SocketAddr> {
+        if self.cfg.rtcp_mux {
+            return self.remote;
+        }
+        self.rtcp_from.or(self.cfg.remote_rtcp).or_else(|| {
+            self.remote
+                .map(|r| SocketAddr::new(r.ip(), r.port().wrapping_add(1)))
+        })
+    }
+
     /// Our RTCP compound (SR when we have sent media and know the wall clock, else RR; a
-    /// report block about the peer's stream; SDES CNAME) if one is due at `now`.
+    /// report block about the peer's stream; SDES CNAME) if one is due at `now`, and where it
+    /// goes (see [`RtpLeg::rtcp_destination`]).
     pub fn poll_rtcp(&mut self, now: Instant, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
         if now < self.next_rtcp {
             return None;
         }
-        let to = self.remote?;
+        let to = self.rtcp_destination()?;
         self.next_rtcp = now + self.cfg.rtcp_interval;
         let block = self
             .stats
@@ -335,7 +553,8 @@ impl RtpLeg {
         };
         let is_audio = packet.payload_type == self.cfg.payload_type;
         let is_event = self.cfg.telephone_event == Some(packet.payload_type);
-        if !is_audio && !is_event {
+        let is_noise = self.cfg.comfort_noise == Some(packet.payload_type);
+        if !is_audio && !is_event && !is_noise {
             self.counters.unknown_payload_type += 1;
             return;
         }
@@ -344,6 +563,19 @@ impl RtpLeg {
         }
         self.last_activity = now;
         self.inactive_reported = false;
+        if !self.cfg.direction.receives() {
+            self.counters.not_receiving += 1;
+            return;
+        }
+        if is_noise {
+            // RFC 3389: the first byte is the noise level in −dBov; the peer is silent now.
+            self.counters.comfort_noise_received += 1;
+            self.rx_noise = Some(packet.payload.first().map_or(127, |l| l & 0x7f));
+            return;
+        }
+        if is_audio {
+            self.check_framing(packet.payload.len());
+        }
         let stats = match &mut self.stats {
             Some(s) if s.ssrc() == packet.ssrc => s,
             slot => slot.insert(ReceiveStats::new(packet.ssrc, 8000)),
@@ -360,42 +592,180 @@ impl RtpLeg {
         }
     }
 
-    /// The 20 ms frame of received audio due at `now` (for the bridge's inbound ring).
-    pub fn pull(&mut self, now: Instant, out: &mut Frame) -> PulledAudio {
-        let format = self.cfg.format;
-        match self.buffer.pop(now) {
-            Playout::Frame(f) => {
-                format.decode(f.payload, out);
-                self.plc.good_frame(out);
-                PulledAudio::Voice
-            }
-            Playout::Lost | Playout::Stretch => {
-                self.plc.conceal(out);
-                PulledAudio::Concealed
-            }
-            Playout::Empty => {
-                out.fill(0);
-                self.plc.reset();
-                PulledAudio::Silence
-            }
+    /// The peer packetises with another ptime than the buffer is framed for: after two such
+    /// packets in a row, re-frame (in place, no allocation).
+    fn check_framing(&mut self, payload_len: usize) {
+        let samples = self.codec.samples_in(payload_len);
+        let units = self.codec.units_for(samples);
+        let framed = self.buffer.config().frame_units;
+        let plausible = (usize::from(MIN_PTIME_MS) * 8..=MAX_PACKET_SAMPLES).contains(&samples)
+            && samples % 8 == 0;
+        if units == framed || !plausible {
+            self.odd_size = (0, 0);
+            return;
+        }
+        if self.odd_size.0 == samples {
+            self.odd_size.1 += 1;
+        } else {
+            self.odd_size = (samples, 1);
+        }
+        if self.odd_size.1 >= 2 {
+            self.buffer.set_framing(self.cfg.format.clock_rate(), units);
+            self.counters.reframed += 1;
+            self.odd_size = (0, 0);
         }
     }
 
-    /// Packetises one 20 ms frame to send into `out`; returns its length and destination, or
-    /// `None` when nothing is sent (no remote yet, or a DTMF event is being sent instead).
+    /// 8 kHz samples in one frame of the jitter buffer's framing.
+    fn packet_samples(&self) -> usize {
+        let units = self.buffer.config().frame_units as usize;
+        let rate = self.cfg.format.clock_rate() as usize;
+        (units * 8000 / rate.max(1)).clamp(1, MAX_PACKET_SAMPLES)
+    }
+
+    /// The 20 ms frame of received audio due at `now` (call once per 20 ms). Packets of other
+    /// lengths are decoded into a sample FIFO and cut into 20 ms frames.
+    pub fn pull(&mut self, now: Instant, out: &mut Frame) -> PulledAudio {
+        let mut kind = PulledAudio::Silence;
+        let mut voiced = false;
+        while self.in_len < FRAME_SAMPLES {
+            let n = self.packet_samples();
+            let at = self.in_len;
+            let Some(slot) = self.in_pcm.get_mut(at..at + n) else {
+                break;
+            };
+            match self.buffer.pop(now) {
+                Playout::Frame(f) => {
+                    let got = self.codec.decode(f.payload, slot);
+                    if let Some(rest) = slot.get_mut(got..) {
+                        rest.fill(0);
+                    }
+                    self.plc.good_frame(slot);
+                    self.rx_noise = None;
+                    voiced = true;
+                    self.in_len += n;
+                }
+                Playout::Lost | Playout::Stretch => {
+                    self.plc.conceal(slot);
+                    if !voiced {
+                        kind = PulledAudio::Concealed;
+                    }
+                    self.in_len += n;
+                }
+                Playout::Empty => {
+                    let rest = &mut self.in_pcm[at..FRAME_SAMPLES];
+                    match self.rx_noise {
+                        Some(level) => self.noise.fill(level, rest),
+                        None => rest.fill(0),
+                    }
+                    if self.plc.in_gap() || !voiced {
+                        self.plc.reset();
+                    }
+                    self.in_len = FRAME_SAMPLES;
+                }
+            }
+        }
+        if voiced {
+            kind = PulledAudio::Voice;
+        }
+        out.copy_from_slice(&self.in_pcm[..FRAME_SAMPLES]);
+        self.in_pcm.copy_within(FRAME_SAMPLES..self.in_len, 0);
+        self.in_len -= FRAME_SAMPLES;
+        kind
+    }
+
+    /// Drops samples waiting to be packetised, advancing the media clock over them.
+    fn discard_pending(&mut self) {
+        if self.out_len > 0 {
+            self.sender.skip(self.codec.units_for(self.out_len));
+            self.out_len = 0;
+        }
+    }
+
+    /// Takes the next 20 ms frame to send and packetises it into `out`; returns the packet's
+    /// length and destination, or `None` when nothing is sent now (no remote yet, our direction
+    /// does not send, a telephone-event is being sent instead, or a ptime above 20 ms is still
+    /// collecting). With ptime 10 a second packet is ready at once: [`RtpLeg::send_pending`]
+    /// (the plane sends it 10 ms later). Whenever nothing is sent the media clock still
+    /// advances, so timestamps keep pace with real time through hold and silence.
     pub fn send(&mut self, frame: &Frame, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
-        let to = self.remote?;
-        if self.dtmf_tx.is_active() {
-            self.sender.skip(codecs::FRAME_SAMPLES as u32);
+        self.cn_ticks = 0;
+        let frame_units = self.codec.units_for(FRAME_SAMPLES);
+        if self.remote.is_none() || !self.cfg.direction.sends() || self.dtmf_tx.is_active() {
+            self.discard_pending();
+            self.sender.skip(frame_units);
             return None;
         }
-        let mut payload = [0u8; 2 * codecs::FRAME_SAMPLES];
-        let n = self.cfg.format.encode(frame, &mut payload);
-        let header =
-            self.sender
-                .next_packet(self.cfg.payload_type, codecs::FRAME_SAMPLES as u32, n);
-        let len = header.packet(&payload[..n]).write(out).ok()?;
+        let at = self.out_len;
+        let Some(slot) = self.out_pcm.get_mut(at..at + FRAME_SAMPLES) else {
+            // Cannot happen (the FIFO holds a full packet plus a frame); keep the clock right.
+            self.discard_pending();
+            self.sender.skip(frame_units);
+            return None;
+        };
+        slot.copy_from_slice(frame);
+        if self.inband.is_playing() {
+            let mut tone = [0i16; FRAME_SAMPLES];
+            tone.copy_from_slice(slot);
+            self.inband.fill(&mut tone);
+            slot.copy_from_slice(&tone);
+        }
+        self.out_len += FRAME_SAMPLES;
+        self.send_pending(out)
+    }
+
+    /// True when a collected packet waits for [`RtpLeg::send_pending`] (ptime below 20 ms).
+    pub fn has_pending(&self) -> bool {
+        self.out_len >= usize::from(self.cfg.ptime_ms) * 8 && self.cfg.direction.sends()
+    }
+
+    /// The next packet already collected (ptime 10: the second half of the last frame).
+    pub fn send_pending(&mut self, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let to = self.remote?;
+        let p = usize::from(self.cfg.ptime_ms) * 8;
+        if self.out_len < p || !self.cfg.direction.sends() {
+            return None;
+        }
+        let mut payload = [0u8; 2 * MAX_PACKET_SAMPLES];
+        let n = self.codec.encode(&self.out_pcm[..p], &mut payload);
+        self.out_pcm.copy_within(p..self.out_len, 0);
+        self.out_len -= p;
+        let header = self
+            .sender
+            .next_packet(self.cfg.payload_type, self.codec.units_for(p), n);
+        let len = header.packet(payload.get(..n)?).write(out).ok()?;
         self.counters.sent += 1;
+        Some((len, to))
+    }
+
+    /// Instead of a frame of audio: 20 ms of comfort noise toward the peer (a held party). With
+    /// a negotiated CN payload type, an RFC 3389 update now and every 200 ms and nothing in
+    /// between (the clock advances); without one, a frame of digital silence.
+    pub fn send_comfort_noise(&mut self, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        let Some(pt) = self.cfg.comfort_noise else {
+            return self.send(&[0; FRAME_SAMPLES], out);
+        };
+        let tick = self.cn_ticks;
+        self.cn_ticks = self.cn_ticks.wrapping_add(1);
+        let frame_units = self.codec.units_for(FRAME_SAMPLES);
+        self.discard_pending();
+        let to = match self.remote {
+            Some(to) if self.cfg.direction.sends() && !self.dtmf_tx.is_active() => to,
+            _ => {
+                self.sender.skip(frame_units);
+                return None;
+            }
+        };
+        if tick % CN_REFRESH_TICKS != 0 {
+            self.sender.skip(frame_units);
+            return None;
+        }
+        let payload = [HOLD_NOISE_DBOV];
+        let header = self.sender.next_packet(pt, frame_units, payload.len());
+        let len = header.packet(&payload).write(out).ok()?;
+        self.counters.sent += 1;
+        // The timestamp advanced with the packet; the next audio starts a talkspurt.
+        self.sender.skip(0);
         Some((len, to))
     }
 
@@ -409,9 +779,31 @@ impl RtpLeg {
         self.dtmf_tx.send_digit(digit)
     }
 
+    /// Queues a digit lasting `length`, as the peer negotiated it: RFC 4733 events with
+    /// telephone-event, else in-band tones mixed over (replacing) the outgoing audio.
+    pub fn send_digit_for(&mut self, digit: char, length: Duration) -> Result<(), DtmfSendError> {
+        if self.cfg.telephone_event.is_some() {
+            self.dtmf_tx.send_digit_for(digit, length)
+        } else if codecs::dtmf::digit_frequencies(digit).is_none() {
+            Err(DtmfSendError::NotADigit(digit))
+        } else if self.inband.play_for(digit, length) {
+            Ok(())
+        } else {
+            Err(DtmfSendError::QueueFull(16))
+        }
+    }
+
+    /// True while a digit is being sent (events or tones).
+    pub fn sending_digit(&self) -> bool {
+        self.dtmf_tx.is_active() || self.inband.is_playing()
+    }
+
     /// The next telephone-event packet due at `now` (call until `None`).
     pub fn poll_dtmf(&mut self, now: Instant, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
         self.cfg.telephone_event?;
+        if !self.cfg.direction.sends() {
+            return None;
+        }
         let to = self.remote?;
         let p = self.dtmf_tx.poll(now, &mut self.sender)?;
         let len = p.header.packet(&p.payload).write(out).ok()?;
@@ -421,7 +813,7 @@ impl RtpLeg {
 
     /// When [`RtpLeg::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let inactivity = if self.inactive_reported {
+        let inactivity = if self.inactive_reported || self.cfg.inactivity_timeout.is_zero() {
             None
         } else {
             self.last_activity.checked_add(self.cfg.inactivity_timeout)
@@ -443,6 +835,7 @@ impl RtpLeg {
             self.emit(LegEvent::Digit(d));
         }
         if !self.inactive_reported
+            && !self.cfg.inactivity_timeout.is_zero()
             && now.saturating_duration_since(self.last_activity) >= self.cfg.inactivity_timeout
         {
             self.inactive_reported = true;

@@ -10,5 +10,6 @@ pub mod dtmf;
 pub mod inband;
 pub mod jitter;
 pub mod leg;
+pub mod plane;
 pub mod rtcp;
 pub mod rtp;

@@ -194,6 +194,18 @@ header_names! {
     Event => "Event", "o";
     AllowEvents => "Allow-Events", "u";
     ReferredBy => "Referred-By", "b";
+    ReferSub => "Refer-Sub";
+    Replaces => "Replaces";
+    SubscriptionState => "Subscription-State";
+    MinSe => "Min-SE";
+    MinExpires => "Min-Expires";
+    RetryAfter => "Retry-After";
+    Warning => "Warning";
+    AcceptEncoding => "Accept-Encoding";
+    Path => "Path";
+    FlowTimer => "Flow-Timer";
+    InfoPackage => "Info-Package";
+    RecvInfo => "Recv-Info";
 }
 
 impl fmt::Display for HeaderName {
@@ -863,14 +875,15 @@ impl Response {
     pub fn from_request_headers(headers: &Headers, status: u16) -> Self {
         let mut out = Headers::new();
         for h in headers.iter() {
-            if matches!(
-                h.name,
-                HeaderName::Via
-                    | HeaderName::From
-                    | HeaderName::To
-                    | HeaderName::CallId
-                    | HeaderName::CSeq
-            ) {
+            let copy = match h.name {
+                HeaderName::Via => true,
+                // Single-valued: a malformed request may repeat them; the first one is copied.
+                HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq => {
+                    out.get(&h.name).is_none()
+                }
+                _ => false,
+            };
+            if copy {
                 out.push(h.name.clone(), h.value.clone());
             }
         }

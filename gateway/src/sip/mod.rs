@@ -5,9 +5,18 @@
 
 pub mod auth;
 pub mod dialog;
+pub mod dtmf_info;
+pub mod keepalive;
 pub mod message;
+pub mod offer_answer;
 pub mod parse;
+pub mod prack;
+pub mod registrar;
+pub mod registration;
 pub mod sdp;
+pub mod session_timer;
 pub mod transaction;
 pub mod transport;
 pub mod uas;
+pub mod update;
+pub mod validate;

@@ -120,6 +120,7 @@ impl ParseError {
     pub fn status(&self) -> u16 {
         match self.kind {
             ParseErrorKind::UnsupportedVersion(_) => 505,
+            ParseErrorKind::TooLarge(_) => 513,
             _ => 400,
         }
     }
@@ -150,9 +151,14 @@ impl ParseError {
         let mut resp = Response::from_request_headers(h, self.status());
         resp.reason = match &self.kind {
             ParseErrorKind::UnsupportedVersion(_) => "Version Not Supported".to_owned(),
+            ParseErrorKind::TooLarge(_) => "Message Too Large".to_owned(),
             other => format!("Bad Request ({other})"),
         };
         resp.reason.retain(|c| c != '\r' && c != '\n');
+        resp.headers.push(
+            HeaderName::Warning,
+            super::validate::warning(&self.to_string()),
+        );
         Some(resp)
     }
 }
@@ -213,7 +219,18 @@ pub fn parse_message(input: &[u8]) -> Result<Message, ParseError> {
 /// As [`parse_message`], rejecting inputs longer than `max_len`.
 pub fn parse_message_with_limit(input: &[u8], max_len: usize) -> Result<Message, ParseError> {
     if input.len() > max_len {
-        return Err(ParseError::new(0, ParseErrorKind::TooLarge(max_len)));
+        // Answer 513 (RFC 3261 §21.5.14) when the header section can still be read.
+        let mut e = ParseError::new(0, ParseErrorKind::TooLarge(max_len));
+        let head = input
+            .get(..max_len)
+            .and_then(|h| find_subslice(h, b"\r\n\r\n").and_then(|end| h.get(..end)))
+            .and_then(|h| std::str::from_utf8(h).ok());
+        if let Some(head) = head
+            && !head.starts_with("SIP/")
+        {
+            e.request_headers = Some(Box::new(salvage_headers(head)));
+        }
+        return Err(e);
     }
     let mut start = 0;
     while input.get(start..start + 2) == Some(b"\r\n") {
@@ -1314,118 +1331,7 @@ pub fn parse_auth(v: &str) -> Result<AuthParams, &'static str> {
     Ok(AuthParams { scheme, params })
 }
 
-/// What this element supports, for [`validate_request`].
-#[derive(Debug, Clone)]
-pub struct UasPolicy {
-    /// Methods this UAS implements (others get 501 with an Allow header).
-    pub methods: Vec<Method>,
-    /// Option tags this UAS supports (a Require outside this set gets 420).
-    pub option_tags: Vec<String>,
-    /// Body media types this UAS accepts (others get 415).
-    pub content_types: Vec<String>,
-}
-
-impl Default for UasPolicy {
-    fn default() -> Self {
-        UasPolicy {
-            methods: vec![
-                Method::Invite,
-                Method::Ack,
-                Method::Bye,
-                Method::Cancel,
-                Method::Options,
-            ],
-            option_tags: Vec::new(),
-            content_types: vec!["application/sdp".to_owned()],
-        }
-    }
-}
-
-/// A well-formed request this UAS must refuse, and the response that says why.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
-pub enum Rejection {
-    /// 416: the Request-URI scheme is not sip/sips/tel.
-    #[error("Request-URI scheme {0:?} is not supported")]
-    UnsupportedUriScheme(String),
-    /// 501: the method is not implemented here.
-    #[error("method {0} is not implemented")]
-    NotImplemented(String),
-    /// 420: Require lists option tags not supported here.
-    #[error("required extensions not supported: {0:?}")]
-    BadExtension(Vec<String>),
-    /// 415: the body's media type is not accepted.
-    #[error("media type {0:?} is not supported")]
-    UnsupportedMediaType(String),
-}
-
-impl Rejection {
-    /// The status code to answer with.
-    pub fn status(&self) -> u16 {
-        match self {
-            Rejection::UnsupportedUriScheme(_) => 416,
-            Rejection::NotImplemented(_) => 501,
-            Rejection::BadExtension(_) => 420,
-            Rejection::UnsupportedMediaType(_) => 415,
-        }
-    }
-
-    /// The full response to `req` (with Allow / Unsupported / Accept as RFC 3261 requires).
-    pub fn response(&self, req: &Request, policy: &UasPolicy) -> Response {
-        let mut resp = Response::for_request(req, self.status());
-        match self {
-            Rejection::NotImplemented(_) => {
-                let allow: Vec<&str> = policy.methods.iter().map(Method::as_str).collect();
-                resp.headers.push(HeaderName::Allow, allow.join(", "));
-            }
-            Rejection::BadExtension(tags) => {
-                resp.headers.push(HeaderName::Unsupported, tags.join(", "))
-            }
-            Rejection::UnsupportedMediaType(_) => {
-                resp.headers
-                    .push(HeaderName::Accept, policy.content_types.join(", "));
-            }
-            Rejection::UnsupportedUriScheme(_) => {}
-        }
-        resp
-    }
-}
-
-/// RFC 3261 §8.2.1–§8.2.3 checks of a parsed request against what this UAS supports, in the
-/// order the RFC gives: method (501), Request-URI scheme (416), Require (420), body type (415).
-/// ACK and CANCEL are never refused for Require (§8.2.2.3).
-pub fn validate_request(req: &Request, policy: &UasPolicy) -> Result<(), Rejection> {
-    if !policy.methods.contains(&req.method) {
-        return Err(Rejection::NotImplemented(req.method.to_string()));
-    }
-    let scheme = req.uri.scheme();
-    if !["sip", "sips", "tel"]
-        .iter()
-        .any(|s| scheme.eq_ignore_ascii_case(s))
-    {
-        return Err(Rejection::UnsupportedUriScheme(scheme.to_owned()));
-    }
-    if !matches!(req.method, Method::Ack | Method::Cancel) {
-        let required = req.headers.require().unwrap_or_default();
-        let missing: Vec<String> = required
-            .into_iter()
-            .filter(|t| !policy.option_tags.iter().any(|s| s.eq_ignore_ascii_case(t)))
-            .collect();
-        if !missing.is_empty() {
-            return Err(Rejection::BadExtension(missing));
-        }
-    }
-    if !req.body.is_empty()
-        && let Ok(Some(ct)) = req.headers.content_type()
-        && !policy
-            .content_types
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(&ct))
-    {
-        return Err(Rejection::UnsupportedMediaType(ct));
-    }
-    Ok(())
-}
+pub use super::validate::{Rejection, UasPolicy, validate_request};
 
 /// Why a byte stream can no longer be framed; the connection should be closed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -872,7 +872,7 @@ m=video 9078 RTP/AVP 96\r\n\
 a=rtpmap:96 VP8/90000\r\n";
 
     fn local() -> MediaConfig {
-        MediaConfig::g711("192.0.2.1:40000".parse().unwrap())
+        MediaConfig::g711("192.0.2.1:40000".parse::<SocketAddr>().unwrap())
     }
 
     #[test]
@@ -911,7 +911,10 @@ a=rtpmap:96 VP8/90000\r\n";
         assert_eq!(neg.codec, Codec::Pcmu);
         assert_eq!(neg.pt, 0);
         assert_eq!(neg.telephone_event_pt, Some(101));
-        assert_eq!(neg.remote_rtp, "192.0.2.10:7078".parse().unwrap());
+        assert_eq!(
+            neg.remote_rtp,
+            "192.0.2.10:7078".parse::<SocketAddr>().unwrap()
+        );
         assert!(neg.rtcp_mux);
         let text = answer.to_string();
         assert!(text.contains("m=audio 40000 RTP/AVP 0 101\r\n"), "{text}");
@@ -985,7 +988,7 @@ a=rtpmap:96 VP8/90000\r\n";
     fn offer_answer_round_trip_between_two_configs() {
         let a_cfg = local();
         let b_cfg = MediaConfig {
-            rtp_addr: "192.0.2.2:50000".parse().unwrap(),
+            rtp_addr: "192.0.2.2:50000".parse::<SocketAddr>().unwrap(),
             codecs: vec![Codec::Pcma],
             ptime: 30,
             rtcp_mux: false,
@@ -1001,8 +1004,14 @@ a=rtpmap:96 VP8/90000\r\n";
         .unwrap();
         assert_eq!(a_neg.codec, Codec::Pcma);
         assert_eq!(b_neg.codec, Codec::Pcma);
-        assert_eq!(a_neg.remote_rtp, "192.0.2.2:50000".parse().unwrap());
-        assert_eq!(b_neg.remote_rtp, "192.0.2.1:40000".parse().unwrap());
+        assert_eq!(
+            a_neg.remote_rtp,
+            "192.0.2.2:50000".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            b_neg.remote_rtp,
+            "192.0.2.1:40000".parse::<SocketAddr>().unwrap()
+        );
         assert!(
             !a_neg.rtcp_mux && !b_neg.rtcp_mux,
             "rtcp-mux only when both do it"

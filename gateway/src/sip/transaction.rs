@@ -14,6 +14,7 @@ use thiserror::Error;
 
 use super::message::{HeaderName, Message, Method, Request, Response};
 use super::parse::{self, ParseError};
+use super::validate::{Rejection, UasPolicy, validate_request};
 
 /// Timer base values (RFC 3261 §17.1.1.1, Table 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +175,15 @@ pub struct TransactionStats {
     pub absorbed_requests: u64,
     /// ACKs for non-2xx finals absorbed by INVITE server transactions.
     pub absorbed_acks: u64,
+    /// Well-formed requests the layer refused on the TU's behalf (501, 416, 483, 482, 420,
+    /// 415: see [`super::validate`]).
+    pub rejected_requests: u64,
+    /// Responses dropped because they carried more than one Via (RFC 3261 §8.1.3.3: they were
+    /// meant for someone else); also counted in `malformed_responses_dropped`.
+    pub misrouted_responses: u64,
+    /// The last malformed message (request or response): its source and what was wrong, for
+    /// operators (`gwctl sip`).
+    pub last_malformed: Option<String>,
 }
 
 /// Why the TU's request or response could not be handled.
@@ -234,6 +244,26 @@ struct Transaction {
     ack: Option<Vec<u8>>,
     /// Client INVITE: when Timer C made the layer send CANCEL.
     cancel_sent_at: Option<Instant>,
+    /// Server transaction of a request without To tag: its merge key (§8.2.2.2).
+    merge: Option<MergeKey>,
+}
+
+/// From tag, Call-ID and CSeq of a request outside a dialog (RFC 3261 §8.2.2.2).
+type MergeKey = (String, String, u32, Method);
+
+fn merge_key(req: &Request) -> Option<MergeKey> {
+    let to = req.headers.to().ok()?;
+    if to.tag().is_some() {
+        return None;
+    }
+    let from_tag = req.headers.from().ok()?.tag()?.to_owned();
+    let cseq = req.headers.cseq().ok()?;
+    Some((
+        from_tag,
+        req.headers.call_id().ok()?.to_owned(),
+        cseq.seq,
+        cseq.method,
+    ))
 }
 
 impl Transaction {
@@ -252,6 +282,7 @@ impl Transaction {
             timer_c_at: None,
             ack: None,
             cancel_sent_at: None,
+            merge: None,
         }
     }
 
@@ -276,6 +307,9 @@ pub struct TransactionLayer {
     transmits: VecDeque<Transmit>,
     events: VecDeque<TuEvent>,
     stats: TransactionStats,
+    policy: Option<UasPolicy>,
+    merges: HashMap<MergeKey, TransactionKey>,
+    tag_counter: u64,
 }
 
 const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -312,6 +346,9 @@ impl TransactionLayer {
     /// Timer values come from configuration, so they are clamped ([`TimerConfig::clamped`])
     /// rather than trusted: no value can make the timer arithmetic
     /// overflow.
+    ///
+    /// New requests are checked against [`UasPolicy::gateway`] (see [`super::validate`]);
+    /// change that with [`TransactionLayer::set_policy`].
     pub fn new(timers: TimerConfig) -> Self {
         TransactionLayer {
             timers: timers.clamped(),
@@ -319,7 +356,24 @@ impl TransactionLayer {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: TransactionStats::default(),
+            policy: Some(UasPolicy::gateway()),
+            merges: HashMap::new(),
+            tag_counter: 0,
         }
+    }
+
+    /// What new server transactions are checked against before the TU hears of them: a
+    /// request the policy refuses (501, 416, 483, 420, 415) is answered by the layer and only
+    /// counted ([`TransactionStats::rejected_requests`]). `None` passes every well-formed
+    /// request to the TU (it then validates itself). Merged requests (482) are refused either
+    /// way.
+    pub fn set_policy(&mut self, policy: Option<UasPolicy>) {
+        self.policy = policy;
+    }
+
+    /// The policy new requests are checked against.
+    pub fn policy(&self) -> Option<&UasPolicy> {
+        self.policy.as_ref()
     }
 
     /// Counters.
@@ -375,6 +429,8 @@ impl TransactionLayer {
     }
 
     fn handle_malformed(&mut self, e: &ParseError, source: SocketAddr) {
+        let kind = if e.is_request() { "request" } else { "message" };
+        self.stats.last_malformed = Some(format!("{kind} from {source}: {e}"));
         if e.is_request() {
             self.stats.malformed_requests += 1;
             if let Some(mut resp) = e.error_response() {
@@ -460,11 +516,13 @@ impl TransactionLayer {
                 source,
             }),
             Method::Cancel => self.handle_cancel(now, key, req, source, reliability),
+            _ if self.refuse(now, &key, &req, source, reliability) => {}
             Method::Invite => {
                 let mut tx = Transaction::new(source, reliability, State::Proceeding);
                 tx.trying_at = Some(now + self.timers.trying_delay);
                 tx.timer_c_at = Some(now + self.timers.server_invite_timeout);
                 tx.request = Some(req.clone());
+                tx.merge = self.track_merge(&req, &key);
                 self.transactions.insert(key.clone(), tx);
                 self.events.push_back(TuEvent::Request {
                     key,
@@ -478,6 +536,7 @@ impl TransactionLayer {
                 // leave the transaction behind.
                 tx.end_at = Some(now + 64 * self.timers.t1);
                 tx.end_is_timeout = true;
+                tx.merge = self.track_merge(&req, &key);
                 self.transactions.insert(key.clone(), tx);
                 self.events.push_back(TuEvent::Request {
                     key,
@@ -486,6 +545,54 @@ impl TransactionLayer {
                 });
             }
         }
+    }
+
+    fn track_merge(&mut self, req: &Request, key: &TransactionKey) -> Option<MergeKey> {
+        let m = merge_key(req)?;
+        self.merges.insert(m.clone(), key.clone());
+        Some(m)
+    }
+
+    /// Checks a request that starts a new server transaction; if it must be refused, answers
+    /// it (through a server transaction of its own, so retransmissions are absorbed and an
+    /// INVITE's ACK is matched) and returns `true`.
+    fn refuse(
+        &mut self,
+        now: Instant,
+        key: &TransactionKey,
+        req: &Request,
+        source: SocketAddr,
+        reliability: Reliability,
+    ) -> bool {
+        let merged = merge_key(req)
+            .and_then(|m| self.merges.get(&m))
+            .is_some_and(|k| k != key && self.transactions.contains_key(k));
+        let rejection = if merged {
+            Some(Rejection::LoopDetected)
+        } else {
+            self.policy
+                .as_ref()
+                .and_then(|p| validate_request(req, p).err())
+        };
+        let Some(rejection) = rejection else {
+            return false;
+        };
+        let fallback = UasPolicy::gateway();
+        let policy = self.policy.as_ref().unwrap_or(&fallback);
+        let mut resp = rejection.response(req, policy);
+        self.tag_counter += 1;
+        resp.ensure_to_tag(&format!("sbr{:x}", self.tag_counter));
+        let state = if req.method == Method::Invite {
+            State::Proceeding
+        } else {
+            State::Trying
+        };
+        self.transactions
+            .insert(key.clone(), Transaction::new(source, reliability, state));
+        self.stats.rejected_requests += 1;
+        // Cannot fail: the transaction was just inserted and has sent nothing.
+        let _ = self.send_response(now, key, resp);
+        true
     }
 
     fn handle_cancel(
@@ -520,6 +627,18 @@ impl TransactionLayer {
     }
 
     fn handle_response(&mut self, now: Instant, resp: Response) {
+        // §8.1.3.3: a response with more than one Via was meant for someone else.
+        if resp.headers.vias().map_or(true, |v| v.len() != 1) {
+            self.stats.malformed_responses_dropped += 1;
+            self.stats.misrouted_responses += 1;
+            self.stats.last_malformed = Some(format!(
+                "response {} {}: {} Via values, expected exactly 1",
+                resp.status,
+                resp.reason,
+                resp.headers.vias().map_or(0, |v| v.len())
+            ));
+            return;
+        }
         let key = match (branch_of(&resp.headers), resp.headers.cseq()) {
             (Some((branch, _)), Ok(cseq)) => TransactionKey {
                 branch,
@@ -860,7 +979,9 @@ impl TransactionLayer {
             let _ = self.send_request(now, cancel, peer, reliability);
         }
         for (key, timed_out) in ended {
-            self.transactions.remove(&key);
+            if let Some(m) = self.transactions.remove(&key).and_then(|t| t.merge) {
+                self.merges.remove(&m);
+            }
             if timed_out {
                 self.events.push_back(TuEvent::Timeout { key: key.clone() });
             }

@@ -12,9 +12,10 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::auth::{AuthVerdict, DigestServer};
+use super::auth::DigestServer;
 use super::message::{HeaderName, Method, Response};
 use super::parse::{UasPolicy, validate_request};
+use super::registrar::{Flow, Registrar, RegistrarConfig};
 use super::transaction::{
     Reliability, TimerConfig, TransactionLayer, TransactionStats, Transmit, TuEvent,
 };
@@ -27,7 +28,7 @@ pub struct OptionsUas {
     policy: UasPolicy,
     tag_counter: u64,
     answered: u64,
-    registrar: Option<DigestServer>,
+    registrar: Option<Registrar>,
     authorized: u64,
 }
 
@@ -40,13 +41,15 @@ impl Default for OptionsUas {
 impl OptionsUas {
     /// A responder implementing only OPTIONS (ACK and CANCEL are handled by the transactions).
     pub fn new(timers: TimerConfig) -> Self {
+        let policy = UasPolicy {
+            methods: vec![Method::Options],
+            ..UasPolicy::default()
+        };
+        let mut layer = TransactionLayer::new(timers);
+        layer.set_policy(Some(policy.clone()));
         OptionsUas {
-            layer: TransactionLayer::new(timers),
-            policy: UasPolicy {
-                methods: vec![Method::Options],
-                option_tags: Vec::new(),
-                content_types: vec!["application/sdp".to_owned()],
-            },
+            layer,
+            policy,
             tag_counter: 0,
             answered: 0,
             registrar: None,
@@ -54,13 +57,28 @@ impl OptionsUas {
         }
     }
 
-    /// A responder that also accepts REGISTER, challenging each with `digest` (401) and
-    /// answering authenticated ones 200 with the Contact echoed (bindings are not stored).
+    /// A responder that is also a registrar ([`Registrar`], default settings): REGISTERs are
+    /// challenged with `digest` (401) and authenticated ones bound and answered 200 with
+    /// every binding of the address-of-record.
     pub fn with_registrar(timers: TimerConfig, digest: DigestServer) -> Self {
         let mut uas = Self::new(timers);
         uas.policy.methods.push(Method::Register);
-        uas.registrar = Some(digest);
+        uas.layer.set_policy(Some(uas.policy.clone()));
+        uas.registrar = Some(Registrar::new(RegistrarConfig::default(), digest));
         uas
+    }
+
+    /// The registrar, if this responder is one.
+    pub fn registrar(&self) -> Option<&Registrar> {
+        self.registrar.as_ref()
+    }
+
+    /// Sets the policy the transaction layer checks new requests against (see
+    /// [`TransactionLayer::set_policy`]); what passes it and is not OPTIONS (or REGISTER for a
+    /// registrar) is still answered 501 by this responder.
+    pub fn with_layer_policy(mut self, policy: Option<UasPolicy>) -> Self {
+        self.layer.set_policy(policy);
+        self
     }
 
     /// REGISTER requests whose credentials were accepted.
@@ -82,13 +100,17 @@ impl OptionsUas {
         reliability: Reliability,
     ) {
         self.layer.handle_datagram(now, bytes, source, reliability);
-        self.run_tu(now);
+        let transport = match reliability {
+            Reliability::Unreliable => Transport::Udp,
+            Reliability::Reliable => Transport::Tcp,
+        };
+        self.run_tu(now, transport);
     }
 
     /// Runs due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
-        self.run_tu(now);
+        self.run_tu(now, Transport::Udp);
     }
 
     /// When to call [`OptionsUas::handle_timeout`] next.
@@ -111,9 +133,14 @@ impl OptionsUas {
         self.answered
     }
 
-    fn run_tu(&mut self, now: Instant) {
+    fn run_tu(&mut self, now: Instant, transport: Transport) {
         while let Some(ev) = self.layer.poll_event() {
-            let TuEvent::Request { key, request, .. } = ev else {
+            let TuEvent::Request {
+                key,
+                request,
+                source,
+            } = ev
+            else {
                 continue;
             };
             self.tag_counter += 1;
@@ -121,23 +148,17 @@ impl OptionsUas {
             let mut resp = match validate_request(&request, &self.policy) {
                 Err(rej) => rej.response(&request, &self.policy),
                 Ok(()) if request.method == Method::Register => {
-                    let Some(digest) = self.registrar.as_mut() else {
+                    let Some(registrar) = self.registrar.as_mut() else {
                         continue;
                     };
-                    match digest.verify(now, &request, false) {
-                        AuthVerdict::Authorized { .. } => {
-                            self.authorized += 1;
-                            let mut r = Response::for_request(&request, 200);
-                            for c in request.headers.get_all(&HeaderName::Contact) {
-                                r.headers
-                                    .push(HeaderName::Contact, format!("{c};expires=60"));
-                            }
-                            r
-                        }
-                        AuthVerdict::Challenge { stale, .. } => {
-                            digest.challenge(now, &request, stale, false)
-                        }
-                    }
+                    let flow = Flow {
+                        transport,
+                        remote: source,
+                        connection: None,
+                    };
+                    let r = registrar.handle_register(now, &request, flow);
+                    self.authorized = registrar.stats().accepted;
+                    r
                 }
                 Ok(()) => {
                     let mut r = Response::for_request(&request, 200);
@@ -180,6 +201,10 @@ pub struct UdpUasCounters {
     pub answered: AtomicU64,
     /// REGISTERs whose digest credentials were accepted.
     pub authorized: AtomicU64,
+    /// Well-formed requests the transaction layer refused (501, 416, 483, 482, 420, 415).
+    pub rejected_requests: AtomicU64,
+    /// ACKs for non-2xx finals absorbed by INVITE server transactions.
+    pub absorbed_acks: AtomicU64,
     /// Open TCP/TLS connections after the last event.
     pub open_connections: AtomicU64,
 }
@@ -302,6 +327,12 @@ async fn serve(
         counters
             .malformed_responses
             .store(s.malformed_responses_dropped, Ordering::Relaxed);
+        counters
+            .rejected_requests
+            .store(s.rejected_requests, Ordering::Relaxed);
+        counters
+            .absorbed_acks
+            .store(s.absorbed_acks, Ordering::Relaxed);
         counters.answered.store(uas.answered(), Ordering::Relaxed);
         counters
             .authorized

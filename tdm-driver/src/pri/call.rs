@@ -325,6 +325,9 @@ pub struct CallControl {
     restart: Option<(Instant, Vec<u8>, bool)>,
     out: VecDeque<Message>,
     events: VecDeque<CallEvent>,
+    /// B-channels out of service here (not configured, or their channel could not be opened):
+    /// never chosen, and a SETUP asking for one exclusively is refused with cause 44.
+    unavailable: std::collections::BTreeSet<u8>,
 }
 
 impl CallControl {
@@ -345,7 +348,47 @@ impl CallControl {
             restart: None,
             out: VecDeque::new(),
             events: VecDeque::new(),
+            unavailable: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// Takes `channel` out of service (`false`) or back (`true`). A call on it is not affected.
+    pub fn set_channel_available(&mut self, channel: u8, available: bool) {
+        if available {
+            self.unavailable.remove(&channel);
+        } else {
+            self.unavailable.insert(channel);
+        }
+    }
+
+    /// Whether `channel` is one of this switch type's B-channels and in service.
+    pub fn channel_available(&self, channel: u8) -> bool {
+        self.switch.b_channels().contains(&channel) && !self.unavailable.contains(&channel)
+    }
+
+    /// Whether a RESTART of ours awaits its acknowledgement (T316 running).
+    pub fn restart_pending(&self) -> bool {
+        self.restart.is_some()
+    }
+
+    /// The call holding `channel`, if any.
+    pub fn call_on(&self, channel: u8) -> Option<CallId> {
+        self.channels.get(&channel).copied()
+    }
+
+    /// Ids of every call not yet released.
+    pub fn calls(&self) -> Vec<CallId> {
+        self.calls.keys().copied().collect()
+    }
+
+    /// Forgets every call at once with `cause` (a span alarm: layer 1 is gone, nothing can be
+    /// sent), reporting each as released; queued messages are dropped.
+    pub fn clear_all(&mut self, cause_value: u8) {
+        for call in self.calls() {
+            self.remove(call, cause_value);
+        }
+        self.out.clear();
+        self.restart = None;
     }
 
     /// The next message to give to the data link.
@@ -381,14 +424,15 @@ impl CallControl {
 
     fn free_channel(&self, wanted: Option<u8>) -> Option<u8> {
         match wanted {
-            Some(ch) if self.switch.b_channels().contains(&ch) => {
+            Some(ch) if self.channel_available(ch) => {
                 (!self.channels.contains_key(&ch)).then_some(ch)
             }
             Some(_) => None,
             // The network hunts from the top, the user from the bottom, to make glare rare.
             None => {
                 let all = self.switch.b_channels();
-                let free = |c: &&u8| !self.channels.contains_key(*c);
+                let free =
+                    |c: &&u8| !self.channels.contains_key(*c) && !self.unavailable.contains(*c);
                 match self.role {
                     Role::Network => all.iter().rev().find(free).copied(),
                     Role::User => all.iter().find(free).copied(),

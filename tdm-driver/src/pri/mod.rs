@@ -3,6 +3,9 @@
 //! (an HDLCFCS channel's `read_frame`/`write_frame`, or [`crate::hdlc`] on a clear channel).
 
 pub mod call;
+pub mod dchannel;
 pub mod q921;
 pub mod q931;
+pub mod span;
 pub mod stack;
+pub mod trace;

@@ -220,11 +220,16 @@ fn encode_op(op: &Op<'_>) -> Vec<u8> {
         | Op::Shutdown(v)
         | Op::DefaultZone(v)
         | Op::TimerConfig(v)
-        | Op::TimerAck(v) => int(*v),
+        | Op::TimerAck(v)
+        | Op::SetTxBits(v)
+        | Op::SetPolarity(v) => int(*v),
         Op::IoMux(v) => int(**v),
-        Op::ChanNo(_) | Op::GetBlockSize(_) | Op::GetEvent(_) | Op::TimerPing | Op::TimerPong => {
-            Vec::new()
-        }
+        Op::ChanNo(_)
+        | Op::GetBlockSize(_)
+        | Op::GetEvent(_)
+        | Op::GetRxBits(_)
+        | Op::TimerPing
+        | Op::TimerPong => Vec::new(),
         Op::GetBufInfo(_) | Op::GetGains(_) | Op::SpanStat(_) | Op::GetVersion(_) => {
             // _IOR/_IOWR structs: the caller's struct goes in (span number, channel number).
             match op {
@@ -244,6 +249,7 @@ fn encode_op(op: &Op<'_>) -> Vec<u8> {
         Op::ChanConfig(c) => c.as_bytes().to_vec(),
         Op::Maint(m) => m.as_bytes().to_vec(),
         Op::AttachEchoCan(a) => a.as_bytes().to_vec(),
+        Op::SetCadence(c) => c.as_bytes().to_vec(),
     }
 }
 
@@ -259,7 +265,7 @@ fn decode_reply(op: Op<'_>, out: &[u8]) -> io::Result<()> {
         Some(i32::from_ne_bytes(out.get(..4)?.try_into().ok()?))
     }
     match op {
-        Op::ChanNo(v) | Op::GetBlockSize(v) | Op::GetEvent(v) | Op::IoMux(v) => {
+        Op::ChanNo(v) | Op::GetBlockSize(v) | Op::GetEvent(v) | Op::IoMux(v) | Op::GetRxBits(v) => {
             *v = int(out).ok_or_else(bad)?;
         }
         Op::GetBufInfo(b) => *b = abi::BufferInfo::from_bytes(out).ok_or_else(bad)?,

@@ -62,11 +62,11 @@ impl Model {
         wire::put_i32(&mut out, p::CHANPOS, ch.chanpos);
         wire::put_i32(&mut out, p::SIGTYPE, ch.sig as i32);
         wire::put_i32(&mut out, p::SIGCAP, ch.sigcap as i32);
-        wire::put_i32(&mut out, p::RXISOFFHOOK, i32::from(ch.rx_offhook));
-        wire::put_i32(&mut out, p::RXBITS, ch.rxbits);
-        wire::put_i32(&mut out, p::TXBITS, ch.txbits);
-        wire::put_i32(&mut out, p::TXHOOKSIG, ch.txhook);
-        wire::put_i32(&mut out, p::RXHOOKSIG, i32::from(ch.rx_offhook));
+        wire::put_i32(&mut out, p::RXISOFFHOOK, i32::from(ch.rbs_rx_offhook()));
+        wire::put_i32(&mut out, p::RXBITS, ch.rbs.rxsig.max(0));
+        wire::put_i32(&mut out, p::TXBITS, ch.rbs.txsig);
+        wire::put_i32(&mut out, p::TXHOOKSIG, ch.rbs_txhooksig());
+        wire::put_i32(&mut out, p::RXHOOKSIG, ch.rbs_rxhooksig());
         wire::put_i32(&mut out, p::CURLAW, ch.law);
         wire::put_i32(&mut out, p::IDLEBITS, ch.idlebits);
         wire::put_str(&mut out, p::NAME, p::NAME_LEN, &ch.name);
@@ -76,7 +76,7 @@ impl Model {
         wire::put_i32(
             &mut out,
             p::CHAN_ALARMS,
-            span.map(|s| s.alarms).unwrap_or(0),
+            span.map(Span::reported_alarms).unwrap_or(0),
         );
         out
     }
@@ -93,7 +93,7 @@ impl Model {
         wire::put_i32(&mut out, s::SPANNO, idx as i32 + 1);
         wire::put_str(&mut out, s::NAME, 20, &span.name);
         wire::put_str(&mut out, s::DESC, 40, &span.desc);
-        wire::put_i32(&mut out, s::ALARMS, span.alarms);
+        wire::put_i32(&mut out, s::ALARMS, span.reported_alarms());
         wire::put_i32(&mut out, s::TXLEVEL, 0);
         wire::put_i32(&mut out, s::RXLEVEL, 0);
         wire::put_i32(&mut out, s::BPVCOUNT, span.bpv as i32);
@@ -454,6 +454,7 @@ impl Model {
         }
         ch.master = if sig == c::SIG_SLAVE { master } else { channo };
         ch.idlebits = wire::get_i32(input, cc::IDLEBITS);
+        ch.rbs_configure();
         let name = wire::get_str(input, cc::NAME, 40);
         if !name.is_empty() && sig == c::SIG_HDLCNET {
             ch.name = name;
@@ -554,21 +555,13 @@ impl Model {
             }
             Ioctl::Hook => {
                 // As DAHDI: no hook on clear-type channels (DAHDI_FLAG_CLEAR) or CAS.
-                if ch.span.is_none()
-                    || ch.sig & c::SIG_CLEAR == c::SIG_CLEAR
-                    || ch.sig == c::SIG_CAS
-                {
+                if ch.span.is_none() || !super::rbs::has_hook(ch.sig) {
                     return IoctlResult::Err(errno::EINVAL);
                 }
-                match arg {
-                    c::ONHOOK | c::OFFHOOK | c::START => ch.txhook = arg,
-                    c::WINK | c::FLASH => ch.push_event(c::EVENT_HOOKCOMPLETE),
-                    c::RING => ch.push_event(c::EVENT_RINGERON),
-                    c::RINGOFF => ch.push_event(c::EVENT_RINGEROFF),
-                    _ => return IoctlResult::Err(errno::EINVAL),
+                match ch.rbs_hook(arg, zone_loaded) {
+                    Ok(()) => ok(),
+                    Err(e) => IoctlResult::Err(e),
                 }
-                self.signal_peer(peer, arg);
-                ok()
             }
             Ioctl::SetLaw => {
                 if !(0..=2).contains(&arg) {
@@ -688,22 +681,35 @@ impl Model {
                 ch.tonezone = arg;
                 ok()
             }
-            Ioctl::GetRxBits => out_i32(ch.rxbits),
+            Ioctl::GetRxBits => out_i32(ch.rbs.rxsig.max(0)),
             Ioctl::SetTxBits => {
-                ch.txbits = arg & 0xf;
-                let bits = ch.txbits;
+                // As DAHDI: CAS signalling only; the far end sees the bits on the next tick.
+                if ch.sig != c::SIG_CAS {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
+                ch.rbs.txsig = arg & 0xf;
+                ok()
+            }
+            Ioctl::SetPolarity => {
+                // Battery reversal is an analog (FXO-signalled port) feature; the far end of
+                // the simulated cable sees it as a POLARITY event.
+                if ch.sig & super::SIG_FXO_BIT == 0 {
+                    return IoctlResult::Err(errno::EINVAL);
+                }
                 if let Some(p) = peer.and_then(|p| self.chans.get_mut(p)) {
-                    if p.rxbits != bits {
-                        p.rxbits = bits;
-                        p.push_event(c::EVENT_BITSCHANGED);
+                    if p.open {
+                        p.push_event(c::EVENT_POLARITY);
                     }
                 }
                 ok()
             }
-            Ioctl::SetPolarity => {
-                if let Some(p) = peer.and_then(|p| self.chans.get_mut(p)) {
-                    p.push_event(c::EVENT_POLARITY);
+            Ioctl::SetCadence => {
+                let mut cad = [0i32; 16];
+                for (i, v) in cad.iter_mut().enumerate() {
+                    *v = wire::get_i32(input, 4 * i);
                 }
+                // A null pointer restores the default; over ioctl copies, all zeros does.
+                ch.rbs_set_cadence(cad.iter().any(|v| *v != 0).then_some(cad));
                 ok()
             }
             Ioctl::Loopback => {
@@ -715,7 +721,6 @@ impl Model {
                 ok()
             }
             Ioctl::SendTone
-            | Ioctl::SetCadence
             | Ioctl::EchoTrain
             | Ioctl::ToneDetect
             | Ioctl::VmwiConfig

@@ -110,10 +110,7 @@ struct Channel {
     echocancel: i32,
     tonezone: i32,
     // Signalling state (survives close, except the hook goes on-hook).
-    txhook: i32,
-    rx_offhook: bool,
-    txbits: i32,
-    rxbits: i32,
+    rbs: rbs::Rbs,
     timing: [i32; wire::params::TIMING_COUNT],
     /// `rxgain[256]` then `txgain[256]`, as in `struct dahdi_gains`.
     gains: Vec<u8>,
@@ -170,10 +167,7 @@ impl Channel {
             confmute: 0,
             echocancel: 0,
             tonezone: 0,
-            txhook: c::ONHOOK,
-            rx_offhook: false,
-            txbits: 0,
-            rxbits: 0,
+            rbs: rbs::Rbs::default(),
             timing: [0; wire::params::TIMING_COUNT],
             gains,
             unity_gains: true,
@@ -424,7 +418,10 @@ struct Span {
     lineconfig: i32,
     lbo: i32,
     sync: i32,
+    /// Alarms injected on this span (its own receive side).
     alarms: i32,
+    /// The far end signals a remote alarm (RAI): it has lost our signal.
+    rai: bool,
     maint: i32,
     bpv: u32,
     crc4: u32,
@@ -446,6 +443,15 @@ impl Span {
         match self.line {
             LineType::E1 => c::LAW_ALAW,
             LineType::T1 => c::LAW_MULAW,
+        }
+    }
+
+    /// The alarms DAHDI reports: the span's own, plus YELLOW while the far end signals RAI.
+    fn reported_alarms(&self) -> i32 {
+        if self.rai {
+            self.alarms | c::ALARM_YELLOW
+        } else {
+            self.alarms
         }
     }
 
@@ -534,6 +540,7 @@ impl Model {
                 lbo: 0,
                 sync: 0,
                 alarms: 0,
+                rai: false,
                 maint: c::MAINT_NONE,
                 bpv: 0,
                 crc4: 0,
@@ -681,19 +688,14 @@ impl Model {
     /// release() of a file.
     pub fn release(&mut self, fh: Fh) {
         if let Some(Binding::Chan(idx)) = self.files.remove(&fh) {
-            let peer = self.peer_of(idx);
-            let mut went_onhook = false;
             if let Some(ch) = self.chans.get_mut(idx) {
                 ch.open = false;
                 ch.flush_buffers(true, true);
-                ch.events.clear();
-                if ch.txhook != c::ONHOOK {
-                    ch.txhook = c::ONHOOK;
-                    went_onhook = true;
+                // As DAHDI's close: a channel with hook signalling hangs up.
+                if rbs::has_hook(ch.sig) {
+                    ch.rbs_hangup();
                 }
-            }
-            if went_onhook {
-                self.signal_peer(peer, c::ONHOOK);
+                ch.events.clear();
             }
         }
     }
@@ -914,42 +916,38 @@ impl Model {
     }
 
     /// Sets a span's alarm bits, queuing ALARM/NOALARM on its channels when the state changes.
+    /// A span that loses the far end's signal (RED, LOS, BLUE) sends it a remote alarm
+    /// indication, so the far end of the cable goes YELLOW, as on a real E1/T1.
     pub fn set_alarms(&mut self, idx: usize, alarms: i32) -> Result<(), String> {
         let span = self
             .spans
-            .get_mut(idx)
+            .get(idx)
             .ok_or_else(|| format!("no span {}", idx + 1))?;
-        let before = span.alarms;
-        span.alarms = alarms;
-        if (before == 0) != (alarms == 0) {
-            let ev = if alarms == 0 {
-                c::EVENT_NOALARM
-            } else {
-                c::EVENT_ALARM
+        let peer = span.peer;
+        let before =
+            [Some(idx), peer].map(|i| i.and_then(|i| self.spans.get(i)).map(Span::reported_alarms));
+        if let Some(span) = self.spans.get_mut(idx) {
+            span.alarms = alarms;
+        }
+        let dead = self.spans.get(idx).is_some_and(Span::rx_dead);
+        if let Some(p) = peer.and_then(|p| self.spans.get_mut(p)) {
+            p.rai = dead;
+        }
+        for (i, was) in [Some(idx), peer].into_iter().zip(before) {
+            let (Some(i), Some(was)) = (i, was) else {
+                continue;
             };
-            self.span_event(idx, ev);
+            let now = self.spans.get(i).map(Span::reported_alarms).unwrap_or(0);
+            if (was == 0) != (now == 0) {
+                let ev = if now == 0 {
+                    c::EVENT_NOALARM
+                } else {
+                    c::EVENT_ALARM
+                };
+                self.span_event(i, ev);
+            }
         }
         Ok(())
-    }
-
-    /// A hook change on channel `idx` as seen by the far end.
-    fn signal_peer(&mut self, peer: Option<usize>, hook: i32) {
-        let Some(ch) = peer.and_then(|p| self.chans.get_mut(p)) else {
-            return;
-        };
-        match hook {
-            c::ONHOOK => {
-                ch.rx_offhook = false;
-                ch.push_event(c::EVENT_ONHOOK);
-            }
-            c::OFFHOOK | c::START => {
-                ch.rx_offhook = true;
-                ch.push_event(c::EVENT_RINGOFFHOOK);
-            }
-            c::WINK | c::FLASH => ch.push_event(c::EVENT_WINKFLASH),
-            c::RING => ch.push_event(c::EVENT_RINGBEGIN),
-            _ => {}
-        }
     }
 
     /// Advances the simulated hardware by one 1 ms tick.
@@ -970,6 +968,7 @@ impl Model {
                 }
                 [ch.idle_byte(); CHUNK]
             };
+            ch.rbs_tx_tick();
             if let Some(dialing) = ch.dialing.as_mut() {
                 *dialing = dialing.saturating_sub(1);
                 if *dialing == 0 {
@@ -997,6 +996,30 @@ impl Model {
             };
             if let Some(slot) = self.rx_scratch.get_mut(i) {
                 *slot = chunk;
+            }
+        }
+        // 2b. Robbed-bit signalling: every channel reads the ABCD bits its far end sends (a
+        //     span that lost its signal delivers no new bits) and runs its receive timers.
+        for i in 0..n {
+            let bits = match self.chans.get(i) {
+                Some(ch)
+                    if ch
+                        .span
+                        .is_some_and(|s| self.spans.get(s).is_some_and(Span::rx_dead)) =>
+                {
+                    None
+                }
+                Some(_) => self
+                    .rx_source(i)
+                    .and_then(|s| self.chans.get(s))
+                    .map(|src| src.rbs.txsig),
+                None => None,
+            };
+            if let Some(ch) = self.chans.get_mut(i) {
+                if let Some(bits) = bits {
+                    ch.rbs_receive_bits(bits);
+                }
+                ch.rbs_rx_tick();
             }
         }
         for i in 0..n {
@@ -1137,6 +1160,7 @@ fn mix(a: Option<&[u8; CHUNK]>, b: Option<&[u8; CHUNK]>, from: i32, to: i32) -> 
 }
 
 mod ioctl;
+mod rbs;
 mod text;
 
 #[cfg(test)]

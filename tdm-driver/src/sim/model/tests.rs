@@ -125,6 +125,17 @@ fn hook_reaches_the_far_end_as_events_and_blocks_io_with_elast() {
         ioctl_int(&mut m, a, HOOK, c::OFFHOOK),
         IoctlResult::Done(0, vec![])
     );
+    // As DAHDI's E&M receiver: an off-hook is a seizure only once it outlasts the receive-wink
+    // time (250 ms); until then it could still be a wink.
+    for _ in 0..249 {
+        m.tick();
+    }
+    assert_eq!(
+        m.poll(b) & libc::POLLPRI as u32,
+        0,
+        "no event before 250 ms"
+    );
+    m.tick();
     assert_eq!(m.poll(b) & libc::POLLPRI as u32, libc::POLLPRI as u32);
     assert_eq!(m.read(b, 1024), Err(errno::ELAST));
     assert_eq!(m.write(b, &[0; 8]), Err(errno::ELAST));
@@ -138,8 +149,9 @@ fn hook_reaches_the_far_end_as_events_and_blocks_io_with_elast() {
         ioctl_int(&mut m, b, IOMUX, c::IOMUX_SIGEVENT),
         IoctlResult::Block
     );
-    // Closing an off-hook channel puts it on-hook at the far end.
+    // Closing an off-hook channel puts it on-hook at the far end (bits cross on the next tick).
     m.release(a);
+    m.tick();
     assert_eq!(event(&mut m, b), c::EVENT_ONHOOK);
 }
 
@@ -443,4 +455,207 @@ fn open_restores_dahdi_defaults() {
     assert_eq!(wire::get_i32(&p, wire::params::TIMING_FIRST), 50);
     assert_eq!(wire::get_i32(&p, wire::params::TIMING_FIRST + 8), 150);
     assert_eq!(wire::get_i32(&p, wire::params::TIMING_FIRST + 12), 750);
+}
+
+/// Configures channels `chans` with signalling `sig` and opens them.
+fn rbs_pair(m: &mut Model, sig: u32, a: usize, b: usize) -> (Fh, Fh) {
+    let ctl = m.open(Node::Ctl).unwrap();
+    for chan in [a, b] {
+        let mut cc = vec![0u8; 76];
+        wire::put_i32(&mut cc, 0, chan as i32);
+        wire::put_i32(&mut cc, 44, sig as i32);
+        assert_eq!(m.ioctl(ctl, CHANCONFIG, &cc), IoctlResult::Done(0, vec![]));
+    }
+    (
+        m.open(Node::Chan(a)).unwrap(),
+        m.open(Node::Chan(b)).unwrap(),
+    )
+}
+
+fn ticks(m: &mut Model, n: u32) {
+    for _ in 0..n {
+        m.tick();
+    }
+}
+
+/// Every event queued on `fh`, with the tick it was seen at.
+fn events_over(m: &mut Model, fh: Fh, n: u32) -> Vec<(u32, i32)> {
+    let mut out = Vec::new();
+    for t in 1..=n {
+        m.tick();
+        loop {
+            let e = event(m, fh);
+            if e == 0 {
+                break;
+            }
+            out.push((t, e));
+        }
+    }
+    out
+}
+
+fn configure_one(m: &mut Model, chan: usize, sig: u32) {
+    let ctl = m.open(Node::Ctl).unwrap();
+    let mut cc = vec![0u8; 76];
+    wire::put_i32(&mut cc, 0, chan as i32);
+    wire::put_i32(&mut cc, 44, sig as i32);
+    assert_eq!(m.ioctl(ctl, CHANCONFIG, &cc), IoctlResult::Done(0, vec![]));
+}
+
+#[test]
+fn an_em_wink_is_a_winkflash_and_a_long_off_hook_a_seizure() {
+    let mut m = Model::new(&cfg(true));
+    let (a, b) = rbs_pair(&mut m, c::SIG_EM_E1, 3, 34);
+    // b winks: 50 ms pre-wink on hook, 150 ms off hook, back on hook, HOOKCOMPLETE.
+    assert_eq!(
+        ioctl_int(&mut m, b, HOOK, c::WINK),
+        IoctlResult::Done(0, vec![])
+    );
+    let seen_a = events_over(&mut m, a, 400);
+    assert_eq!(seen_a.len(), 1, "{seen_a:?}");
+    assert_eq!(seen_a[0].1, c::EVENT_WINKFLASH);
+    assert!((199..=202).contains(&seen_a[0].0), "{seen_a:?}");
+    assert_eq!(event(&mut m, b), c::EVENT_HOOKCOMPLETE);
+    // Winking needs the on-hook state.
+    assert_eq!(
+        ioctl_int(&mut m, a, HOOK, c::OFFHOOK),
+        IoctlResult::Done(0, vec![])
+    );
+    assert_eq!(
+        ioctl_int(&mut m, a, HOOK, c::WINK),
+        IoctlResult::Err(errno::EBUSY)
+    );
+    let seen_b = events_over(&mut m, b, 300);
+    assert_eq!(seen_b.len(), 1, "{seen_b:?}");
+    assert_eq!(seen_b[0].1, c::EVENT_RINGOFFHOOK);
+    assert!((249..=252).contains(&seen_b[0].0), "{seen_b:?}");
+    ioctl_int(&mut m, a, HOOK, c::ONHOOK);
+    assert_eq!(events_over(&mut m, b, 5), vec![(1, c::EVENT_ONHOOK)]);
+}
+
+#[test]
+fn an_fxo_port_rings_with_its_cadence_and_the_fxs_side_answers_and_hangs_up() {
+    let mut m = Model::new(&cfg(true));
+    // Span 1 position 4 rings a station (FXO signalling, kewl start); span 2 position 4 is
+    // the station's line interface (FXS signalling, kewl start).
+    configure_one(&mut m, 4, c::SIG_FXOKS);
+    configure_one(&mut m, 35, c::SIG_FXSKS);
+    let fxo = m.open(Node::Chan(4)).unwrap();
+    let fxs = m.open(Node::Chan(35)).unwrap();
+    // Cadence 1 s on, 2 s off.
+    let mut cad = vec![0u8; 64];
+    wire::put_i32(&mut cad, 0, 1000);
+    wire::put_i32(&mut cad, 4, 2000);
+    assert_eq!(
+        m.ioctl(fxo, 0x4040_da2a, &cad),
+        IoctlResult::Done(0, vec![])
+    );
+    assert_eq!(
+        ioctl_int(&mut m, fxo, HOOK, c::RING),
+        IoctlResult::Done(0, vec![])
+    );
+    let at_fxs = events_over(&mut m, fxs, 4100);
+    assert_eq!(
+        at_fxs.iter().map(|e| e.1).collect::<Vec<_>>(),
+        vec![
+            c::EVENT_RINGBEGIN,
+            c::EVENT_RINGOFFHOOK,
+            c::EVENT_RINGBEGIN,
+            c::EVENT_RINGOFFHOOK
+        ],
+        "{at_fxs:?}"
+    );
+    // Ring 1 s from tick 1, its end seen after the 50 ms trailer; the next ring at 3 s.
+    assert!((1048..=1052).contains(&at_fxs[1].0), "{at_fxs:?}");
+    assert!((3000..=3003).contains(&at_fxs[2].0), "{at_fxs:?}");
+    let at_fxo: Vec<i32> = std::iter::from_fn(|| Some(event(&mut m, fxo)))
+        .take_while(|&e| e != 0)
+        .collect();
+    assert_eq!(
+        at_fxo,
+        vec![c::EVENT_RINGEROFF, c::EVENT_RINGERON, c::EVENT_RINGEROFF]
+    );
+    // The second ring ended at 4 s; the next one is due at 6 s.
+    // The station answers (loop closed): the FXO side sees RINGOFFHOOK and stops ringing.
+    ioctl_int(&mut m, fxs, HOOK, c::OFFHOOK);
+    let seen = events_over(&mut m, fxo, 20);
+    assert_eq!(
+        seen.iter().map(|e| e.1).collect::<Vec<_>>(),
+        vec![c::EVENT_RINGOFFHOOK]
+    );
+    ioctl_int(&mut m, fxo, HOOK, c::OFFHOOK);
+    // Talking (past the FXS side's 600 ms off-hook debounce, during which DAHDI ignores the
+    // loop).
+    assert_eq!(events_over(&mut m, fxs, 700), vec![]);
+    // Disconnect from the FXO side on kewl start: battery is dropped for 500 ms, which the FXS
+    // side sees as the far end hanging up.
+    ioctl_int(&mut m, fxo, HOOK, c::ONHOOK);
+    let seen = events_over(&mut m, fxs, 700);
+    assert!(seen.iter().any(|e| e.1 == c::EVENT_ONHOOK), "{seen:?}");
+    // The station hangs up too: the FXO side reports on hook only after 1250 ms (shorter
+    // would be a flash or a dial pulse).
+    // (after the FXO side's 300 ms after-kewl guard, during which DAHDI ignores the loop).
+    ticks(&mut m, 200);
+    while event(&mut m, fxo) != 0 {}
+    ioctl_int(&mut m, fxs, HOOK, c::ONHOOK);
+    let seen = events_over(&mut m, fxo, 1400);
+    let onhook: Vec<_> = seen.iter().filter(|e| e.1 == c::EVENT_ONHOOK).collect();
+    assert_eq!(onhook.len(), 1, "{seen:?}");
+}
+
+#[test]
+fn an_fxo_side_hears_a_flash_and_dial_pulses() {
+    let mut m = Model::new(&cfg(true));
+    configure_one(&mut m, 5, c::SIG_FXOLS);
+    configure_one(&mut m, 36, c::SIG_FXSLS);
+    let fxo = m.open(Node::Chan(5)).unwrap();
+    let fxs = m.open(Node::Chan(36)).unwrap();
+    ioctl_int(&mut m, fxs, HOOK, c::OFFHOOK);
+    assert_eq!(
+        events_over(&mut m, fxo, 700),
+        vec![(1, c::EVENT_RINGOFFHOOK)]
+    );
+    // A 750 ms flash.
+    assert_eq!(
+        ioctl_int(&mut m, fxs, HOOK, c::FLASH),
+        IoctlResult::Done(0, vec![])
+    );
+    let seen = events_over(&mut m, fxo, 1000);
+    assert_eq!(
+        seen.iter().map(|e| e.1).collect::<Vec<_>>(),
+        vec![c::EVENT_WINKFLASH]
+    );
+    // Three 60 ms breaks: PULSE_START, then digit 3 after the pulse timeout.
+    for _ in 0..3 {
+        ioctl_int(&mut m, fxs, HOOK, c::ONHOOK);
+        ticks(&mut m, 60);
+        ioctl_int(&mut m, fxs, HOOK, c::OFFHOOK);
+        ticks(&mut m, 40);
+    }
+    let seen = events_over(&mut m, fxo, 400);
+    assert_eq!(
+        seen.iter().map(|e| e.1).collect::<Vec<_>>(),
+        vec![c::EVENT_PULSE_START, c::EVENT_PULSEDIGIT | i32::from(b'3')]
+    );
+}
+
+#[test]
+fn cas_bits_cross_the_cable_and_report_bitschanged() {
+    let mut m = Model::new(&cfg(true));
+    let (a, b) = rbs_pair(&mut m, c::SIG_CAS, 6, 37);
+    ticks(&mut m, 2);
+    while event(&mut m, b) != 0 {}
+    assert_eq!(
+        ioctl_int(&mut m, a, HOOK, c::OFFHOOK),
+        IoctlResult::Err(errno::EINVAL)
+    );
+    assert_eq!(
+        ioctl_int(&mut m, a, 0x4004_da2b, 0b1001),
+        IoctlResult::Done(0, vec![])
+    );
+    assert_eq!(events_over(&mut m, b, 3), vec![(1, c::EVENT_BITSCHANGED)]);
+    assert_eq!(
+        m.ioctl(b, 0x8004_da2b, &[]),
+        IoctlResult::Done(0, int(0b1001))
+    );
 }

@@ -149,7 +149,7 @@ impl Model {
                 s.name,
                 s.line.name(),
                 s.running,
-                s.alarms,
+                s.reported_alarms(),
                 s.slips,
                 s.bpv,
                 s.crc4,
@@ -192,7 +192,7 @@ impl Model {
             }
         }
         t.push(' ');
-        for w in alarm_words(s.alarms) {
+        for w in alarm_words(s.reported_alarms()) {
             let _ = write!(t, "{w} ");
         }
         t.push('\n');
@@ -216,7 +216,7 @@ impl Model {
             if ch.open {
                 t.push_str("(In use) ");
             }
-            for w in alarm_words(s.alarms) {
+            for w in alarm_words(s.reported_alarms()) {
                 let _ = write!(t, "{w} ");
             }
             t.push('\n');
