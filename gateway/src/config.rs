@@ -58,6 +58,9 @@ pub enum ConfigError {
 pub struct Config {
     /// HTTP listeners (health, metrics, API, pages).
     pub http: HttpConfig,
+    /// The contact-center control plane: agents, queues, routes, tokens, the access listener.
+    #[serde(default)]
+    pub control: crate::control::config::ControlConfig,
     /// SIP listeners and inbound policy (absent: no SIP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip: Option<SipConfig>,
@@ -552,6 +555,19 @@ mod tests {
             routes.lookup(&q("2001")).unwrap().destinations,
             [Destination::Trunk("pbx".into())]
         );
+    }
+
+    #[test]
+    fn embedded_default_has_demo_agents_a_queue_and_a_loopback_access_listener() {
+        let cfg = Config::embedded_default().unwrap();
+        let c = &cfg.control;
+        c.validate().unwrap();
+        assert_eq!(c.agents.len(), 2);
+        assert_eq!(c.queues.len(), 1);
+        assert!(c.access.listen.unwrap().ip().is_loopback());
+        // A file without [control] gets no agents and no tokens.
+        let bare = Config::from_toml("[http]\nlisten='127.0.0.1:1'\n", "t").unwrap();
+        assert!(bare.control.agents.is_empty() && bare.control.access.admin_tokens.is_empty());
     }
 
     #[test]
