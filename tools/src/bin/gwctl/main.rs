@@ -2,9 +2,9 @@
 //! SIP inspection against a running gateway.
 
 mod audio;
+mod calls;
 mod http;
 mod pri;
-mod calls;
 mod signals;
 mod tdm;
 
