@@ -88,6 +88,9 @@ pub struct Config {
     /// TDM spans and their signalling (absent: no TDM legs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tdm: Option<crate::tdm::TdmConfig>,
+    /// WebRTC legs (absent: no WebRTC legs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtc: Option<crate::rtc::config::RtcSettings>,
 }
 
 /// HTTP listener configuration.
@@ -342,6 +345,13 @@ impl Config {
                 },
                 message,
             })?;
+        if let Some(r) = &cfg.rtc {
+            r.validate().map_err(|message| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                line: line_of(text, text.find("[rtc]").unwrap_or(0)),
+                message: format!("[rtc]: {message}"),
+            })?;
+        }
         if let Some(t) = &cfg.tdm {
             t.validate().map_err(|message| ConfigError::Invalid {
                 origin: origin.to_owned(),
@@ -457,7 +467,7 @@ impl Config {
                 let ok = match &dest {
                     Destination::Trunk(t) => self.trunks.iter().any(|x| &x.name == t),
                     Destination::SpanGroup(g) => self.span_groups.iter().any(|x| &x.name == g),
-                    Destination::Uri(_) | Destination::Service(_) => true,
+                    Destination::Uri(_) | Destination::Service(_) | Destination::WebRtc(_) => true,
                 };
                 if !ok {
                     return Err((

@@ -225,6 +225,8 @@ pub enum Destination {
     SpanGroup(String),
     /// A built-in service.
     Service(ServiceKind),
+    /// A registered WebRTC endpoint (a browser page, by its name).
+    WebRtc(String),
 }
 
 impl Destination {
@@ -245,11 +247,12 @@ impl Destination {
                 Ok(Destination::Uri(rest.to_owned()))
             }
             "span_group" | "tdm" => Ok(Destination::SpanGroup(rest.to_owned())),
+            "webrtc" => Ok(Destination::WebRtc(rest.to_owned())),
             "service" => ServiceKind::from_name(rest)
                 .map(Destination::Service)
                 .ok_or_else(|| format!("{s:?}: unknown service (echo, milliwatt)")),
             other => Err(format!(
-                "{s:?}: unknown destination kind {other:?} (trunk, uri, span_group, service)"
+                "{s:?}: unknown destination kind {other:?} (trunk, uri, span_group, service, webrtc)"
             )),
         }
     }
@@ -262,6 +265,7 @@ impl fmt::Display for Destination {
             Destination::Uri(u) => write!(f, "uri:{u}"),
             Destination::SpanGroup(g) => write!(f, "span_group:{g}"),
             Destination::Service(s) => write!(f, "service:{}", s.as_str()),
+            Destination::WebRtc(e) => write!(f, "webrtc:{e}"),
         }
     }
 }

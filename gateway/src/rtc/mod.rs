@@ -23,7 +23,10 @@
 //!
 //! [`Bridge`]: crate::media::bridge::Bridge
 
+pub mod config;
+pub mod http;
 pub mod media;
+pub mod provider;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -115,6 +118,9 @@ pub struct RtcConfig {
     pub gather_timeout: Duration,
     /// A leg whose ICE/DTLS does not connect within this time after the SDP exchange fails.
     pub connect_timeout: Duration,
+    /// UDP ports for ICE sockets (`None`: ephemeral). A free port is probed in turn from the
+    /// range for each host address of a new leg.
+    pub port_range: Option<std::ops::RangeInclusive<u16>>,
 }
 
 impl Default for RtcConfig {
@@ -130,6 +136,7 @@ impl Default for RtcConfig {
             ring_frames: DEFAULT_RING_FRAMES,
             gather_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(20),
+            port_range: None,
         }
     }
 }
@@ -470,6 +477,7 @@ pub struct RtcLegs {
 struct Provider {
     cfg: RtcConfig,
     legs: Mutex<HashMap<String, RtcLeg>>,
+    next_port: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for RtcLegs {
@@ -625,6 +633,7 @@ impl RtcLegs {
             inner: Arc::new(Provider {
                 cfg,
                 legs: Mutex::new(HashMap::new()),
+                next_port: std::sync::atomic::AtomicU32::new(0),
             }),
         }
     }
@@ -795,6 +804,38 @@ impl RtcLegs {
             .ok_or_else(|| RtcError::Webrtc("no local description".into()))
     }
 
+    /// Where a new leg's ICE socket on `ip` binds: port 0, or the next free port of the
+    /// configured range (probed by binding; a port taken between the probe and webrtc-rs' own
+    /// bind fails that leg, the next leg moves on).
+    fn local_addr(&self, ip: IpAddr) -> Result<SocketAddr, RtcError> {
+        let Some(range) = self.inner.cfg.port_range.clone() else {
+            return Ok(SocketAddr::new(ip, 0));
+        };
+        let (lo, hi) = (*range.start(), *range.end());
+        let span = u32::from(hi.saturating_sub(lo)) + 1;
+        let start = self
+            .inner
+            .next_port
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..span {
+            let offset = (start.wrapping_add(i)) % span;
+            let Ok(port) = u16::try_from(u32::from(lo) + offset) else {
+                continue;
+            };
+            let addr = SocketAddr::new(ip, port);
+            if std::net::UdpSocket::bind(addr).is_ok() {
+                self.inner.next_port.store(
+                    start.wrapping_add(i + 1),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                return Ok(addr);
+            }
+        }
+        Err(RtcError::Webrtc(format!(
+            "no free UDP port on {ip} in the ICE port range {lo}..={hi}"
+        )))
+    }
+
     async fn create(
         &self,
         call_uri: &str,
@@ -845,11 +886,10 @@ impl RtcLegs {
             state: state_tx,
             tracks: tracks_tx,
         });
-        let addrs: Vec<SocketAddr> = cfg
-            .host_addresses
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, 0))
-            .collect();
+        let mut addrs = Vec::with_capacity(cfg.host_addresses.len());
+        for ip in &cfg.host_addresses {
+            addrs.push(self.local_addr(*ip)?);
+        }
         let pc = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_media_engine(media_engine)
