@@ -9,7 +9,14 @@
 //! each (SIPp echoes the RFC 4733 packets it receives, so the SIP leg reports each digit back
 //! exactly once); hang-up from the browser (HTTP DELETE → BYE to SIPp) and from the SIP side
 //! (SIPp's BYE → the peer connection closes) release everything: no call, leg, WebRTC leg, SIP
-//! leg, media leg or socket. The test fails, not skips, when a peer is missing.
+//! leg, media leg or socket.
+//!
+//! Outbound WebRTC legs: a browser (aiortc A) calls `300`, routed to `webrtc:agent`; the
+//! provider offers to the registered endpoint `agent`, whose page (aiortc B) answers; speech
+//! from each browser reaches the other (correlation ≥ 0.9); B closing its page releases
+//! everything (detected by the media timeout, 3 s here: webrtc-rs does not report the peer's
+//! DTLS close as a closed connection).
+//! The tests fail, not skip, when a peer is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -245,6 +252,7 @@ udp = "127.0.0.1:0"
 
 [rtc]
 codecs = ["pcmu", "opus"]
+media_timeout_s = 3
 
 [[route]]
 name = "caller hangs up"
@@ -255,6 +263,11 @@ to = ["uri:sip:100@{wait_bye}"]
 name = "callee hangs up"
 match = "200"
 to = ["uri:sip:200@{send_bye}"]
+
+[[route]]
+name = "agent page"
+match = "300"
+to = ["webrtc:agent"]
 "#
     );
     let config = Config::from_toml(&text, "test").unwrap();
@@ -418,6 +431,69 @@ fn digits_by_leg(
     answered
 }
 
+/// One real-peer test at a time in this binary (two cores shared with the peers).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_calls_a_registered_agent_page_through_the_engine_audio_both_ways() {
+    let _one = SERIAL.lock().await;
+    tokio::time::timeout(Duration::from_secs(45), browser_to_browser())
+        .await
+        .expect("test within 45 s");
+}
+
+async fn browser_to_browser() {
+    let reference = speech_8k();
+    let dir = tempfile::tempdir().unwrap();
+    let wav = support::write_wav_8k(dir.path(), &reference);
+    let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let gw = gateway(unused, unused).await;
+    let mut agent_offers = gw.rtc.handle().register_endpoint("agent");
+    let mut a = tokio::task::block_in_place(|| Peer::aiortc(&wav));
+    let mut b = tokio::task::block_in_place(|| Peer::aiortc(&wav));
+    let offer = a.request(json!({"cmd": "offer", "codec": "PCMU"}), T);
+    let (answer, _) = gw.whip("300", offer["sdp"].as_str().unwrap()).await;
+    let to_agent = tokio::time::timeout(T, agent_offers.recv())
+        .await
+        .expect("the agent page gets an offer")
+        .unwrap();
+    assert_eq!(to_agent.caller, "web");
+    let b_answer = b.request(
+        json!({"cmd": "accept", "sdp": to_agent.sdp, "codec": "PCMU"}),
+        T,
+    );
+    to_agent.answer(b_answer["sdp"].as_str().unwrap().to_owned());
+    a.request(json!({"cmd": "answer", "sdp": answer}), T);
+    a.request(json!({"cmd": "wait-connected"}), T);
+    b.request(json!({"cmd": "wait-connected"}), T);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let calls = gw
+        .server
+        .handle()
+        .run(|sw, now| sw.engine.calls(now))
+        .await
+        .unwrap();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    for (who, peer) in [("caller", &mut a), ("agent", &mut b)] {
+        let got = tokio::task::block_in_place(|| peer.record(3.0));
+        assert!(got.len() >= 16_000, "{who}: only {} samples", got.len());
+        let c = best_windows(&reference, &got);
+        eprintln!("{who} hears the other browser: correlation {c:.3}");
+        assert!(
+            c >= 0.9,
+            "{who} hears the other browser with correlation {c:.3}"
+        );
+    }
+    // The agent closes its page: its leg ends (media timeout), the engine hangs the caller's
+    // leg up, nothing is left.
+    tokio::task::block_in_place(|| b.close());
+    gw.wait_idle("browser to agent page (agent hung up)").await;
+    tokio::task::block_in_place(|| a.close());
+    gw.http_task.abort();
+    gw.rtc.shutdown().await;
+    gw.server.shutdown().await.unwrap();
+}
+
 fn mp() -> String {
     // An even port with a free odd neighbour is what SIPp wants for RTP; any free port works
     // for -rtp_echo.
@@ -426,6 +502,7 @@ fn mp() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_calls_a_sip_ua_through_the_engine_audio_both_ways_dtmf_once_hangup_either_side() {
+    let _one = SERIAL.lock().await;
     tokio::time::timeout(Duration::from_secs(45), run())
         .await
         .expect("test within 45 s");
@@ -500,6 +577,7 @@ async fn run() {
         .map(LegId)
         .unwrap();
     let from_web = digits.get(&web_leg).cloned().unwrap_or_default();
+    eprintln!("digits seen by the engine, per leg: {digits:?}");
     let from_sip: Vec<String> = digits
         .iter()
         .filter(|(l, _)| **l != web_leg)

@@ -11,6 +11,7 @@
 //! grace_s = 30                         # a leg survives its signalling's loss this long
 //! connect_timeout_s = 20               # ICE + DTLS must be up this long after the SDP exchange
 //! answer_timeout_s = 60                # an outbound leg's endpoint must answer within this
+//! media_timeout_s = 10                 # no RTP from a connected peer this long: it is gone
 //!
 //! [[rtc.ice_servers]]                  # handed to clients; the gateway itself uses none
 //! urls = ["stun:stun.example.net:3478"]
@@ -48,6 +49,10 @@ const fn default_answer() -> u64 {
     60
 }
 
+const fn default_media_timeout() -> u64 {
+    10
+}
+
 /// The `[rtc]` section (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +87,9 @@ pub struct RtcSettings {
     /// How long an outbound leg's endpoint has to answer the offer, seconds.
     #[serde(default = "default_answer")]
     pub answer_timeout_s: u64,
+    /// A connected peer that sends no RTP this long is gone (a closed tab), seconds; 0: never.
+    #[serde(default = "default_media_timeout")]
+    pub media_timeout_s: u64,
 }
 
 impl Default for RtcSettings {
@@ -97,6 +105,7 @@ impl Default for RtcSettings {
             grace_s: default_grace(),
             connect_timeout_s: default_connect(),
             answer_timeout_s: default_answer(),
+            media_timeout_s: default_media_timeout(),
         }
     }
 }
@@ -195,6 +204,7 @@ impl RtcSettings {
             codecs: self.codecs.iter().filter_map(|c| codec(c)).collect(),
             grace: Duration::from_secs(self.grace_s),
             connect_timeout: Duration::from_secs(self.connect_timeout_s.max(1)),
+            media_timeout: Duration::from_secs(self.media_timeout_s),
             port_range: self.port_range(),
             ..RtcConfig::default()
         }

@@ -118,6 +118,10 @@ pub struct RtcConfig {
     pub gather_timeout: Duration,
     /// A leg whose ICE/DTLS does not connect within this time after the SDP exchange fails.
     pub connect_timeout: Duration,
+    /// A connected leg whose peer sends no RTP for this long ends with
+    /// [`CloseReason::MediaTimeout`] (a closed tab: webrtc-rs does not report the peer's DTLS
+    /// close as a closed connection, and ICE takes ~30 s to fail). `Duration::ZERO`: never.
+    pub media_timeout: Duration,
     /// UDP ports for ICE sockets (`None`: ephemeral). A free port is probed in turn from the
     /// range for each host address of a new leg.
     pub port_range: Option<std::ops::RangeInclusive<u16>>,
@@ -136,6 +140,7 @@ impl Default for RtcConfig {
             ring_frames: DEFAULT_RING_FRAMES,
             gather_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(20),
+            media_timeout: Duration::from_secs(10),
             port_range: None,
         }
     }
@@ -193,6 +198,8 @@ pub enum CloseReason {
     Failed(String),
     /// The grace period after signalling loss ended without a re-attach.
     GraceExpired,
+    /// The connected peer sent no RTP for the media timeout (it went away).
+    MediaTimeout,
 }
 
 /// Leg-level events for the call engine.
@@ -968,6 +975,7 @@ impl RtcLegs {
             closed: closed_tx,
             opus: cfg.opus,
             connect_timeout: cfg.connect_timeout,
+            media_timeout: cfg.media_timeout,
         };
         tokio::spawn(task.run());
         Ok((leg, port))
@@ -990,6 +998,7 @@ struct LegTask {
     closed: watch::Sender<bool>,
     opus: OpusSettings,
     connect_timeout: Duration,
+    media_timeout: Duration,
 }
 
 impl LegTask {
@@ -1020,6 +1029,7 @@ impl LegTask {
         let mut buf = [0u8; MAX_PACKET];
         let mut frame: Frame = [0; codecs::FRAME_SAMPLES];
         let mut ticks: u64 = 0;
+        let mut last_rtp = Instant::now();
         let mut readers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         let reason = loop {
             tokio::select! {
@@ -1047,6 +1057,7 @@ impl LegTask {
                     Some(RTCPeerConnectionState::Connected) => {
                         if !connected {
                             connected = true;
+                            last_rtp = Instant::now();
                             let _ = self.events.send(RtcEvent::Connected);
                         }
                     }
@@ -1071,6 +1082,7 @@ impl LegTask {
                     }
                 },
                 Some(p) = pkt_rx.recv() => {
+                    last_rtp = Instant::now();
                     if let Some(m) = media.as_mut() {
                         let now = Instant::now();
                         let pkt = RtpPacket::new(
@@ -1100,6 +1112,12 @@ impl LegTask {
                         continue;
                     };
                     let now = Instant::now();
+                    if connected
+                        && !self.media_timeout.is_zero()
+                        && now.saturating_duration_since(last_rtp) > self.media_timeout
+                    {
+                        break CloseReason::MediaTimeout;
+                    }
                     m.handle_timeout(now);
                     while let Some((digit, duration)) = m.poll_digit() {
                         let _ = self.events.send(RtcEvent::Digit { digit, duration });

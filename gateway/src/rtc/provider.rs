@@ -286,6 +286,9 @@ fn close_cause(reason: &CloseReason) -> EndCause {
     match reason {
         CloseReason::Hangup | CloseReason::PeerClosed => EndCause::normal("WebRTC peer hung up"),
         CloseReason::Failed(why) => EndCause::q850(41, format!("ICE/DTLS failed: {why}")),
+        CloseReason::MediaTimeout => {
+            EndCause::q850(41, "the WebRTC peer stopped sending media (it went away)")
+        }
         CloseReason::GraceExpired => EndCause::q850(
             102,
             "the signalling did not come back within the grace period",
