@@ -446,11 +446,15 @@ async fn browser_to_browser() {
     let reference = speech_8k();
     let dir = tempfile::tempdir().unwrap();
     let wav = support::write_wav_8k(dir.path(), &reference);
+    // The agent speaks the speech backwards: each browser must hear the other, not itself.
+    let reversed: Vec<i16> = reference.iter().rev().copied().collect();
+    let dir_b = tempfile::tempdir().unwrap();
+    let wav_b = support::write_wav_8k(dir_b.path(), &reversed);
     let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let gw = gateway(unused, unused).await;
     let mut agent_offers = gw.rtc.handle().register_endpoint("agent");
     let mut a = tokio::task::block_in_place(|| Peer::aiortc(&wav));
-    let mut b = tokio::task::block_in_place(|| Peer::aiortc(&wav));
+    let mut b = tokio::task::block_in_place(|| Peer::aiortc(&wav_b));
     let offer = a.request(json!({"cmd": "offer", "codec": "PCMU"}), T);
     let (answer, _) = gw.whip("300", offer["sdp"].as_str().unwrap()).await;
     let to_agent = tokio::time::timeout(T, agent_offers.recv())
@@ -474,10 +478,16 @@ async fn browser_to_browser() {
         .await
         .unwrap();
     assert_eq!(calls.len(), 1, "{calls:?}");
-    for (who, peer) in [("caller", &mut a), ("agent", &mut b)] {
+    for (who, peer, hears, own) in [
+        ("caller", &mut a, &reversed, &reference),
+        ("agent", &mut b, &reference, &reversed),
+    ] {
         let got = tokio::task::block_in_place(|| peer.record(3.0));
         assert!(got.len() >= 16_000, "{who}: only {} samples", got.len());
-        let c = best_windows(&reference, &got);
+        let c = best_windows(hears, &got);
+        let echo = best_windows(own, &got);
+        eprintln!("{who} vs its own speech: correlation {echo:.3}");
+        assert!(echo < 0.5, "{who} hears itself (correlation {echo:.3})");
         eprintln!("{who} hears the other browser: correlation {c:.3}");
         assert!(
             c >= 0.9,

@@ -82,6 +82,17 @@ pub struct Accepted {
     pub sdp: String,
 }
 
+/// A browser leg created by [`RtcHandle::accept_detached`], not yet known to the engine.
+#[derive(Debug)]
+pub struct Detached {
+    /// The leg's id (numbered by the shared allocator).
+    pub leg: LegId,
+    /// Our SDP answer.
+    pub sdp: String,
+    /// Its frame rings for the media plane.
+    pub attachment: MediaAttachment,
+}
+
 /// An offer for a registered endpoint (an outbound leg). Answer it with
 /// [`OutgoingOffer::answer`] or [`OutgoingOffer::decline`]; dropping it declines.
 #[derive(Debug)]
@@ -115,6 +126,8 @@ enum Internal {
         leg: LegId,
         rtc: RtcLeg,
         incoming: Option<Box<IncomingCall>>,
+        /// Created for a call the engine has already ([`RtcHandle::accept_detached`]).
+        detached: bool,
     },
     /// An outbound leg's offer reached its endpoint.
     Delivered { leg: LegId },
@@ -224,6 +237,7 @@ impl RtcHandle {
                 leg,
                 rtc: new.leg,
                 incoming: Some(Box::new(incoming)),
+                detached: false,
             })
             .is_err()
         {
@@ -231,6 +245,38 @@ impl RtcHandle {
             return Err(RtcError::Closed);
         }
         Ok(Accepted { leg, sdp: new.sdp })
+    }
+
+    /// Answers a browser's offer for a leg the engine adds to a call it has already (an agent
+    /// answering in the page, a transfer target): no [`LegEvent::Incoming`] is reported. The
+    /// caller hands [`Detached::attachment`] to the engine with the leg id; from then on the
+    /// leg obeys `HangUp`/`SendDigit` and reports digits and `HungUp` like any other (it counts
+    /// as answered).
+    ///
+    /// # Errors
+    /// As [`RtcHandle::accept`].
+    pub async fn accept_detached(&self, offer: &str) -> Result<Detached, RtcError> {
+        let leg = self.ids.next_id();
+        let new = self.legs.answer(&rtc_key(leg), offer).await?;
+        let rtc = new.leg.clone();
+        if self
+            .internal
+            .send(Internal::Created {
+                leg,
+                rtc: new.leg,
+                incoming: None,
+                detached: true,
+            })
+            .is_err()
+        {
+            rtc.hangup();
+            return Err(RtcError::Closed);
+        }
+        Ok(Detached {
+            leg,
+            sdp: new.sdp,
+            attachment: MediaAttachment::Port(PortSlot::new(Box::new(RtcPort(new.port)))),
+        })
     }
 
     /// Whether `leg` is a live WebRTC leg of this provider.
@@ -347,7 +393,12 @@ impl RtcProvider {
 
     fn on_internal(&mut self, it: Internal) {
         match it {
-            Internal::Created { leg, rtc, incoming } => {
+            Internal::Created {
+                leg,
+                rtc,
+                incoming,
+                detached,
+            } => {
                 let gone = match self.table.get_mut(&leg) {
                     // Outbound: the leg was hung up while its offer was being made.
                     Some(e) if e.released => true,
@@ -360,8 +411,8 @@ impl RtcProvider {
                             leg,
                             Entry {
                                 rtc: Some(rtc.clone()),
-                                outbound: incoming.is_none(),
-                                answered: false,
+                                outbound: incoming.is_none() && !detached,
+                                answered: detached,
                                 connected: false,
                                 released: false,
                                 port: None,
@@ -516,6 +567,7 @@ impl RtcProvider {
                 leg,
                 rtc: new.leg,
                 incoming: None,
+                detached: false,
             });
             let (reply, answer) = oneshot::channel();
             let offer = OutgoingOffer {
