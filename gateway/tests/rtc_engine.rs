@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gateway::calls::cdr::LegMediaStats;
 use gateway::calls::engine::{CallKey, LegProgress, MediaCommand, MediaNotice, MediaSource};
@@ -249,6 +249,7 @@ listen = "127.0.0.1:0"
 
 [sip]
 udp = "127.0.0.1:0"
+trusted = ["127.0.0.0/8"]
 
 [rtc]
 codecs = ["pcmu", "opus"]
@@ -636,6 +637,98 @@ async fn run() {
     let cdrs = handle.run(|sw, _| sw.media_totals().clone()).await;
     assert!(cdrs.is_some());
     eprintln!("whole test took {:?}", started.elapsed());
+    gw.http_task.abort();
+    gw.rtc.shutdown().await;
+    gw.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_refuses_bad_requests_with_clear_errors_and_unreachable_endpoints_fail_the_call() {
+    let unused: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let gw = gateway(unused, unused).await;
+    let post = |path: &'static str, ct: &'static str, body: &'static str| {
+        let addr = gw.http;
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let req = format!(
+                "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ct}\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.unwrap();
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+            (status, text)
+        }
+    };
+    let (s, t) = post("/api/v1/rtc/whip?to=100", "application/json", "{}").await;
+    assert_eq!(s, 415, "{t}");
+    assert!(t.contains("application/sdp"), "{t}");
+    let (s, t) = post("/api/v1/rtc/whip", "application/sdp", "v=0\r\n").await;
+    assert_eq!(s, 400, "{t}");
+    assert!(t.contains("?to="), "{t}");
+    let (s, t) = post("/api/v1/rtc/whip?to=100", "application/sdp", "hello").await;
+    assert_eq!(s, 400, "{t}");
+    assert!(t.contains("v=0"), "{t}");
+    let (s, t) = post(
+        "/api/v1/rtc/whip?to=100",
+        "application/sdp",
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
+    )
+    .await;
+    assert_eq!(s, 400, "{t}");
+    let (s, _, t) = http(gw.http, "DELETE", "/api/v1/rtc/whip/12345", "").await;
+    assert_eq!(s, 404, "{t}");
+    let (s, _, body) = http(gw.http, "GET", "/api/v1/rtc/ice-servers", "").await;
+    assert_eq!(s, 200);
+    assert!(body.contains("ice_servers"), "{body}");
+
+    // A call routed to a WebRTC endpoint nobody registered fails with Q.850 20 (subscriber
+    // absent): the CDR says so and nothing is left.
+    let handle = gw.server.handle();
+    let mut cdrs = handle.subscribe_cdrs();
+    let mut a = common::Ua::bind().await;
+    let mut invite = a.new_request(
+        gateway::sip::message::Method::Invite,
+        gw.server.sip_udp_addr().unwrap(),
+        "300",
+    );
+    invite.headers.push(
+        gateway::sip::message::HeaderName::ContentType,
+        "application/sdp",
+    );
+    invite.body = common::SDP_OFFER.as_bytes().to_vec();
+    a.layer
+        .send_request(
+            Instant::now(),
+            invite,
+            gw.server.sip_udp_addr().unwrap(),
+            gateway::sip::transaction::Reliability::Unreliable,
+        )
+        .unwrap();
+    let limit = Instant::now() + Duration::from_secs(10);
+    let mut final_status = None;
+    while final_status.is_none() && Instant::now() < limit {
+        for e in a.step(None, limit).await {
+            if let gateway::sip::transaction::TuEvent::Response { response, .. } = e
+                && response.status >= 200
+            {
+                final_status = Some(response.status);
+            }
+        }
+    }
+    let status = final_status.expect("a final response to the INVITE");
+    assert!(
+        (400..600).contains(&status),
+        "the caller is refused, got {status}"
+    );
+    let cdr = tokio::time::timeout(T, cdrs.recv()).await.unwrap().unwrap();
+    let line = cdr.to_json_line();
+    assert!(line.contains("not registered"), "{line}");
+    gw.wait_idle("call to an unregistered page").await;
     gw.http_task.abort();
     gw.rtc.shutdown().await;
     gw.server.shutdown().await.unwrap();
