@@ -226,6 +226,26 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_toml_takes_an_rtc_section_and_refuses_a_bad_one_at_load() {
+        let ok = crate::config::Config::from_toml(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[rtc]\nport_min = 40000\nport_max = 40099\n",
+            "test",
+        )
+        .unwrap();
+        let rtc = ok.rtc.unwrap();
+        assert_eq!(rtc.port_range(), Some(40000..=40099));
+        assert_eq!(rtc.grace_s, 30);
+        let err = crate::config::Config::from_toml(
+            "[http]\nlisten = \"127.0.0.1:0\"\n\n[rtc]\nhost_addresses = [\"0.0.0.0\"]\n",
+            "test",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("[rtc]") && err.contains("wildcard"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
     fn bad_sections_are_refused_with_a_reason() {
         let bad = |f: &dyn Fn(&mut RtcSettings)| {
             let mut s = RtcSettings::default();
