@@ -7,7 +7,8 @@
 //! SIP UA's echo (browser → SIP → browser, two G.711 passes) with correlation ≥ 0.9; the RFC
 //! 4733 digits aiortc sends reach the gateway once each and are relayed to the SIP UA once
 //! each (SIPp echoes the RFC 4733 packets it receives, so the SIP leg reports each digit back
-//! exactly once); hang-up from the browser (HTTP DELETE → BYE to SIPp) and from the SIP side
+//! exactly once, and the engine relays those to the browser as RFC 4733, where aiortc counts each
+//! once); hang-up from the browser (HTTP DELETE → BYE to SIPp) and from the SIP side
 //! (SIPp's BYE → the peer connection closes) release everything: no call, leg, WebRTC leg, SIP
 //! leg, media leg or socket.
 //!
@@ -604,6 +605,13 @@ async fn run() {
         "digits the SIP UA received (and echoed), each once: {digits:?}"
     );
 
+    // SIP → browser: what the SIP UA sent back (its echo of our RFC 4733) was relayed to the
+    // browser leg as RFC 4733 on the peer connection, once per digit.
+    let back = peer.request(json!({"cmd": "digits"}), T);
+    assert_eq!(
+        back["digits"], "1234#",
+        "digits from the SIP side at the browser, each once"
+    );
     let (status, _, body) = http(gw.http, "DELETE", &location, "").await;
     assert_eq!(status, 204, "{body}");
     let callee = uas_wait.finish().await;

@@ -11,7 +11,9 @@ aioice never offers 127.0.0.1, so host addresses are patched to loopback (../sha
 aiortc has no DTMF sender: `offer` with "telephone_event": true adds telephone-event/8000
 (payload type 101) to the offer it hands out, and `dtmf` then sends RFC 4733 events (RFC 4733
 section 2.5: a marked first packet, duration growing every 20 ms, three end packets) in place of
-audio packets of the sender's own stream (same SSRC and sequence numbering).
+audio packets of the sender's own stream (same SSRC and sequence numbering). RFC 4733 events
+it receives (payload type 101) are collected, one digit per event timestamp; `digits` returns
+them.
 """
 import argparse
 import asyncio
@@ -22,7 +24,7 @@ import sys
 import aioice.ice
 import av
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc import rtcrtpsender
+from aiortc import rtcdtlstransport, rtcrtpsender
 from aiortc.contrib.media import MediaPlayer
 
 aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=False: ["127.0.0.1"]
@@ -73,6 +75,24 @@ class DtmfRtpPacket(rtcrtpsender.RtpPacket):
 
 
 rtcrtpsender.RtpPacket = DtmfRtpPacket
+
+RECEIVED = {"digits": "", "seen": set()}
+_route_rtp = rtcdtlstransport.RtpRouter.route_rtp
+
+
+def route_rtp(self, packet):
+    if packet.payload_type == Dtmf.pt:
+        p = packet.payload
+        if len(p) >= 4 and p[0] <= 15 and (p[1] & 0x80):
+            key = (packet.ssrc, packet.timestamp)
+            if key not in RECEIVED["seen"]:
+                RECEIVED["seen"].add(key)
+                RECEIVED["digits"] += "0123456789*#ABCD"[p[0]]
+        return None
+    return _route_rtp(self, packet)
+
+
+rtcdtlstransport.RtpRouter.route_rtp = route_rtp
 EVENTS = {**{str(i): i for i in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14, "D": 15}
 
 
@@ -173,6 +193,8 @@ async def main():
                 if m.get("telephone_event"):
                     sdp = add_telephone_event(sdp)
                 out({"type": "offer", "sdp": sdp})
+            elif cmd == "digits":
+                out({"type": "digits", "digits": RECEIVED["digits"]})
             elif cmd == "dtmf":
                 packets = max(1, int(m.get("duration", 100)) // 20)
                 gap = max(1, int(m.get("gap", 70)) // 20)
