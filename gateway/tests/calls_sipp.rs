@@ -10,9 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use gateway::calls::relay_media::RelayMedia;
+use gateway::calls::plane_media::PlaneMedia;
 use gateway::calls::server::{GatewayServer, ServerOptions};
 use gateway::config::Config;
+use gateway::media::plane::{Country, MediaPlane, PlaneConfig};
 use gateway::sip::transaction::TimerConfig;
 
 const CALLS: u32 = 10;
@@ -96,7 +97,7 @@ async fn gateway_full(
             seed: Some([3; 32]),
             external: Vec::new(),
         },
-        Box::new(RelayMedia::new()),
+        Box::new(plane_media()),
     )
     .await
     .unwrap()
@@ -500,4 +501,14 @@ async fn calls_complete_under_10_percent_sip_loss_on_both_sides() {
     assert_eq!(gw.counters().ack_timeouts.load(Ordering::Relaxed), 0);
     // Timers J and D (32 s) keep the last transactions alive that long.
     finish(gw, Duration::from_secs(40)).await;
+}
+
+/// The real media plane, one worker (the machines are small and shared).
+fn plane_media() -> PlaneMedia {
+    let plane = MediaPlane::start(PlaneConfig {
+        workers: 1,
+        ..PlaneConfig::default()
+    })
+    .unwrap();
+    PlaneMedia::new(plane, Duration::from_secs(30), Country::Etsi)
 }

@@ -97,6 +97,10 @@ pub struct SipLegsConfig {
     pub tcp: Option<SocketAddr>,
     /// Our TLS address, if listening.
     pub tls: Option<SocketAddr>,
+    /// Our SIP-over-WebSocket address, if listening.
+    pub ws: Option<SocketAddr>,
+    /// Our SIP-over-secure-WebSocket address, if listening.
+    pub wss: Option<SocketAddr>,
     /// Transaction timers.
     pub timers: TimerConfig,
     /// Seed for tags, branches and Call-IDs (random in production, fixed in tests).
@@ -120,6 +124,8 @@ impl SipLegsConfig {
             udp,
             tcp: None,
             tls: None,
+            ws: None,
+            wss: None,
             timers: TimerConfig::default(),
             seed: [7; 32],
             user_agent: format!("spanbridge/{}", env!("CARGO_PKG_VERSION")),
@@ -668,6 +674,8 @@ impl SipLegs {
             Transport::Udp => Some(self.config.udp),
             Transport::Tcp => self.config.tcp,
             Transport::Tls => self.config.tls,
+            Transport::Ws => self.config.ws,
+            Transport::Wss => self.config.wss,
         }
     }
 
@@ -677,6 +685,8 @@ impl SipLegs {
             Transport::Udp => format!("sip:gw@{addr}"),
             Transport::Tcp => format!("sip:gw@{addr};transport=tcp"),
             Transport::Tls => format!("sips:gw@{addr}"),
+            Transport::Ws => format!("sip:gw@{addr};transport=ws"),
+            Transport::Wss => format!("sips:gw@{addr};transport=wss"),
         };
         Uri::parse(&text).ok()
     }

@@ -444,15 +444,15 @@ mod tests {
     fn uris_resolve_with_default_port() {
         assert_eq!(
             uri_target("sip:127.0.0.1").unwrap(),
-            "127.0.0.1:5060".parse().unwrap()
+            "127.0.0.1:5060".parse::<SocketAddr>().unwrap()
         );
         assert_eq!(
             uri_target("sip:bob@127.0.0.1:5070;transport=udp").unwrap(),
-            "127.0.0.1:5070".parse().unwrap()
+            "127.0.0.1:5070".parse::<SocketAddr>().unwrap()
         );
         assert_eq!(
             uri_target("sip:[::1]:5080").unwrap(),
-            "[::1]:5080".parse().unwrap()
+            "[::1]:5080".parse::<SocketAddr>().unwrap()
         );
         assert!(uri_target("tel:+123").is_err());
     }
