@@ -42,8 +42,11 @@ const RECOVERY_MAX: usize = 80;
 /// Concealment state for one stream.
 #[derive(Debug, Clone)]
 pub struct Plc {
-    /// The most recent output samples, oldest first.
-    history: [f32; HISTORY],
+    /// The most recent output samples, a ring: `history[head]` is the oldest. Kept as i16 and
+    /// never shifted, so recording a frame writes only its own samples (the media path calls
+    /// this for every frame of every leg; the float copy is built only when a gap starts).
+    history: [i16; HISTORY],
+    head: usize,
     /// The repeated pitch period, with its wrap smoothed.
     cycle: [f32; PITCH_MAX],
     /// Length of `cycle` in use (the pitch period), 0 when not concealing.
@@ -64,7 +67,8 @@ impl Plc {
     /// A concealer with silent history.
     pub const fn new() -> Self {
         Self {
-            history: [0.0; HISTORY],
+            history: [0; HISTORY],
+            head: 0,
             cycle: [0.0; PITCH_MAX],
             period: 0,
             cursor: 0,
@@ -117,22 +121,22 @@ impl Plc {
     }
 
     fn remember(&mut self, frame: &[i16]) {
-        let n = frame.len();
-        if n >= HISTORY {
-            for (h, &s) in self.history.iter_mut().zip(&frame[n - HISTORY..]) {
-                *h = f32::from(s);
-            }
-        } else {
-            self.history.copy_within(n.., 0);
-            for (h, &s) in self.history[HISTORY - n..].iter_mut().zip(frame) {
-                *h = f32::from(s);
-            }
+        let mut rest = &frame[frame.len().saturating_sub(HISTORY)..];
+        while !rest.is_empty() {
+            let n = (HISTORY - self.head).min(rest.len());
+            self.history[self.head..self.head + n].copy_from_slice(&rest[..n]);
+            self.head = (self.head + n) % HISTORY;
+            rest = &rest[n..];
         }
     }
 
     /// Picks the pitch period and builds the smoothed cycle.
     fn start_gap(&mut self) {
-        let h = &self.history;
+        let mut h = [0f32; HISTORY];
+        let (newer, older) = self.history.split_at(self.head);
+        for (d, &s) in h.iter_mut().zip(older.iter().chain(newer)) {
+            *d = f32::from(s);
+        }
         let end = HISTORY;
         let target = &h[end - CORR_WINDOW..end];
         let mut best = (f32::MIN, PITCH_MIN);

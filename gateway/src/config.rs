@@ -58,6 +58,9 @@ pub enum ConfigError {
 pub struct Config {
     /// HTTP listeners (health, metrics, API, pages).
     pub http: HttpConfig,
+    /// The contact-center control plane: agents, queues, routes, tokens, the access listener.
+    #[serde(default)]
+    pub control: crate::control::config::ControlConfig,
     /// SIP listeners and inbound policy (absent: no SIP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip: Option<SipConfig>,
@@ -82,6 +85,9 @@ pub struct Config {
     /// Routes, first match wins.
     #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteConfig>,
+    /// TDM spans and their signalling (absent: no TDM legs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tdm: Option<crate::tdm::TdmConfig>,
 }
 
 /// HTTP listener configuration.
@@ -344,6 +350,13 @@ impl Config {
                 },
                 message,
             })?;
+        if let Some(t) = &cfg.tdm {
+            t.validate().map_err(|message| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                line: 0,
+                message: format!("[tdm]: {message}"),
+            })?;
+        }
         Ok(cfg)
     }
 
@@ -578,6 +591,19 @@ mod tests {
             routes.lookup(&q("2001")).unwrap().destinations,
             [Destination::Trunk("pbx".into())]
         );
+    }
+
+    #[test]
+    fn embedded_default_has_demo_agents_a_queue_and_a_loopback_access_listener() {
+        let cfg = Config::embedded_default().unwrap();
+        let c = &cfg.control;
+        c.validate().unwrap();
+        assert_eq!(c.agents.len(), 2);
+        assert_eq!(c.queues.len(), 1);
+        assert!(c.access.listen.unwrap().ip().is_loopback());
+        // A file without [control] gets no agents and no tokens.
+        let bare = Config::from_toml("[http]\nlisten='127.0.0.1:1'\n", "t").unwrap();
+        assert!(bare.control.agents.is_empty() && bare.control.access.admin_tokens.is_empty());
     }
 
     #[test]

@@ -11,5 +11,6 @@ pub mod control;
 pub mod media;
 pub mod rtc;
 pub mod sip;
+pub mod tdm;
 pub mod telemetry;
 pub mod web;

@@ -47,6 +47,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = config.control.validate() {
+        tracing::error!("{e}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -72,7 +76,13 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
                 format!("cannot listen on {} (http.listen): {e}", config.http.listen),
             )
         })?;
-    let server = match &config.sip {
+    // TDM legs run in their own task on a provider port of the shell.
+    let external = if config.tdm.is_some() {
+        vec![gateway::calls::leg::LegKind::Tdm]
+    } else {
+        Vec::new()
+    };
+    let mut server = match &config.sip {
         Some(_) => {
             let m = &config.media;
             let plane = MediaPlane::start(PlaneConfig {
@@ -103,7 +113,7 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
                         config: config.clone(),
                         timers: None,
                         seed: None,
-                        external: Vec::new(),
+                        external,
                     },
                     Box::new(media),
                 )
@@ -115,6 +125,22 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
             None
         }
     };
+    let tdm = match (&config.tdm, server.as_mut()) {
+        (Some(t), Some(s)) => match s.take_provider(gateway::calls::leg::LegKind::Tdm) {
+            Some(port) => Some(
+                gateway::tdm::start(t, &config.span_groups, port)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+            ),
+            None => None,
+        },
+        (Some(_), None) => {
+            tracing::warn!(
+                "[tdm] is configured but there is no [sip] section: no calls, so no TDM legs"
+            );
+            None
+        }
+        _ => None,
+    };
     let state = WebState {
         switch: server.as_ref().map(GatewayServer::handle),
     };
@@ -122,12 +148,47 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
         listen = %listener.local_addr()?,
         "HTTP listener up: /healthz, /metrics, /diag/calls, /diag/sip/trace"
     );
-    let served = axum::serve(listener, gateway::web::router_with(state))
+    // The control plane (until the call engine implements CallControl, on a call side that
+    // refuses calls: agents log in, pages load).
+    let plane = gateway::control::api::ControlPlane::start(
+        config.control.clone(),
+        std::sync::Arc::new(gateway::control::api::NoCallSide),
+    )
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let control_app = gateway::web::control_app(plane.clone());
+    if config.control.access.listen.is_some() {
+        let access = gateway::control::access::AccessListener::bind(&config.control.access)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        tracing::info!(
+            listen = %access.local_addr()?,
+            tls = access.is_tls(),
+            "access listener up: /api/v1, /agent, /supervisor, /caller"
+        );
+        let app = gateway::web::router().merge(control_app.clone());
+        tokio::spawn(async move {
+            if let Err(e) = access.serve(app, std::future::pending()).await {
+                tracing::error!("access listener failed: {e}");
+            }
+        });
+    }
+    let mut core_app = gateway::web::router_with(state);
+    if let Some(t) = &tdm {
+        core_app = core_app.merge(gateway::tdm::http::router(t.handle()));
+        tracing::info!("TDM API up: /api/v1/tdm/spans, /api/v1/tdm/spans/SPAN/trace");
+    }
+    if config.control.access.api_on_core {
+        core_app = core_app.merge(control_app);
+    }
+    let served = axum::serve(listener, core_app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
             tracing::info!("shutting down");
         })
         .await;
+    if let Some(t) = tdm {
+        t.shutdown().await;
+    }
     if let Some(s) = server {
         s.shutdown().await?;
     }

@@ -452,7 +452,13 @@ async fn a_hundred_concurrent_calls_with_rtp() {
             .as_u64()
             .unwrap_or(0);
         let tx = l["legs"][0]["media"]["packets_sent"].as_u64().unwrap_or(0);
-        if rx >= 100 && tx >= 100 {
+        // The callee's leg: what the gateway sent it and the echo it got back.
+        let b_rx = l["legs"][1]["media"]["packets_received"]
+            .as_u64()
+            .unwrap_or(0);
+        let b_tx = l["legs"][1]["media"]["packets_sent"].as_u64().unwrap_or(0);
+        // The recording is 30 ms packets (67 in 2 s); the gateway sends 20 ms packets.
+        if rx >= 67 && tx >= 100 && b_rx >= 100 && b_tx >= 100 {
             audio += 1;
         }
     }

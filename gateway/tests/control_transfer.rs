@@ -77,7 +77,11 @@ impl World {
                 }
                 Command::ReleaseFirstAgent => self.first_agent_leg = false,
                 Command::Publish(e) => {
-                    assert_eq!(e.call_uri(), &self.uri, "every event carries the call URI");
+                    assert_eq!(
+                        e.call_uri(),
+                        Some(&self.uri),
+                        "every event carries the call URI"
+                    );
                     self.events.push(e);
                 }
             }

@@ -112,6 +112,69 @@ fn the_printed_default_configuration_is_the_one_that_runs() {
     );
 }
 
+#[test]
+fn the_access_listener_publishes_the_pages_and_the_api_with_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(
+        &config,
+        "[http]\nlisten = \"127.0.0.1:0\"\n\
+         [control.access]\nlisten = \"127.0.0.1:0\"\napi_on_core = false\n\
+         [[control.agents]]\nid = \"alice\"\nname = \"Alice\"\nendpoints = [{ kind = \"browser\" }]\ntoken = \"alice-binary-token\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--config", config.to_str().unwrap(), "--log-format", "json"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut core, mut access) = (None, None);
+    while core.is_none() || access.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("no listener log lines within 20 s");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        if let Some(listen) = v["fields"]["listen"].as_str() {
+            if v["fields"]["tls"].is_null() {
+                core = Some(listen.to_string());
+            } else {
+                access = Some(listen.to_string());
+            }
+        }
+    }
+    let (core, access) = (core.unwrap(), access.unwrap());
+    assert!(http_get(&access, "/agent").starts_with("HTTP/1.1 200"));
+    assert!(http_get(&access, "/api/v1/me").starts_with("HTTP/1.1 401"));
+    assert!(
+        http_get(&core, "/api/v1/me").starts_with("HTTP/1.1 404"),
+        "api_on_core = false keeps the API off the core listener"
+    );
+    assert!(http_get(&core, "/healthz").starts_with("HTTP/1.1 200"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A non-loopback access listener without TLS is refused at start, naming the fix.
+    std::fs::write(
+        &config,
+        "[http]\nlisten = \"127.0.0.1:0\"\n[control.access]\nlisten = \"0.0.0.0:0\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tls_cert"));
+}
+
 /// Starts the binary on `config_text`, returns the child, its log lines and the addresses it
 /// logged (HTTP listen, SIP UDP).
 struct Running {

@@ -232,3 +232,120 @@ async fn tcp_stream_with_a_negative_content_length_is_closed_not_hung() {
     assert_eq!(uas.counters().answered.load(Ordering::Relaxed), 0);
     uas.shutdown().await.unwrap();
 }
+
+/// RFC 3581 on real sockets: a request whose Via names another address and asks for rport is
+/// answered to its real source port, with `rport=<port>;received=<ip>` (received even when
+/// the IP matches, RFC 3581 §4), from which the client learns its reflexive address. Without
+/// rport the answer still goes to the source (symmetric routing, decision 0006).
+#[tokio::test]
+async fn udp_responses_go_to_the_source_with_rport_and_received() {
+    use gateway::sip::transaction::reflexive_address;
+    let uas = UdpUas::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = client.local_addr().unwrap();
+    let mut buf = vec![0u8; 65_535];
+    for (via, expect_rport) in [
+        ("SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKnat1;rport", true),
+        ("SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKnat2", false),
+    ] {
+        let text = options("UDP", 1).replace(
+            "Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKt1",
+            &format!("Via: {via}"),
+        );
+        let text = text.replace("Call-ID: tr1", &format!("Call-ID: nat-{expect_rport}"));
+        client
+            .send_to(text.as_bytes(), uas.local_addr())
+            .await
+            .unwrap();
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .expect("the response came back to the source port, not to sent-by 5099")
+            .unwrap();
+        assert_eq!(from, uas.local_addr());
+        let Ok(Message::Response(r)) = parse_message(&buf[..n]) else {
+            panic!()
+        };
+        assert_eq!(r.status, 200);
+        let top = r.headers.top_via().unwrap();
+        if expect_rport {
+            assert_eq!(top.rport(), Some(Some(me.port())));
+            assert_eq!(top.received(), Some("127.0.0.1"));
+            assert_eq!(reflexive_address(&r), Some(me));
+        } else {
+            assert_eq!(top.rport(), None);
+            assert_eq!(
+                top.received(),
+                None,
+                "same IP as sent-by, no rport: nothing added"
+            );
+            assert_eq!(reflexive_address(&r), None);
+        }
+    }
+    uas.shutdown().await.unwrap();
+}
+
+/// RFC 3261 §18.2.2: the TCP connection a request came on has closed before the response is
+/// ready: the response goes on a new connection to the Via's received address and sent-by
+/// port, where the client listens.
+#[tokio::test]
+async fn tcp_response_after_the_connection_closed_opens_one_to_sent_by() {
+    use gateway::sip::transport::response_fallback;
+    let mut server = SipTransport::bind(TransportConfig {
+        tcp: Some("127.0.0.1:0".parse().unwrap()),
+        ..TransportConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut closed = server.closed_connections();
+    let client_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sent_by = client_listener.local_addr().unwrap();
+    let mut c = TcpStream::connect(server.tcp_addr().unwrap())
+        .await
+        .unwrap();
+    let text = options("TCP", 7).replace(
+        "Via: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKt7",
+        &format!("Via: SIP/2.0/TCP {sent_by};branch=z9hG4bKt7"),
+    );
+    c.write_all(text.as_bytes()).await.unwrap();
+    let item = tokio::time::timeout(Duration::from_secs(5), server.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.transport, Transport::Tcp);
+    let conn = item
+        .connection
+        .expect("stream items carry their connection id");
+    drop(c);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), closed.recv())
+            .await
+            .unwrap(),
+        Some(conn)
+    );
+    let Ok(Message::Request(req)) = parse_message(&item.bytes) else {
+        panic!()
+    };
+    let mut resp = gateway::sip::message::Response::for_request(&req, 200);
+    gateway::sip::transaction::stamp_received(&mut resp, item.source);
+    let bytes = resp.to_bytes();
+    assert_eq!(
+        response_fallback(&bytes, item.source, Transport::Tcp),
+        Some(sent_by)
+    );
+    server
+        .send_response(item.source, Transport::Tcp, bytes)
+        .await
+        .unwrap();
+    let (mut s, _) = tokio::time::timeout(Duration::from_secs(5), client_listener.accept())
+        .await
+        .expect("the server connected back to sent-by")
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    let Ok(Message::Response(r)) = parse_message(&buf[..n]) else {
+        panic!()
+    };
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers.call_id().unwrap(), "tr7");
+    server.shutdown().await;
+}

@@ -18,6 +18,7 @@ const EVENT_TIMER_EXPIRED: i32 = 15;
 const EVENT_DIALCOMPLETE: i32 = 9;
 const DIAL_OP_APPEND: i32 = 1;
 const ALARM_RED: i32 = 8;
+const ALARM_YELLOW: i32 = 4;
 const ALARM_LOS: i32 = 256;
 const IOMUX_SIGEVENT: i32 = 8;
 const IOMUX_READ: i32 = 1;
@@ -115,7 +116,11 @@ fn injected_alarms_show_in_spanstat_params_and_as_events() {
         field_i32(&ctl.spanstat(1).unwrap(), spaninfo::ALARMS),
         ALARM_RED
     );
-    assert_eq!(field_i32(&ctl.spanstat(2).unwrap(), spaninfo::ALARMS), 0);
+    // Span 1 lost span 2's signal and sends it a remote alarm indication: span 2 is YELLOW.
+    assert_eq!(
+        field_i32(&ctl.spanstat(2).unwrap(), spaninfo::ALARMS),
+        ALARM_YELLOW
+    );
     assert_eq!(
         field_i32(&a.spanstat(0).unwrap(), spaninfo::ALARMS),
         ALARM_RED,
@@ -127,24 +132,45 @@ fn injected_alarms_show_in_spanstat_params_and_as_events() {
     );
     assert_eq!(a.iomux(IOMUX_SIGEVENT).unwrap(), IOMUX_SIGEVENT);
     assert_eq!(a.get_event().unwrap(), EVENT_ALARM);
+    assert_eq!(b.iomux(IOMUX_SIGEVENT).unwrap(), IOMUX_SIGEVENT);
     assert_eq!(
-        b.poll(libc::POLLPRI, 50).unwrap() & libc::POLLPRI,
-        0,
-        "span 2 unaffected"
+        b.get_event().unwrap(),
+        EVENT_ALARM,
+        "YELLOW is an alarm too"
     );
 
+    // Both lose the signal: each is RED and sees the other's RAI. No new events: both
+    // already are in alarm.
     sim_command(&control, "alarm 2 LOS").unwrap();
+    assert_eq!(
+        field_i32(&ctl.spanstat(2).unwrap(), spaninfo::ALARMS),
+        ALARM_LOS | ALARM_RED | ALARM_YELLOW
+    );
+    assert_eq!(
+        field_i32(&ctl.spanstat(1).unwrap(), spaninfo::ALARMS),
+        ALARM_RED | ALARM_YELLOW
+    );
+    assert_eq!(b.poll(libc::POLLPRI, 50).unwrap() & libc::POLLPRI, 0);
+
+    // Span 1 recovers its receive side: it still sees span 2's RAI (YELLOW); span 2 keeps its
+    // own LOS but no longer gets an RAI.
+    sim_command(&control, "clear 1").unwrap();
+    assert_eq!(
+        field_i32(&ctl.spanstat(1).unwrap(), spaninfo::ALARMS),
+        ALARM_YELLOW
+    );
     assert_eq!(
         field_i32(&ctl.spanstat(2).unwrap(), spaninfo::ALARMS),
         ALARM_LOS | ALARM_RED
     );
-    assert_eq!(b.iomux(IOMUX_SIGEVENT).unwrap(), IOMUX_SIGEVENT);
-    assert_eq!(b.get_event().unwrap(), EVENT_ALARM);
-
-    sim_command(&control, "clear 1").unwrap();
+    assert_eq!(a.poll(libc::POLLPRI, 50).unwrap() & libc::POLLPRI, 0);
+    sim_command(&control, "clear 2").unwrap();
     assert_eq!(field_i32(&ctl.spanstat(1).unwrap(), spaninfo::ALARMS), 0);
+    assert_eq!(field_i32(&ctl.spanstat(2).unwrap(), spaninfo::ALARMS), 0);
     assert_eq!(a.iomux(IOMUX_SIGEVENT).unwrap(), IOMUX_SIGEVENT);
     assert_eq!(a.get_event().unwrap(), EVENT_NOALARM);
+    assert_eq!(b.iomux(IOMUX_SIGEVENT).unwrap(), IOMUX_SIGEVENT);
+    assert_eq!(b.get_event().unwrap(), EVENT_NOALARM);
     // A bad command is refused with EINVAL.
     let err = sim_command(&control, "alarm 1 PURPLE").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EINVAL));

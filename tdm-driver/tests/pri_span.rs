@@ -352,6 +352,16 @@ fn an_alarm_clears_calls_with_cause_38_on_both_ends_blocks_and_recovers_after_re
     r.net.other.clear();
     r.usr.other.clear();
     r.sim.control("clear 2").unwrap();
+    r.run(5);
+    assert!(r.net.other.contains(&PriSpanEvent::Alarm(false)));
+    assert!(
+        !r.net.pri.is_ready() && !r.usr.pri.is_ready(),
+        "not ready before layer 2 is re-established"
+    );
+    assert_eq!(
+        r.net.pri.setup(r.now, "early", None, None),
+        Err(cause::NETWORK_OUT_OF_ORDER)
+    );
     let t = r.run_until(5_000, "ready again", |r| {
         r.net.pri.is_ready() && r.usr.pri.is_ready()
     });

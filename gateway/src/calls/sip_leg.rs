@@ -97,10 +97,6 @@ pub struct SipLegsConfig {
     pub tcp: Option<SocketAddr>,
     /// Our TLS address, if listening.
     pub tls: Option<SocketAddr>,
-    /// Our SIP-over-WebSocket address, if listening.
-    pub ws: Option<SocketAddr>,
-    /// Our SIP-over-secure-WebSocket address, if listening.
-    pub wss: Option<SocketAddr>,
     /// Transaction timers.
     pub timers: TimerConfig,
     /// Seed for tags, branches and Call-IDs (random in production, fixed in tests).
@@ -124,8 +120,6 @@ impl SipLegsConfig {
             udp,
             tcp: None,
             tls: None,
-            ws: None,
-            wss: None,
             timers: TimerConfig::default(),
             seed: [7; 32],
             user_agent: format!("spanbridge/{}", env!("CARGO_PKG_VERSION")),
@@ -674,8 +668,8 @@ impl SipLegs {
             Transport::Udp => Some(self.config.udp),
             Transport::Tcp => self.config.tcp,
             Transport::Tls => self.config.tls,
-            Transport::Ws => self.config.ws,
-            Transport::Wss => self.config.wss,
+            // WebSocket connections are accepted, never opened by us: no local address.
+            Transport::Ws | Transport::Wss => None,
         }
     }
 

@@ -9,8 +9,24 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
+use super::center::{Presence, Purpose, WithdrawReason};
 use super::transfer::{Party, TransferKind};
 use super::uri::CallUri;
+
+/// One earlier transfer of a call, as the screen pop shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    /// Milliseconds since the call was created.
+    pub at_ms: u64,
+    /// The agent who transferred (None: the system, e.g. a queue overflow).
+    pub from: Option<String>,
+    /// Where to.
+    pub to: Party,
+    /// Blind or attended.
+    pub kind: TransferKind,
+    /// `connected`, `failed: busy`, `cancelled`, ... (`in_progress` while it runs).
+    pub outcome: String,
+}
 
 /// Why a transfer failed (the `reason` of `transfer.failed`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,8 +63,56 @@ pub enum Event {
         agent: String,
         /// Who is calling.
         caller: String,
+        /// The queue it comes from, if any.
+        queue: Option<String>,
+        /// `caller` (answer to talk to the caller) or `transfer_target` (a transfer to you).
+        purpose: Purpose,
         /// Earlier transfers of this call, oldest first.
-        transfer_history: Vec<String>,
+        transfer_history: Vec<HistoryEntry>,
+    },
+    /// An offer ended unanswered (rang out, declined, logout, the call went away).
+    #[serde(rename = "call.offer_withdrawn")]
+    CallOfferWithdrawn {
+        /// The call.
+        call_uri: CallUri,
+        /// The agent it was offered to.
+        agent: String,
+        /// Why.
+        reason: WithdrawReason,
+    },
+    /// The call joined a queue.
+    #[serde(rename = "call.queued")]
+    CallQueued {
+        /// The call.
+        call_uri: CallUri,
+        /// The queue.
+        queue: String,
+        /// 1-based position.
+        position: usize,
+        /// Estimated wait in seconds.
+        expected_wait_s: u64,
+    },
+    /// The caller was taken off hold.
+    #[serde(rename = "call.resumed")]
+    CallResumed {
+        /// The call.
+        call_uri: CallUri,
+    },
+    /// The agent's microphone toward the caller was muted or unmuted.
+    #[serde(rename = "call.muted")]
+    CallMuted {
+        /// The call.
+        call_uri: CallUri,
+        /// Muted now.
+        muted: bool,
+    },
+    /// An agent's presence changed (no call URI).
+    #[serde(rename = "agent.presence")]
+    AgentPresence {
+        /// The agent.
+        agent: String,
+        /// Presence now.
+        presence: Presence,
     },
     /// An agent answered.
     #[serde(rename = "call.answered")]
@@ -136,11 +200,16 @@ pub enum Event {
 }
 
 impl Event {
-    /// The URI of the call the event is about.
-    pub fn call_uri(&self) -> &CallUri {
-        match self {
+    /// The URI of the call the event is about (None for agent events).
+    pub fn call_uri(&self) -> Option<&CallUri> {
+        Some(match self {
+            Event::AgentPresence { .. } => return None,
             Event::CallCreated { call_uri, .. }
             | Event::CallOffered { call_uri, .. }
+            | Event::CallOfferWithdrawn { call_uri, .. }
+            | Event::CallQueued { call_uri, .. }
+            | Event::CallResumed { call_uri }
+            | Event::CallMuted { call_uri, .. }
             | Event::CallAnswered { call_uri, .. }
             | Event::CallHeld { call_uri }
             | Event::TransferRequested { call_uri, .. }
@@ -151,7 +220,7 @@ impl Event {
             | Event::TransferCancelled { call_uri, .. }
             | Event::TransferTimedOut { call_uri, .. }
             | Event::CallEnded { call_uri, .. } => call_uri,
-        }
+        })
     }
 
     /// The event's type name as clients see it (`transfer.connected`, ...).
@@ -159,6 +228,11 @@ impl Event {
         match self {
             Event::CallCreated { .. } => "call.created",
             Event::CallOffered { .. } => "call.offered",
+            Event::CallOfferWithdrawn { .. } => "call.offer_withdrawn",
+            Event::CallQueued { .. } => "call.queued",
+            Event::CallResumed { .. } => "call.resumed",
+            Event::CallMuted { .. } => "call.muted",
+            Event::AgentPresence { .. } => "agent.presence",
             Event::CallAnswered { .. } => "call.answered",
             Event::CallHeld { .. } => "call.held",
             Event::TransferRequested { .. } => "transfer.requested",
@@ -173,6 +247,26 @@ impl Event {
     }
 }
 
+/// Who may see an event besides admins and supervisors (who see everything).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Audience {
+    /// Every authenticated client (agent presence).
+    #[default]
+    Everyone,
+    /// These agents only (the agents a call was offered to or held by).
+    Agents(Vec<String>),
+}
+
+impl Audience {
+    /// True if `agent` may see the event.
+    pub fn includes(&self, agent: &str) -> bool {
+        match self {
+            Audience::Everyone => true,
+            Audience::Agents(a) => a.iter().any(|x| x == agent),
+        }
+    }
+}
+
 /// An event with its sequence number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Sequenced {
@@ -181,6 +275,9 @@ pub struct Sequenced {
     /// The event.
     #[serde(flatten)]
     pub event: Event,
+    /// Who may see it (not serialised).
+    #[serde(skip)]
+    pub audience: Audience,
 }
 
 /// Why a resume request cannot be served.
@@ -226,15 +323,25 @@ impl EventLog {
         }
     }
 
-    /// Appends an event; returns its sequence number.
+    /// Appends an event everyone may see; returns its sequence number.
     pub fn publish(&mut self, event: Event) -> u64 {
+        self.publish_to(event, Audience::Everyone).seq
+    }
+
+    /// Appends an event for `audience`; returns it as logged.
+    pub fn publish_to(&mut self, event: Event, audience: Audience) -> &Sequenced {
         let seq = self.next_seq;
         self.next_seq += 1;
         if self.events.len() == self.capacity {
             self.events.pop_front();
         }
-        self.events.push_back(Sequenced { seq, event });
-        seq
+        self.events.push_back(Sequenced {
+            seq,
+            event,
+            audience,
+        });
+        // Just pushed, so the log is not empty.
+        &self.events[self.events.len() - 1]
     }
 
     /// The newest sequence number (0 before the first event).
@@ -320,6 +427,7 @@ mod tests {
     fn events_serialise_with_type_seq_and_uri() {
         let uri = CallUri::new();
         let s = Sequenced {
+            audience: Audience::Everyone,
             seq: 42,
             event: Event::TransferConnected {
                 call_uri: uri.clone(),
@@ -331,6 +439,6 @@ mod tests {
         assert_eq!(v["seq"], 42);
         assert_eq!(v["call_uri"], uri.to_string());
         assert_eq!(s.event.kind(), "transfer.connected");
-        assert_eq!(s.event.call_uri(), &uri);
+        assert_eq!(s.event.call_uri(), Some(&uri));
     }
 }

@@ -214,6 +214,7 @@ pub struct Transfer {
     kind: TransferKind,
     target: Party,
     fallback_queue: String,
+    first_party: Party,
     first_agent_present: bool,
     target_leg_up: bool,
     state: TransferState,
@@ -234,6 +235,34 @@ impl Transfer {
         timeouts: Timeouts,
         now: Instant,
     ) -> (Self, Vec<Command>) {
+        Self::start_from(
+            uri,
+            kind,
+            target,
+            Some(Party::Agent("first_agent".into())),
+            fallback_queue,
+            timeouts,
+            now,
+        )
+    }
+
+    /// Like [`start`](Self::start), naming the party the caller is with now (`first`, reported
+    /// in `caller_returned_to`), or `None` when nobody is (a queue overflow: a failure puts the
+    /// caller back into `fallback_queue`).
+    pub fn start_from(
+        uri: CallUri,
+        kind: TransferKind,
+        target: Party,
+        first: Option<Party>,
+        fallback_queue: impl Into<String>,
+        timeouts: Timeouts,
+        now: Instant,
+    ) -> (Self, Vec<Command>) {
+        let kind = if first.is_none() {
+            TransferKind::Blind
+        } else {
+            kind
+        };
         let tone = match kind {
             TransferKind::Blind => Tone::Ringback,
             TransferKind::Attended => Tone::Hold,
@@ -243,7 +272,8 @@ impl Transfer {
             kind,
             target: target.clone(),
             fallback_queue: fallback_queue.into(),
-            first_agent_present: true,
+            first_agent_present: first.is_some(),
+            first_party: first.unwrap_or(Party::Queue(String::new())),
             target_leg_up: true,
             state: TransferState::Dialling,
             caller_audio: CallerAudio::Tone(tone),
@@ -277,6 +307,17 @@ impl Transfer {
     /// What the caller hears now.
     pub fn caller_audio(&self) -> &CallerAudio {
         &self.caller_audio
+    }
+
+    /// Blind or attended (an attended transfer turns blind when the agent leaves or completes
+    /// early).
+    pub fn kind(&self) -> TransferKind {
+        self.kind
+    }
+
+    /// Where the caller is being transferred to.
+    pub fn target(&self) -> &Party {
+        &self.target
     }
 
     /// True while the target leg exists (dialled and not released).
@@ -467,7 +508,7 @@ impl Transfer {
         if self.first_agent_present {
             out.push(Command::BridgeCallerToFirstAgent);
             self.caller_audio = CallerAudio::FirstAgent;
-            Party::Agent("first_agent".into())
+            self.first_party.clone()
         } else {
             out.push(Command::RequeueCaller(self.fallback_queue.clone()));
             self.caller_audio = CallerAudio::Queue(self.fallback_queue.clone());
@@ -512,13 +553,35 @@ impl TransferTable {
         fallback_queue: &str,
         now: Instant,
     ) -> Result<Vec<Command>, TransferError> {
+        self.request_from(
+            uri,
+            kind,
+            target,
+            Some(Party::Agent("first_agent".into())),
+            fallback_queue,
+            now,
+        )
+    }
+
+    /// Starts a transfer from `first` (see [`Transfer::start_from`]), unless one of the same
+    /// call is in progress.
+    pub fn request_from(
+        &mut self,
+        uri: CallUri,
+        kind: TransferKind,
+        target: Party,
+        first: Option<Party>,
+        fallback_queue: &str,
+        now: Instant,
+    ) -> Result<Vec<Command>, TransferError> {
         if self.active.contains_key(&uri) {
             return Err(TransferError::AlreadyInProgress(uri));
         }
-        let (t, out) = Transfer::start(
+        let (t, out) = Transfer::start_from(
             uri.clone(),
             kind,
             target,
+            first,
             fallback_queue,
             self.timeouts,
             now,

@@ -253,6 +253,11 @@ impl DtmfSender {
         self.active.is_some()
     }
 
+    /// True when digits wait to be sent.
+    pub fn has_queued(&self) -> bool {
+        self.len > 0
+    }
+
     /// When [`DtmfSender::poll`] next has something to send.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.active, self.len) {

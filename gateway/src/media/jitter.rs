@@ -37,7 +37,11 @@ const WINDOW: usize = 512;
 const RECENT: usize = 128;
 const RECOMPUTE_EVERY: u32 = 16;
 const MISSES_BEFORE_REPRIME: u32 = 3;
-const DELAY_HISTOGRAM_MS: usize = 1024;
+const DELAY_HISTOGRAM_MS: usize = 512;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<[i64; WINDOW]> = const { std::cell::RefCell::new([0; WINDOW]) };
+}
 
 /// Settings of one jitter buffer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -139,7 +143,8 @@ pub struct JitterStats {
     pub resyncs: u64,
     /// Resets on a new SSRC.
     pub ssrc_changes: u64,
-    delay_hist_ms: [u32; DELAY_HISTOGRAM_MS],
+    /// Boxed: kept out of the buffer's hot fields (one cache line per played frame).
+    delay_hist_ms: Box<[u32; DELAY_HISTOGRAM_MS]>,
     delay_sum_us: u64,
 }
 
@@ -158,7 +163,7 @@ impl Default for JitterStats {
             too_large: 0,
             resyncs: 0,
             ssrc_changes: 0,
-            delay_hist_ms: [0; DELAY_HISTOGRAM_MS],
+            delay_hist_ms: Box::new([0; DELAY_HISTOGRAM_MS]),
             delay_sum_us: 0,
         }
     }
@@ -230,7 +235,6 @@ pub struct JitterBuffer {
     last_played_seq: Option<u64>,
     concealed_since_played: u64,
     transits: Box<[i64; WINDOW]>,
-    scratch: Box<[i64; WINDOW]>,
     transit_len: usize,
     transit_next: usize,
     since_recompute: u32,
@@ -284,7 +288,6 @@ impl JitterBuffer {
             last_played_seq: None,
             concealed_since_played: 0,
             transits: Box::new([0; WINDOW]),
-            scratch: Box::new([0; WINDOW]),
             transit_len: 0,
             transit_next: 0,
             since_recompute: 0,
@@ -490,9 +493,15 @@ impl JitterBuffer {
         let elapsed = i64::from(self.since_recompute);
         self.since_recompute = 0;
         let n = self.transit_len;
-        let window = &mut self.scratch[..n];
-        window.copy_from_slice(&self.transits[..n]);
-        let min = window.iter().copied().min().unwrap_or(0);
+        // The selection's scratch copy is per thread, not per buffer (4 KiB less per leg).
+        let (min, pth) = SCRATCH.with_borrow_mut(|scratch| {
+            let window = &mut scratch[..n];
+            window.copy_from_slice(&self.transits[..n]);
+            let min = window.iter().copied().min().unwrap_or(0);
+            let rank = (((n as f64) * self.cfg.percentile).ceil() as usize).clamp(1, n) - 1;
+            let (_, pth, _) = window.select_nth_unstable(rank);
+            (min, *pth)
+        });
         // The reference for the current delay is the fastest *recent* packet, so that a sender
         // clock slower than ours (transit creeping up) is followed within a few seconds.
         let recent = n.min(RECENT);
@@ -500,9 +509,7 @@ impl JitterBuffer {
             .map(|back| self.transits[(self.transit_next + WINDOW - back) % WINDOW])
             .min()
             .unwrap_or(min);
-        let rank = (((n as f64) * self.cfg.percentile).ceil() as usize).clamp(1, n) - 1;
-        let (_, pth, _) = window.select_nth_unstable(rank);
-        let estimate = (*pth - min).clamp(
+        let estimate = (pth - min).clamp(
             self.units(self.cfg.min_delay),
             self.units(self.cfg.max_delay),
         );

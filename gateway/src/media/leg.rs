@@ -23,7 +23,7 @@ use super::rtcp::{
     Demux, NtpClock, ReportBlock, RtcpPacket, RtcpWriter, SenderInfo, demux, ntp_middle,
     parse_compound,
 };
-use super::rtp::{ReceiveStats, RtpPacket, RtpSender};
+use super::rtp::{HEADER_LEN, ReceiveStats, RtpPacket, RtpSender};
 
 /// How long the latched address must have been silent before another address may take over
 /// (a NAT rebinding, a re-homed peer) — and no sooner, so a stray or forged packet cannot.
@@ -206,6 +206,31 @@ pub struct RtpLeg {
     inband: InbandDtmfPlayer,
     /// Where the peer's RTCP comes from on the RTCP port (symmetric RTCP).
     rtcp_from: Option<SocketAddr>,
+}
+
+/// Writes one RTP packet of `pcm` (8 kHz samples) into `out`: the payload is encoded straight
+/// behind the 12-byte header, no intermediate copy. Returns its length (`None`: `out` too
+/// small).
+fn packetise(
+    sender: &mut RtpSender,
+    codec: &mut LegCodec,
+    payload_type: u8,
+    pcm: &[i16],
+    out: &mut [u8],
+) -> Option<usize> {
+    let body = out.get_mut(HEADER_LEN..)?;
+    let n = codec.encode(pcm, body);
+    if n == 0 {
+        return None;
+    }
+    let h = sender.next_packet(payload_type, codec.units_for(pcm.len()), n);
+    let head = out.first_chunk_mut::<HEADER_LEN>()?;
+    head[0] = 0x80;
+    head[1] = (u8::from(h.marker) << 7) | (h.payload_type & 0x7f);
+    head[2..4].copy_from_slice(&h.sequence.to_be_bytes());
+    head[4..8].copy_from_slice(&h.timestamp.to_be_bytes());
+    head[8..12].copy_from_slice(&h.ssrc.to_be_bytes());
+    Some(HEADER_LEN + n)
 }
 
 /// A cheap white-noise source at a given level (comfort noise).
@@ -626,6 +651,34 @@ impl RtpLeg {
     /// The 20 ms frame of received audio due at `now` (call once per 20 ms). Packets of other
     /// lengths are decoded into a sample FIFO and cut into 20 ms frames.
     pub fn pull(&mut self, now: Instant, out: &mut Frame) -> PulledAudio {
+        if self.in_len == 0 && self.packet_samples() == FRAME_SAMPLES {
+            // 20 ms packets (the common case): straight into the frame, no FIFO.
+            return match self.buffer.pop(now) {
+                Playout::Frame(f) => {
+                    let got = self.codec.decode(f.payload, out);
+                    if let Some(rest) = out.get_mut(got..) {
+                        rest.fill(0);
+                    }
+                    self.plc.good_frame(out);
+                    self.rx_noise = None;
+                    PulledAudio::Voice
+                }
+                Playout::Lost | Playout::Stretch => {
+                    self.plc.conceal(out);
+                    PulledAudio::Concealed
+                }
+                Playout::Empty => {
+                    match self.rx_noise {
+                        Some(level) => self.noise.fill(level, out),
+                        None => out.fill(0),
+                    }
+                    if self.plc.in_gap() {
+                        self.plc.reset();
+                    }
+                    PulledAudio::Silence
+                }
+            };
+        }
         let mut kind = PulledAudio::Silence;
         let mut voiced = false;
         while self.in_len < FRAME_SAMPLES {
@@ -658,7 +711,7 @@ impl RtpLeg {
                         Some(level) => self.noise.fill(level, rest),
                         None => rest.fill(0),
                     }
-                    if self.plc.in_gap() || !voiced {
+                    if self.plc.in_gap() {
                         self.plc.reset();
                     }
                     self.in_len = FRAME_SAMPLES;
@@ -696,6 +749,20 @@ impl RtpLeg {
             self.sender.skip(frame_units);
             return None;
         }
+        let ptime20 = usize::from(self.cfg.ptime_ms) * 8 == FRAME_SAMPLES;
+        if self.out_len == 0 && ptime20 && !self.inband.is_playing() {
+            // 20 ms out (the common case): encoded straight from the frame, no FIFO.
+            let to = self.remote?;
+            let len = packetise(
+                &mut self.sender,
+                &mut self.codec,
+                self.cfg.payload_type,
+                frame,
+                out,
+            )?;
+            self.counters.sent += 1;
+            return Some((len, to));
+        }
         let at = self.out_len;
         let Some(slot) = self.out_pcm.get_mut(at..at + FRAME_SAMPLES) else {
             // Cannot happen (the FIFO holds a full packet plus a frame); keep the clock right.
@@ -726,14 +793,15 @@ impl RtpLeg {
         if self.out_len < p || !self.cfg.direction.sends() {
             return None;
         }
-        let mut payload = [0u8; 2 * MAX_PACKET_SAMPLES];
-        let n = self.codec.encode(&self.out_pcm[..p], &mut payload);
+        let len = packetise(
+            &mut self.sender,
+            &mut self.codec,
+            self.cfg.payload_type,
+            &self.out_pcm[..p],
+            out,
+        )?;
         self.out_pcm.copy_within(p..self.out_len, 0);
         self.out_len -= p;
-        let header = self
-            .sender
-            .next_packet(self.cfg.payload_type, self.codec.units_for(p), n);
-        let len = header.packet(payload.get(..n)?).write(out).ok()?;
         self.counters.sent += 1;
         Some((len, to))
     }
@@ -801,6 +869,9 @@ impl RtpLeg {
     /// The next telephone-event packet due at `now` (call until `None`).
     pub fn poll_dtmf(&mut self, now: Instant, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
         self.cfg.telephone_event?;
+        if !self.dtmf_tx.is_active() && !self.dtmf_tx.has_queued() {
+            return None;
+        }
         if !self.cfg.direction.sends() {
             return None;
         }

@@ -991,8 +991,14 @@ impl TransactionLayer {
 }
 
 /// RFC 3261 §18.2.1 and RFC 3581: record in the response's top Via where the request really
-/// came from — `received` when the source IP differs from sent-by, and `rport` filled with the
-/// source port when the client asked for it — so responses find their way back through NAT.
+/// came from — `received` when the source IP differs from sent-by (and always when the client
+/// asked for `rport`, RFC 3581 §4), and `rport` filled with the source port — so responses find
+/// their way back through NAT and the client can learn its public address
+/// ([`reflexive_address`]).
+///
+/// Where the response is *sent* is the request's source address and port in every case
+/// (symmetric response routing, what RFC 3581 asks when `rport` is present and what NATed
+/// phones without rport support need too): see `docs/decisions/0006-symmetric-responses.md`.
 pub fn stamp_received(resp: &mut Response, source: SocketAddr) {
     let Some(value) = resp.headers.get(&HeaderName::Via) else {
         return;
@@ -1008,12 +1014,15 @@ pub fn stamp_received(resp: &mut Response, source: SocketAddr) {
     };
     let ip = source.ip().to_string();
     let mut changed = false;
-    if via.host.trim_start_matches('[').trim_end_matches(']') != ip {
-        via.params.set("received", Some(&ip));
+    let rport_requested = via.params.get("rport") == Some(None);
+    if rport_requested {
+        via.params.set("rport", Some(&source.port().to_string()));
         changed = true;
     }
-    if via.params.get("rport") == Some(None) {
-        via.params.set("rport", Some(&source.port().to_string()));
+    if (rport_requested || via.host.trim_start_matches('[').trim_end_matches(']') != ip)
+        && via.received() != Some(ip.as_str())
+    {
+        via.params.set("received", Some(&ip));
         changed = true;
     }
     if !changed {
@@ -1036,6 +1045,21 @@ pub fn stamp_received(resp: &mut Response, source: SocketAddr) {
         }
     }
     resp.headers = headers;
+}
+
+/// Our address as the peer saw it (RFC 3581 §9): `received` and `rport` of the top Via of a
+/// response to a request we sent with `;rport`. A gateway behind NAT uses it to put a
+/// reachable address in its Contact (e.g. when registering to a carrier); `None` when the
+/// peer did not fill both in.
+pub fn reflexive_address(resp: &Response) -> Option<SocketAddr> {
+    let via = resp.headers.top_via().ok()?;
+    let ip: std::net::IpAddr = via
+        .received()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    Some(SocketAddr::new(ip, via.rport()??))
 }
 
 fn completion(reliability: Reliability, d: Duration) -> Duration {

@@ -2,7 +2,7 @@
 //! listeners, outbound TCP/TLS connections, and connection reuse in the spirit of RFC 5923: a
 //! message for an address that has an open connection (inbound or outbound) goes on that
 //! connection, so responses return on the one the request came in on. Stream connections are
-//! cut into messages by the [`StreamFramer`](super::parse::StreamFramer) (Content-Length
+//! cut into messages by the [`StreamFramer`] (Content-Length
 //! framing, CRLF CRLF keepalives); a WebSocket carries one SIP message per text or binary
 //! frame.
 //!

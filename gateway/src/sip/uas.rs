@@ -299,6 +299,8 @@ async fn serve(
     counters: Arc<UdpUasCounters>,
     mut stopped: oneshot::Receiver<()>,
 ) -> io::Result<()> {
+    let mut peers: std::collections::HashMap<SocketAddr, Transport> =
+        std::collections::HashMap::new();
     loop {
         let deadline = uas.poll_timeout();
         tokio::select! {
@@ -311,6 +313,13 @@ async fn serve(
                     return Err(io::Error::other("all SIP listeners ended"));
                 };
                 counters.received.fetch_add(1, Ordering::Relaxed);
+                if item.transport != Transport::Udp {
+                    if peers.len() >= 4096 {
+                        // Forget peers whose connection is gone (bounded memory).
+                        peers.retain(|a, _| transport.connection_to(*a).is_some());
+                    }
+                    peers.insert(item.source, item.transport);
+                }
                 uas.handle_received(
                     Instant::now(),
                     &item.bytes,
@@ -338,7 +347,8 @@ async fn serve(
             .authorized
             .store(uas.authorized(), Ordering::Relaxed);
         while let Some(t) = uas.poll_transmit() {
-            match transport.send(t.dest, Transport::Udp, t.bytes, None).await {
+            let via = peers.get(&t.dest).copied().unwrap_or(Transport::Udp);
+            match transport.send_response(t.dest, via, t.bytes).await {
                 Ok(()) => counters.sent.fetch_add(1, Ordering::Relaxed),
                 Err(_) => counters.send_errors.fetch_add(1, Ordering::Relaxed),
             };

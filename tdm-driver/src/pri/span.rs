@@ -161,7 +161,7 @@ impl PriSpan {
 
     /// New calls can be placed: no alarm, layer 2 up, no RESTART outstanding.
     pub fn is_ready(&self) -> bool {
-        !self.alarm && self.link_up && !self.restarting
+        !self.alarm && self.link_up && self.stack.link.is_established() && !self.restarting
     }
 
     /// Calls not yet released by Q.931 (their channels are busy).
@@ -188,11 +188,7 @@ impl PriSpan {
             .map(|ch| {
                 let u = if self.stack.calls.call_on(ch).is_some() {
                     ChannelUse::Busy
-                } else if !self.stack.calls.channel_available(ch)
-                    || self.alarm
-                    || !self.link_up
-                    || self.restarting
-                {
+                } else if !self.stack.calls.channel_available(ch) || !self.is_ready() {
                     ChannelUse::Blocked
                 } else {
                     ChannelUse::Idle
@@ -301,6 +297,11 @@ impl PriSpan {
         self.alarm = raised;
         self.events.push_back(PriSpanEvent::Alarm(raised));
         if raised {
+            if self.link_up {
+                self.events.push_back(PriSpanEvent::LinkDown);
+            }
+            self.link_up = false;
+            self.restarting = false;
             self.stack.calls.clear_all(cause::NETWORK_OUT_OF_ORDER);
             // Layer 2 cannot survive layer 1 loss: restart it cleanly when the span returns.
             self.stack.link.release(now);

@@ -356,7 +356,7 @@ pub enum MediaError {
     Start(io::Error),
 }
 
-/// Figures of one leg (published by its worker every tick).
+/// Figures of one leg (published by its worker every 100 ms).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaStats {
     /// RTP leg (false: external port).
@@ -906,7 +906,7 @@ impl MediaPlane {
         let _ = self.submit(e.worker, Command::Release { id });
     }
 
-    /// The leg's figures, or `None` for an unknown leg.
+    /// The leg's figures (published by its worker every 100 ms), or `None` for an unknown leg.
     pub fn stats(&self, id: MediaId) -> Option<MediaStats> {
         let reg = lock(&self.inner.registry);
         let e = reg.legs.get(&id)?;

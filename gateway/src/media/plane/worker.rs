@@ -34,6 +34,8 @@ const EVENTS: usize = 256;
 const DATAGRAM: usize = 2048;
 /// A worker this far behind its phase clock stops catching up and restarts the clock.
 const GIVE_UP_BEHIND: Duration = Duration::from_millis(200);
+/// Phases run per loop while catching up, before the sockets are read again.
+const CATCH_UP: usize = 2;
 
 struct RtpSlot {
     sock: UdpSocket,
@@ -115,7 +117,13 @@ struct Slot {
     shared: Arc<LegShared>,
     kind: Kind,
     c: Counters,
+    /// Ticks until the figures are published again (every [`PUBLISH_EVERY`] ticks).
+    publish_in: u8,
 }
+
+/// Figures are published to [`LegShared`] every this many ticks (100 ms): fresh enough for
+/// `gwctl` and tests, and three cache lines written per leg per 100 ms instead of per tick.
+const PUBLISH_EVERY: u8 = 5;
 
 #[derive(Default)]
 struct Counters {
@@ -221,8 +229,14 @@ impl Worker {
     }
 
     pub(super) fn run(mut self) {
+        let mut behind = false;
         while !self.stop {
-            let n = match self.epoll.wait(&mut self.ev_buf, EpollTimeout::NONE) {
+            let timeout = if behind {
+                EpollTimeout::ZERO
+            } else {
+                EpollTimeout::NONE
+            };
+            let n = match self.epoll.wait(&mut self.ev_buf, timeout) {
                 Ok(n) => n,
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => {
@@ -248,9 +262,7 @@ impl Worker {
                 }
             }
             self.drain_commands();
-            if self.timer_armed {
-                self.run_due_phases();
-            }
+            behind = self.timer_armed && self.run_due_phases();
         }
         self.release_all();
     }
@@ -342,13 +354,20 @@ impl Worker {
         }
     }
 
-    fn run_due_phases(&mut self) {
+    /// Runs the phases that are due (at most [`CATCH_UP`], so that a worker that fell behind
+    /// still reads its sockets in between); true when more are due already.
+    fn run_due_phases(&mut self) -> bool {
         let mut now = Instant::now();
         if now.saturating_duration_since(self.next_deadline) > GIVE_UP_BEHIND {
             self.shared.overloaded.fetch_add(1, Ordering::Relaxed);
             self.next_deadline = now;
         }
+        let mut ran = 0;
         while self.next_deadline <= now {
+            if ran == CATCH_UP {
+                return true;
+            }
+            ran += 1;
             let deadline = self.next_deadline;
             if now.saturating_duration_since(deadline) > self.phase_len * self.phases as u32 {
                 self.shared.overloaded.fetch_add(1, Ordering::Relaxed);
@@ -359,6 +378,7 @@ impl Worker {
             self.next_deadline += self.phase_len;
             now = Instant::now();
         }
+        false
     }
 
     fn run_phase(&mut self, p: usize, deadline: Instant) {
@@ -418,14 +438,17 @@ impl Worker {
     }
 
     fn feed(&mut self, i: usize, p: usize, now: Instant, deadline: Instant) {
-        let partner_frame = match self.slots.get(i) {
-            Some(Some(s)) => s
-                .partner
-                .and_then(|j| self.slots.get(j))
-                .and_then(|s| s.as_ref())
-                .map(|s| s.heard),
+        let mut input = [0i16; FRAME_SAMPLES];
+        match self.slots.get(i) {
+            Some(Some(s)) => {
+                if s.source.is_none()
+                    && let Some(Some(partner)) = s.partner.and_then(|j| self.slots.get(j))
+                {
+                    input = partner.heard;
+                }
+            }
             _ => return,
-        };
+        }
         let Self {
             slots,
             deferred,
@@ -440,21 +463,21 @@ impl Worker {
         let Some(Some(slot)) = slots.get_mut(i) else {
             return;
         };
-        let mut input = [0i16; FRAME_SAMPLES];
+        let publish = slot.publish_in == 0;
+        slot.publish_in = if publish {
+            PUBLISH_EVERY - 1
+        } else {
+            slot.publish_in - 1
+        };
         let mut comfort_noise = false;
-        match slot.source.as_mut() {
-            Some(src) => match src.fill(&mut input, &slot.heard) {
+        if let Some(src) = slot.source.as_mut() {
+            match src.fill(&mut input, &slot.heard) {
                 Filled::Audio => {}
                 Filled::ComfortNoise => comfort_noise = true,
                 Filled::Finished => {
                     slot.source = None;
                     shared.sources.fetch_sub(1, Ordering::AcqRel);
                     let _ = events.send(MediaEvent::PlayFinished { id: slot.id });
-                }
-            },
-            None => {
-                if let Some(f) = partner_frame {
-                    input = f;
                 }
             }
         }
@@ -492,7 +515,9 @@ impl Worker {
                 }
                 leg.handle_timeout(now);
                 drain_leg_events(leg, slot.id, &slot.shared, &mut slot.c.digits, events);
-                publish_rtp(&slot.shared, &slot.c, r.early, leg);
+                if publish {
+                    publish_rtp(&slot.shared, &slot.c, r.early, leg);
+                }
             }
             Kind::Port(ps) => {
                 ps.player.fill(&mut input);
@@ -501,6 +526,9 @@ impl Worker {
                     slot.c.tx_bytes += (2 * FRAME_SAMPLES) as u64;
                 } else {
                     ps.overruns += 1;
+                }
+                if !publish {
+                    return;
                 }
                 let sh = &slot.shared;
                 sh.rx_packets.store(slot.c.rx_packets, Ordering::Relaxed);
@@ -595,6 +623,7 @@ impl Worker {
             shared,
             kind,
             c: Counters::default(),
+            publish_in: 0,
         }
     }
 

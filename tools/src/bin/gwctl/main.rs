@@ -3,6 +3,8 @@
 
 mod audio;
 mod calls;
+mod http;
+mod pri;
 mod signals;
 mod tdm;
 
@@ -46,6 +48,9 @@ enum Command {
         #[command(subcommand)]
         command: TdmCommand,
     },
+    /// ISDN PRI: decoded D-channel traces (live from a gateway, or from a capture file).
+    #[command(subcommand)]
+    Pri(PriCommand),
     /// Live calls of a running gateway: legs, codecs, packets, jitter, loss.
     Calls {
         /// The gateway's HTTP listener.
@@ -73,9 +78,46 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum PriCommand {
+    /// Follow SPAN's D-channel on a running gateway (Q.921/Q.931 decoded), or decode a capture
+    /// file with --file.
+    Trace {
+        /// Span number (live trace).
+        span: Option<u32>,
+        /// The gateway's core HTTP listener.
+        #[arg(long, env = "SPANBRIDGE_URL", default_value = "http://127.0.0.1:8080")]
+        gateway: String,
+        /// Decode this capture instead (pcap LINKTYPE_LINUX_LAPD, or hex lines, `<`/`>` for
+        /// received/sent).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// With --file: the side that recorded it (network or user), for command/response.
+        #[arg(long, default_value = "network")]
+        role: String,
+        /// Also write the live frames to this pcap file (Wireshark reads it).
+        #[arg(long)]
+        pcap: Option<PathBuf>,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many frames.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<f64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum TdmCommand {
-    /// Spans: alarms, sync source, framing, error counters (like dahdi_scan / lsdahdi).
-    Spans,
+    /// Spans: alarms, sync source, framing, error counters (like dahdi_scan / lsdahdi). With
+    /// --gateway: the running gateway's view — D-channel (Q.921 link, TEI) and B-channel use.
+    Spans {
+        /// Ask this gateway (its core HTTP listener) instead of reading the device tree.
+        #[arg(long)]
+        gateway: Option<String>,
+    },
     /// Channels: signalling, law, hook state, alarms.
     Channels {
         /// Only this span.
@@ -255,7 +297,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             command,
         } => {
             let text = match command {
-                TdmCommand::Spans => tdm::spans(&root, json)?,
+                TdmCommand::Spans { gateway: None } => tdm::spans(&root, json)?,
+                TdmCommand::Spans { gateway: Some(url) } => pri::spans_from_gateway(&url, json)?,
                 TdmCommand::Channels { span } => tdm::channels(&root, span, json)?,
                 TdmCommand::Test { seconds } => tdm::timing_test(&root, seconds, json)?,
                 TdmCommand::Loop {
@@ -271,6 +314,27 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             print!("{text}");
         }
+        Command::Pri(PriCommand::Trace {
+            span,
+            gateway,
+            file,
+            role,
+            pcap,
+            json,
+            count,
+            seconds,
+        }) => match (file, span) {
+            (Some(f), _) => print!("{}", pri::decode(&f, &role, json)?),
+            (None, Some(span)) => pri::live(&pri::LiveTrace {
+                gateway: &gateway,
+                span,
+                pcap: pcap.as_deref(),
+                json,
+                count,
+                seconds,
+            })?,
+            (None, None) => return Err("give a span number (live trace) or --file CAPTURE".into()),
+        },
         Command::Calls { gateway, json } => print!("{}", calls::calls(&gateway, json)?),
         Command::Sip(SipCommand::Trace {
             gateway,
