@@ -11,9 +11,10 @@
 //! holds no call, leg or transaction and no B-channel is busy; one CDR per engine call, with
 //! its cause.
 //!
-//! Not here yet: an answered call with audio. The switch's media backend
-//! (`calls::relay_media`) cannot carry frame ports, so a TDM leg that answers is cleared with
-//! 47; that test comes when the media plane stands behind the switch.
+//! Last, an answered call with audio both ways: the two SDPs name the test's own RTP
+//! sockets, which send 1004 Hz (caller) and 697 Hz (callee) as PCMA through the media plane,
+//! the span-1 and span-2 B-channels and the plane again; each end must hear the other's tone
+//! (judged per 20 ms frame), and the BYE clears both engine calls with 16.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{SocketAddr, UdpSocket};
@@ -23,9 +24,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use gateway::calls::leg::LegKind;
-use gateway::calls::relay_media::RelayMedia;
+use gateway::calls::plane_media::PlaneMedia;
 use gateway::calls::server::{GatewayServer, ServerOptions};
 use gateway::config::Config;
+use gateway::media::plane::{Country, MediaPlane, PlaneConfig};
 use gateway::sip::transaction::TimerConfig;
 use gateway::tdm::{TdmBackend, TdmConfig, TdmHandle};
 use hw_tests::{configure_spans, dahdi_root, sim_command, sim_control};
@@ -90,6 +92,12 @@ impl Sipp {
     fn finish(self) -> (Option<i32>, u64, u64, String) {
         let out = self.child.wait_with_output().unwrap();
         let csv = self.dir.path().join("stats.csv");
+        assert!(
+            csv.exists(),
+            "SIPp wrote no statistics (exit {:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         (
             out.status.code(),
             stat(&csv, "SuccessfulCall(C)"),
@@ -213,8 +221,30 @@ async fn run_pair(
     (Option<i32>, u64, u64, String),
     (Option<i32>, u64, u64, String),
 ) {
-    let calls = CALLS.to_string();
-    let callee = sipp(&[
+    run_pair_with(gw, uas_port, uas, uac, number, CALLS, &[], &[]).await
+}
+
+type SippOutcome = (Option<i32>, u64, u64, String);
+
+/// [`run_pair`] with `calls` calls and extra `-key NAME VALUE` pairs for each side.
+#[allow(clippy::too_many_arguments)]
+async fn run_pair_with(
+    gw: &GatewayServer,
+    uas_port: u16,
+    uas: &str,
+    uac: &str,
+    number: &str,
+    calls: u32,
+    uas_keys: &[(&str, String)],
+    uac_keys: &[(&str, String)],
+) -> (SippOutcome, SippOutcome) {
+    let keys = |k: &[(&str, String)]| {
+        k.iter()
+            .flat_map(|(n, v)| ["-key".to_owned(), (*n).to_owned(), v.clone()])
+            .collect::<Vec<_>>()
+    };
+    let calls = calls.to_string();
+    let mut uas_args: Vec<String> = vec![
         "-p".into(),
         uas_port.to_string(),
         "-mp".into(),
@@ -223,9 +253,11 @@ async fn run_pair(
         calls.clone(),
         "-sf".into(),
         scenario(uas).display().to_string(),
-    ]);
+    ];
+    uas_args.extend(keys(uas_keys));
+    let callee = sipp(&uas_args);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let args: Vec<String> = vec![
+    let mut args: Vec<String> = vec![
         gw.sip_udp_addr().unwrap().to_string(),
         "-sf".into(),
         scenario(uac).display().to_string(),
@@ -243,6 +275,7 @@ async fn run_pair(
         "caller".into(),
         CALLER.into(),
     ];
+    args.extend(keys(uac_keys));
     let caller = tokio::task::spawn_blocking(move || sipp(&args).finish())
         .await
         .unwrap();
@@ -252,13 +285,141 @@ async fn run_pair(
     (caller, callee)
 }
 
-fn assert_ok(who: &str, r: &(Option<i32>, u64, u64, String)) {
+fn assert_ok(who: &str, r: &SippOutcome) {
+    assert_n_ok(who, r, CALLS);
+}
+
+fn assert_n_ok(who: &str, r: &SippOutcome, calls: u32) {
     assert_eq!(r.0, Some(0), "{who}: SIPp failed: {}", r.3);
     assert_eq!(
         (r.1, r.2),
-        (u64::from(CALLS), 0),
+        (u64::from(calls), 0),
         "{who}: successful/failed"
     );
+}
+
+fn rtp_packet(seq: u16, samples: &[i16]) -> Vec<u8> {
+    let mut p = vec![0x80, if seq == 0 { 0x80 | 8 } else { 8 }];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&0x5b0b_0001u32.to_be_bytes());
+    p.extend(samples.iter().map(|&x| codecs::g711::alaw_encode(x)));
+    p
+}
+
+/// The A-law payload of an RTP packet, decoded (None: not PCMA or malformed).
+fn rtp_audio(p: &[u8]) -> Option<Vec<i16>> {
+    let (&b0, &b1) = (p.first()?, p.get(1)?);
+    if b0 >> 6 != 2 || b1 & 0x7f != 8 {
+        return None;
+    }
+    let mut off = 12 + 4 * usize::from(b0 & 0x0f);
+    if b0 & 0x10 != 0 {
+        let len = u16::from_be_bytes([*p.get(off + 2)?, *p.get(off + 3)?]);
+        off += 4 + 4 * usize::from(len);
+    }
+    Some(
+        p.get(off..)?
+            .iter()
+            .map(|&c| codecs::g711::alaw_decode(c))
+            .collect(),
+    )
+}
+
+fn share_at(x: &[i16], freq: f64) -> f64 {
+    let (mut re, mut im, mut total) = (0.0, 0.0, 0.0);
+    for (n, &s) in x.iter().enumerate() {
+        let a = std::f64::consts::TAU * freq * n as f64 / 8000.0;
+        re += f64::from(s) * a.cos();
+        im -= f64::from(s) * a.sin();
+        total += f64::from(s) * f64::from(s);
+    }
+    if total == 0.0 {
+        0.0
+    } else {
+        2.0 * (re * re + im * im) / x.len() as f64 / total
+    }
+}
+
+/// At least 25 loud 20 ms frames of `got` (0.5 s), and 80 % of the loud ones, carry `freq`.
+fn assert_tone(who: &str, got: &[i16], freq: f64) {
+    let loud: Vec<f64> = got
+        .chunks_exact(160)
+        .filter(|f| f.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / 160.0 > 1.0e5)
+        .map(|f| share_at(f, freq))
+        .collect();
+    let good = loud.iter().filter(|&&s| s > 0.8).count();
+    assert!(
+        good >= 25 && good * 10 >= loud.len() * 8,
+        "{who}: {good} of {} loud frames carry {freq} Hz (of {} samples)",
+        loud.len(),
+        got.len()
+    );
+}
+
+/// The two RTP ends of a talking call, as the SDP named them: each waits for the gateway's
+/// first packet (so it knows where the gateway's leg is), then both send a tone for 1.5 s
+/// (`caller` 1004 Hz, `callee` 697 Hz) and keep what they hear. Returns (caller heard,
+/// callee heard).
+fn exchange(caller: UdpSocket, callee: UdpSocket, limit: Duration) -> (Vec<i16>, Vec<i16>) {
+    let deadline = Instant::now() + limit;
+    let socks = [caller, callee];
+    for s in &socks {
+        s.set_nonblocking(true).unwrap();
+    }
+    let mut peers: [Option<SocketAddr>; 2] = [None, None];
+    let mut heard: [Vec<i16>; 2] = [Vec::new(), Vec::new()];
+    let mut buf = [0u8; 2048];
+    let freqs = [1004.0f64, 697.0];
+    let mut phase = [0.0f64; 2];
+    let mut started: Option<Instant> = None;
+    let mut sent = 0u16;
+    while Instant::now() < deadline {
+        for (i, s) in socks.iter().enumerate() {
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                peers[i].get_or_insert(from);
+                if started.is_some()
+                    && let Some(a) = rtp_audio(&buf[..n])
+                {
+                    heard[i].extend(a);
+                }
+            }
+        }
+        match (started, peers) {
+            (None, [Some(_), Some(_)]) => started = Some(Instant::now()),
+            (Some(t), [Some(pa), Some(pb)]) => {
+                let due = (t.elapsed().as_millis() / 20) as u16;
+                if sent >= 75 {
+                    if t.elapsed() > Duration::from_millis(1800) {
+                        break;
+                    }
+                } else {
+                    while sent <= due && sent < 75 {
+                        for (i, to) in [pa, pb].into_iter().enumerate() {
+                            let frame: Vec<i16> = (0..160)
+                                .map(|_| {
+                                    phase[i] = (phase[i] + freqs[i] / 8000.0).fract();
+                                    (8000.0 * (phase[i] * std::f64::consts::TAU).sin()) as i16
+                                })
+                                .collect();
+                            let _ = socks[i].send_to(&rtp_packet(sent, &frame), to);
+                        }
+                        sent += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        started.is_some(),
+        "the gateway sent no RTP to the caller ({:?}) or to the callee ({:?})",
+        peers[0],
+        peers[1]
+    );
+    let [a, b] = heard;
+    (a, b)
 }
 
 fn cdrs(path: &Path) -> Vec<serde_json::Value> {
@@ -320,7 +481,15 @@ async fn sip_calls_cross_the_pri_loopback_with_their_causes_mapped_both_ways() {
             seed: Some([7; 32]),
             external: vec![LegKind::Tdm],
         },
-        Box::new(RelayMedia::new()),
+        Box::new(PlaneMedia::new(
+            MediaPlane::start(PlaneConfig {
+                workers: 1,
+                ..PlaneConfig::default()
+            })
+            .unwrap(),
+            Duration::from_secs(30),
+            Country::Etsi,
+        )),
     )
     .await
     .unwrap();
@@ -415,6 +584,45 @@ async fn sip_calls_cross_the_pri_loopback_with_their_causes_mapped_both_ways() {
     let lines = cdrs(&cdr);
     assert_eq!(lines.len(), 7 * CALLS as usize, "{lines:?}");
     assert_cdrs(&lines[5 * CALLS as usize..], "4021", 17);
+
+    // Answered, with audio both ways: SIP caller → PRI → SIP callee, each end a test socket.
+    let (rtp_caller, rtp_callee) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    let (pa, pb) = (
+        rtp_caller.local_addr().unwrap().port(),
+        rtp_callee.local_addr().unwrap().port(),
+    );
+    let audio =
+        std::thread::spawn(move || exchange(rtp_caller, rtp_callee, Duration::from_secs(10)));
+    let (caller, callee) = run_pair_with(
+        &gw,
+        uas_port,
+        "pri_uas_talk.xml",
+        "pri_uac_talk.xml",
+        "94023",
+        1,
+        &[("rtpport", pb.to_string())],
+        &[("rtpport", pa.to_string())],
+    )
+    .await;
+    let (caller_heard, callee_heard) = audio.join().unwrap();
+    assert_n_ok("talking caller", &caller, 1);
+    assert_n_ok("talking callee", &callee, 1);
+    assert_tone("the callee behind the PRI", &callee_heard, 1004.0);
+    assert_tone("the caller", &caller_heard, 697.0);
+    assert_all_released(&gw, &handle).await;
+    let lines = cdrs(&cdr);
+    assert_eq!(lines.len(), 7 * CALLS as usize + 2, "{lines:?}");
+    for l in &lines[7 * CALLS as usize..] {
+        assert_eq!(l["q850"], 16, "{l}");
+        assert!(l["answer"].is_string(), "answered: {l}");
+        // The SIP caller's BYE ends the first call; the PRI DISCONNECT it becomes ends the
+        // second one from its caller's side too.
+        assert_eq!(l["ended_by"], "caller", "{l}");
+    }
+    assert_eq!(gw.counters().answered.load(Ordering::Relaxed), 2);
 
     tdm.shutdown().await;
     gw.shutdown().await.unwrap();

@@ -795,6 +795,18 @@ impl Engine {
         self.legs.insert(id, leg);
         self.calls.insert(key, call);
         self.by_uri.insert(uri.clone(), key);
+        // An inbound TDM leg hands its channel's port with the call: the plane takes it now,
+        // so the leg can be bridged (early media, answer) like an RTP leg.
+        if let MediaAttachment::Port(slot) = &info.attachment {
+            if let Some(l) = self.legs.get_mut(&id) {
+                l.media = MediaSlot::Opening;
+            }
+            self.media(MediaCommand::AttachPort {
+                leg: id,
+                call: key,
+                port: slot.clone(),
+            });
+        }
         self.events.publish(Event::CallCreated {
             call_uri: uri,
             caller: info.caller.clone(),
