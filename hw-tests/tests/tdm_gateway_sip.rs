@@ -607,7 +607,9 @@ async fn sip_calls_cross_the_pri_loopback_with_their_causes_mapped_both_ways() {
         &[("rtpport", pa.to_string())],
     )
     .await;
-    let (caller_heard, callee_heard) = audio.join().unwrap();
+    let (caller_heard, callee_heard) = audio
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
     assert_n_ok("talking caller", &caller, 1);
     assert_n_ok("talking callee", &callee, 1);
     assert_tone("the callee behind the PRI", &callee_heard, 1004.0);
