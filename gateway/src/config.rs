@@ -185,6 +185,13 @@ pub struct MediaSettings {
     /// Seconds without RTP before a call is hung up.
     #[serde(default = "default_inactivity")]
     pub inactivity_timeout_s: u64,
+    /// Tone plan of ringback and other progress tones: `us`, `etsi`, `uk`, `de`, `fr`.
+    #[serde(default = "default_tones")]
+    pub tones: String,
+}
+
+fn default_tones() -> String {
+    "etsi".to_owned()
 }
 
 impl Default for MediaSettings {
@@ -195,6 +202,7 @@ impl Default for MediaSettings {
             rtp_port_max: default_port_max(),
             workers: 0,
             inactivity_timeout_s: default_inactivity(),
+            tones: default_tones(),
         }
     }
 }
@@ -383,7 +391,7 @@ impl Config {
             if !names.insert(t.name.as_str()) {
                 return Err((none, format!("two trunks are named {:?}", t.name)));
             }
-            codecs(&t.codecs)?;
+            rtp_codecs(&t.codecs)?;
             if t.username.is_some() != t.password.is_some() {
                 return Err((
                     none,
@@ -392,7 +400,7 @@ impl Config {
             }
         }
         if let Some(sip) = &self.sip {
-            codecs(&sip.codecs)?;
+            rtp_codecs(&sip.codecs)?;
             for n in &sip.trusted {
                 IpNet::parse(n.get_ref()).map_err(|e| (n.span(), e))?;
             }
@@ -409,6 +417,15 @@ impl Config {
                 format!(
                     "[media] rtp_port_min..rtp_port_max must be a range above 1023, got {}..{}",
                     self.media.rtp_port_min, self.media.rtp_port_max
+                ),
+            ));
+        }
+        if self.media.tones.parse::<codecs::tones::Country>().is_err() {
+            return Err((
+                none.clone(),
+                format!(
+                    "[media] tones = {:?}: use us, etsi, uk, de or fr",
+                    self.media.tones
                 ),
             ));
         }
@@ -516,6 +533,25 @@ impl Config {
         e.providers = vec![LegKind::Sip, LegKind::Service];
         e
     }
+}
+
+/// Codecs of RTP legs: what SDP and the media plane both carry there (G.711).
+fn rtp_codecs(
+    list: &[Spanned<String>],
+) -> Result<Vec<AudioCodec>, (std::ops::Range<usize>, String)> {
+    let out = codecs(list)?;
+    for (c, s) in out.iter().zip(list) {
+        if !matches!(c, AudioCodec::Pcmu | AudioCodec::Pcma) {
+            return Err((
+                s.span(),
+                format!(
+                    "codec {:?} is not carried on SIP/RTP legs (PCMU, PCMA); Opus is for WebRTC legs",
+                    s.get_ref()
+                ),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 fn codecs(list: &[Spanned<String>]) -> Result<Vec<AudioCodec>, (std::ops::Range<usize>, String)> {

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gateway::calls::relay_media::RelayMedia;
+use gateway::calls::plane_media::PlaneMedia;
 use gateway::calls::server::{GatewayServer, ServerOptions};
 use gateway::config::{Config, DEFAULT_CONFIG};
+use gateway::media::plane::{Country, MediaPlane, PlaneConfig};
 use gateway::telemetry::{self, LogFormat};
 use gateway::web::WebState;
 
@@ -86,18 +87,43 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
         external.push(gateway::calls::leg::LegKind::WebRtc);
     }
     let mut server = match &config.sip {
-        Some(_) => Some(
-            GatewayServer::start(
-                ServerOptions {
-                    config: config.clone(),
-                    timers: None,
-                    seed: None,
-                    external,
-                },
-                Box::new(RelayMedia::new()),
+        Some(_) => {
+            let m = &config.media;
+            let plane = MediaPlane::start(PlaneConfig {
+                workers: m.workers,
+                rtp_ports: m.rtp_port_min..=m.rtp_port_max,
+                ..PlaneConfig::default()
+            })
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot start the media plane ([media]): {e}"),
+                )
+            })?;
+            tracing::info!(
+                workers = plane.worker_count(),
+                ports = %format!("{}-{}", m.rtp_port_min, m.rtp_port_max),
+                "media plane up"
+            );
+            let country = m.tones.parse().unwrap_or(Country::Etsi);
+            let media = PlaneMedia::new(
+                plane,
+                std::time::Duration::from_secs(m.inactivity_timeout_s),
+                country,
+            );
+            Some(
+                GatewayServer::start(
+                    ServerOptions {
+                        config: config.clone(),
+                        timers: None,
+                        seed: None,
+                        external,
+                    },
+                    Box::new(media),
+                )
+                .await?,
             )
-            .await?,
-        ),
+        }
         None => {
             tracing::info!("no [sip] section: no calls, HTTP only");
             None

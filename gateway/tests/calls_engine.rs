@@ -52,11 +52,12 @@ impl MediaBackend for FakeMedia {
         self.open.insert(leg);
         Ok(())
     }
-    fn execute(&mut self, command: &MediaCommand) {
+    fn execute(&mut self, command: &MediaCommand) -> Result<(), String> {
         if let MediaCommand::Release { leg } = command {
             self.open.remove(leg);
         }
         self.log.push(command.clone());
+        Ok(())
     }
     fn leg_stats(&self, _leg: LegId) -> Option<LegMediaStats> {
         Some(LegMediaStats::default())

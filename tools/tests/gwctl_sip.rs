@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use gateway::calls::relay_media::RelayMedia;
+use gateway::calls::plane_media::PlaneMedia;
 use gateway::calls::server::{GatewayServer, ServerOptions};
 use gateway::config::Config;
+use gateway::media::plane::{Country, MediaPlane, PlaneConfig};
 use gateway::web::{WebState, router_with};
 
 fn free_port() -> u16 {
@@ -55,7 +56,7 @@ async fn calls_trace_and_ping_show_a_live_call() {
             seed: None,
             external: Vec::new(),
         },
-        Box::new(RelayMedia::new()),
+        Box::new(plane_media()),
     )
     .await
     .unwrap();
@@ -202,4 +203,14 @@ async fn calls_trace_and_ping_show_a_live_call() {
     assert!(!ok && err.contains("cannot reach the gateway"), "{err}");
     server.abort();
     gw.shutdown().await.unwrap();
+}
+
+/// The real media plane, one worker (the machines are small and shared).
+fn plane_media() -> PlaneMedia {
+    let plane = MediaPlane::start(PlaneConfig {
+        workers: 1,
+        ..PlaneConfig::default()
+    })
+    .unwrap();
+    PlaneMedia::new(plane, Duration::from_secs(30), Country::Etsi)
 }

@@ -42,8 +42,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::media::bridge::Frame;
-
 /// A leg's identity, unique in one gateway process across all technologies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct LegId(pub u64);
@@ -197,15 +195,7 @@ pub struct NegotiatedMedia {
     pub direction: MediaDirection,
 }
 
-/// The bridge side of an external leg's frame rings (see the media-plane contract): what the
-/// plane reads the party's audio from and writes audio for the party to. (The same shape as the
-/// plane's own `FramePort`; the shell adapts one to the other.)
-pub trait FramePort: Send {
-    /// The next 20 ms frame received from the party, if one is ready.
-    fn pop_received(&mut self) -> Option<Frame>;
-    /// Queues a frame to send to the party; `false` if its ring is full (frame dropped).
-    fn push_to_send(&mut self, frame: &Frame) -> bool;
-}
+pub use crate::media::plane::FramePort;
 
 /// A [`FramePort`] handed from a provider to the shell through an event; the shell takes it
 /// out once and attaches it to the plane. Compared by identity.

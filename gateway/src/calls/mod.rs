@@ -12,10 +12,9 @@
 pub mod cdr;
 pub mod engine;
 pub mod leg;
+pub mod plane_media;
 pub mod q850;
-pub mod relay_media;
 pub mod routing;
-pub mod rtp_relay;
 pub mod server;
 pub mod sip_leg;
 pub mod switch;

@@ -452,14 +452,11 @@ impl Shell {
             let _ = self.notices.send(n);
         }
         let c = self.sw.counts();
-        let m = self.sw.media.counts();
         let k = &self.counters;
         k.calls.store(c.calls, Ordering::Relaxed);
         k.legs.store(c.legs, Ordering::Relaxed);
         k.sip_legs.store(c.sip_legs, Ordering::Relaxed);
         k.transactions.store(c.transactions, Ordering::Relaxed);
-        k.media_legs.store(m.legs, Ordering::Relaxed);
-        k.rtp_sockets.store(m.sockets, Ordering::Relaxed);
         let s = self.sw.engine.stats();
         k.calls_total.store(s.calls_total, Ordering::Relaxed);
         k.answered.store(s.calls_answered, Ordering::Relaxed);
@@ -490,6 +487,10 @@ async fn serve(mut sh: Shell) -> io::Result<()> {
                 sh.sw.pump(now);
             }
             _ = refresh.tick() => {
+                // The plane's counts wait for its workers: asked here only, not per message.
+                let m = sh.sw.media.counts();
+                sh.counters.media_legs.store(m.legs, Ordering::Relaxed);
+                sh.counters.rtp_sockets.store(m.sockets, Ordering::Relaxed);
                 let now = Instant::now();
                 let total = sh.sw.engine.stats().calls_total;
                 samples.push_back((now, total));

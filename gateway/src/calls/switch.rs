@@ -26,8 +26,9 @@ pub trait MediaBackend {
     fn open_rtp(&mut self, leg: LegId, call: CallKey, ip: IpAddr) -> Result<SocketAddr, String>;
     /// Attaches an external leg's frame port.
     fn attach_port(&mut self, leg: LegId, call: CallKey, port: PortSlot) -> Result<(), String>;
-    /// Executes any other media command (configure, connect, play, digit, release).
-    fn execute(&mut self, command: &MediaCommand);
+    /// Executes any other media command (configure, connect, play, digit, release); an error
+    /// says why the plane refused (the engine ends the leg's call).
+    fn execute(&mut self, command: &MediaCommand) -> Result<(), String>;
     /// The leg's media figures (asked just before it is released, for its CDR).
     fn leg_stats(&self, leg: LegId) -> Option<LegMediaStats>;
     /// Live media legs, open sockets and bridges (tests assert zero after calls).
@@ -60,8 +61,8 @@ impl<T: MediaBackend + ?Sized> MediaBackend for Box<T> {
     fn attach_port(&mut self, leg: LegId, call: CallKey, port: PortSlot) -> Result<(), String> {
         (**self).attach_port(leg, call, port)
     }
-    fn execute(&mut self, command: &MediaCommand) {
-        (**self).execute(command);
+    fn execute(&mut self, command: &MediaCommand) -> Result<(), String> {
+        (**self).execute(command)
     }
     fn leg_stats(&self, leg: LegId) -> Option<LegMediaStats> {
         (**self).leg_stats(leg)
@@ -367,7 +368,24 @@ impl<M: MediaBackend> Switch<M> {
                     }
                     self.released.insert(*leg, s);
                 }
-                self.media.execute(&c);
+                if let Err(e) = self.media.execute(&c) {
+                    let leg = match &c {
+                        MediaCommand::ConfigureRtp { leg, .. }
+                        | MediaCommand::Play { leg, .. }
+                        | MediaCommand::SendDigit { leg, .. } => Some(*leg),
+                        MediaCommand::Connect { a, .. } => Some(*a),
+                        _ => None,
+                    };
+                    if let Some(leg) = leg {
+                        let span = self.engine.span_of_leg(leg);
+                        let _e = span.as_ref().map(tracing::Span::enter);
+                        tracing::warn!(%leg, "media plane refused {c:?}: {e}");
+                        // A refused digit is not worth a call; anything else is.
+                        if !matches!(c, MediaCommand::SendDigit { .. }) {
+                            self.engine.media_event(now, leg, MediaNotice::Failed(e));
+                        }
+                    }
+                }
             }
             EngineOutput::Cdr(mut cdr) => {
                 for l in &mut cdr.legs {
