@@ -35,9 +35,24 @@ fn scenario(name: &str) -> String {
     )
 }
 
-/// Agent Bob's UAS: rings, answers PCMA with its media on `rtp` (a socket of the test), and
-/// waits for the gateway's BYE.
-fn bob_scenario(dir: &Path, rtp: u16) -> String {
+/// How an agent's phone answers.
+enum Answer {
+    /// 180, then 200 with PCMA on this port (a socket of the test); waits for the BYE.
+    Rtp(u16),
+    /// 486 Busy Here.
+    Busy,
+}
+
+/// An agent's UAS scenario (written to `dir`).
+fn agent_scenario(dir: &Path, name: &str, answer: Answer) -> String {
+    let rtp = match answer {
+        Answer::Rtp(p) => p,
+        Answer::Busy => {
+            let p = dir.join(format!("{name}.xml"));
+            std::fs::write(&p, BUSY).unwrap();
+            return p.to_str().unwrap().to_owned();
+        }
+    };
     let text = format!(
         r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
@@ -93,10 +108,29 @@ fn bob_scenario(dir: &Path, rtp: u16) -> String {
 </scenario>
 "#
     );
-    let p = dir.join("bob.xml");
+    let p = dir.join(format!("{name}.xml"));
     std::fs::write(&p, text).unwrap();
     p.to_str().unwrap().to_owned()
 }
+
+const BUSY: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="busy agent">
+  <recv request="INVITE" crlf="true"/>
+  <send><![CDATA[
+
+      SIP/2.0 486 Busy Here
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]></send>
+  <recv request="ACK"/>
+</scenario>
+"#;
 
 fn sipp(dir: &Path, args: &[&str]) -> Child {
     Command::new("sipp")
@@ -175,9 +209,201 @@ async fn next_event(
     }
 }
 
+struct Rig {
+    gw: GatewayServer,
+    side: EngineCallSide,
+    control: Arc<ControlPlane>,
+    events: tokio::sync::broadcast::Receiver<Arc<gateway::control::Sequenced>>,
+    base: String,
+    http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Rig {
+    /// A gateway on the real plane with the control plane on the engine; agents Alice (SIP
+    /// URI on port `pa`) and Bob (port `pb`) logged in; calls to `support` go to Alice.
+    async fn start(pa: u16, pb: u16) -> Rig {
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        let text = format!(
+            r#"
+    [http]
+    listen = "127.0.0.1:0"
+
+    [sip]
+    udp = "127.0.0.1:0"
+    trusted = ["127.0.0.0/8"]
+
+    [[route]]
+    name = "support line"
+    match = "support"
+    to = ["control:agent:alice"]
+
+    [control.timers]
+    transfer_setup_ms = 10000
+    transfer_ring_ms = 10000
+
+    [[control.agents]]
+    id = "alice"
+    name = "Alice"
+    endpoints = [{{ kind = "sip", uri = "sip:alice@127.0.0.1:{pa}" }}]
+    token = "alice-token"
+
+    [[control.agents]]
+    id = "bob"
+    name = "Bob"
+    endpoints = [{{ kind = "sip", uri = "sip:bob@127.0.0.1:{pb}" }}]
+    token = "bob-token"
+    "#
+        );
+        let config = Config::from_toml(&text, "test").unwrap();
+        let plane = MediaPlane::start(PlaneConfig {
+            workers: 1,
+            ..PlaneConfig::default()
+        })
+        .unwrap();
+        let gw = GatewayServer::start(
+            ServerOptions {
+                config: config.clone(),
+                timers: None,
+                seed: None,
+                external: Vec::new(),
+            },
+            Box::new(PlaneMedia::new(
+                plane,
+                Duration::from_secs(30),
+                Country::Etsi,
+            )),
+        )
+        .await
+        .unwrap();
+        let side = EngineCallSide::new(gw.handle());
+        let control = ControlPlane::start(config.control.clone(), Arc::new(side.clone())).unwrap();
+        side.attach(&control);
+        let events = control.subscribe();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = gateway::web::control_app(control.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let r = Rig {
+            gw,
+            side,
+            control,
+            events,
+            base,
+            http,
+            server,
+        };
+        for (agent, token) in [("alice", "alice-token"), ("bob", "bob-token")] {
+            let (s, body) = r
+                .post(token, &format!("/api/v1/agents/{agent}/login"), json!({}))
+                .await;
+            assert!(s.is_success(), "{agent} login: {s} {body}");
+        }
+        r
+    }
+
+    async fn post(&self, token: &str, path: &str, body: Value) -> (reqwest::StatusCode, String) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = resp.status();
+        (s, resp.text().await.unwrap())
+    }
+
+    fn caller(&self, dir: &Path) -> Child {
+        sipp(
+            dir,
+            &[
+                &self.gw.sip_udp_addr().unwrap().to_string(),
+                "-sf",
+                &scenario("calls_uac_audio_hold.xml"),
+                "-s",
+                "support",
+                "-p",
+                &free_port().to_string(),
+                "-mp",
+                &free_port().to_string(),
+                "-m",
+                "1",
+                "-d",
+                "8000",
+            ],
+        )
+    }
+
+    /// Waits until nothing is left and says so.
+    async fn assert_nothing_left(self) {
+        for _ in 0..100 {
+            if self.gw.counters().idle() && self.side.mapped_legs() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let c = self.gw.counters();
+        assert_eq!(c.calls.load(Ordering::Relaxed), 0, "live calls");
+        assert_eq!(c.legs.load(Ordering::Relaxed), 0, "live legs");
+        assert_eq!(c.rtp_sockets.load(Ordering::Relaxed), 0, "open RTP sockets");
+        assert_eq!(
+            self.side.mapped_legs(),
+            0,
+            "control legs mapped to engine legs"
+        );
+        let calls = self.control.read(|core, now| {
+            core.list_calls(&gateway::control::core::Principal::Admin, now)
+                .len()
+        });
+        assert_eq!(calls, 0, "calls in the control plane");
+        self.server.abort();
+        self.gw.shutdown().await.unwrap();
+    }
+}
+
+/// Receives PCMA at `sock` for up to `limit` (or 1.5 s of audio) as linear samples.
+fn receive_audio(sock: &UdpSocket, limit: Duration) -> Vec<f64> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1500];
+    let until = Instant::now() + limit;
+    while got.len() < 12_000 && Instant::now() < until {
+        if let Ok(n) = sock.recv(&mut buf)
+            && n > 12
+            && buf[1] & 0x7f == 8
+        {
+            got.extend(
+                buf[12..n]
+                    .iter()
+                    .map(|&b| f64::from(codecs::g711::alaw_decode(b))),
+            );
+        }
+    }
+    got
+}
+
+/// Asserts that `got` holds at least 1.2 s of the caller's recording.
+fn assert_recording(who: &str, got: &[f64]) {
+    assert!(
+        got.len() >= 9_600,
+        "{who} received {} samples of PCMA",
+        got.len()
+    );
+    // Skip the first 200 ms (the bridge turning round), correlate 1 s.
+    let r = best_correlation(&got[1_600..9_600], &recording());
+    eprintln!("caller -> {who} correlation {r:.3} over 1 s");
+    assert!(r >= 0.9, "caller's audio at {who}: correlation {r:.3}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sip_call_offered_to_alice_is_blind_transferred_by_uri_to_bob_with_audio() {
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (free_port(), free_port());
     // Bob's media: a socket of this test.
@@ -186,87 +412,7 @@ async fn a_sip_call_offered_to_alice_is_blind_transferred_by_uri_to_bob_with_aud
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let bob_rtp_port = bob_rtp.local_addr().unwrap().port();
-    let text = format!(
-        r#"
-[http]
-listen = "127.0.0.1:0"
-
-[sip]
-udp = "127.0.0.1:0"
-trusted = ["127.0.0.0/8"]
-
-[[route]]
-name = "support line"
-match = "support"
-to = ["control:agent:alice"]
-
-[control.timers]
-transfer_setup_ms = 10000
-transfer_ring_ms = 10000
-
-[[control.agents]]
-id = "alice"
-name = "Alice"
-endpoints = [{{ kind = "sip", uri = "sip:alice@127.0.0.1:{pa}" }}]
-token = "alice-token"
-
-[[control.agents]]
-id = "bob"
-name = "Bob"
-endpoints = [{{ kind = "sip", uri = "sip:bob@127.0.0.1:{pb}" }}]
-token = "bob-token"
-"#
-    );
-    let config = Config::from_toml(&text, "test").unwrap();
-    let plane = MediaPlane::start(PlaneConfig {
-        workers: 1,
-        ..PlaneConfig::default()
-    })
-    .unwrap();
-    let gw = GatewayServer::start(
-        ServerOptions {
-            config: config.clone(),
-            timers: None,
-            seed: None,
-            external: Vec::new(),
-        },
-        Box::new(PlaneMedia::new(
-            plane,
-            Duration::from_secs(30),
-            Country::Etsi,
-        )),
-    )
-    .await
-    .unwrap();
-    let side = EngineCallSide::new(gw.handle());
-    let control = ControlPlane::start(config.control.clone(), Arc::new(side.clone())).unwrap();
-    side.attach(&control);
-    let mut events = control.subscribe();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = gateway::web::control_app(control.clone());
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let post = |token: &'static str, path: String, body: Value| {
-        let r = http
-            .post(format!("{base}{path}"))
-            .bearer_auth(token)
-            .json(&body);
-        async move {
-            let resp = r.send().await.unwrap();
-            let s = resp.status();
-            (s, resp.text().await.unwrap())
-        }
-    };
-    for (agent, token) in [("alice", "alice-token"), ("bob", "bob-token")] {
-        let (s, body) = post(token, format!("/api/v1/agents/{agent}/login"), json!({})).await;
-        assert!(s.is_success(), "{agent} login: {s} {body}");
-    }
+    let mut rig = Rig::start(pa, pb).await;
 
     // The agents' phones, then the caller (7 s of A-law audio, BYE after 8 s).
     let alice = sipp(
@@ -283,33 +429,16 @@ token = "bob-token"
             "1",
         ],
     );
-    let bob_xml = bob_scenario(dir.path(), bob_rtp_port);
+    let bob_xml = agent_scenario(dir.path(), "bob", Answer::Rtp(bob_rtp_port));
     let bob = sipp(
         dir.path(),
         &["-sf", &bob_xml, "-p", &pb.to_string(), "-m", "1"],
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let caller = sipp(
-        dir.path(),
-        &[
-            &gw.sip_udp_addr().unwrap().to_string(),
-            "-sf",
-            &scenario("calls_uac_audio_hold.xml"),
-            "-s",
-            "support",
-            "-p",
-            &free_port().to_string(),
-            "-mp",
-            &free_port().to_string(),
-            "-m",
-            "1",
-            "-d",
-            "8000",
-        ],
-    );
-
+    let caller = rig.caller(dir.path());
+    let events = &mut rig.events;
     let offered_a = next_event(
-        &mut events,
+        events,
         "call.offered to alice",
         |e| matches!(e, Event::CallOffered { agent, .. } if agent == "alice"),
     )
@@ -317,21 +446,23 @@ token = "bob-token"
     let Event::CallOffered { call_uri: uri, .. } = offered_a else {
         unreachable!()
     };
-    next_event(&mut events, "call.answered", |e| {
+    next_event(events, "call.answered", |e| {
         matches!(e, Event::CallAnswered { .. })
     })
     .await;
     // Alice talks for a moment, then transfers the call by its URI.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let (s, body) = post(
-        "alice-token",
-        format!("/api/v1/calls/{uri}/transfer"),
-        json!({"target": {"agent": "bob"}, "kind": "blind"}),
-    )
-    .await;
+    let (s, body) = rig
+        .post(
+            "alice-token",
+            &format!("/api/v1/calls/{uri}/transfer"),
+            json!({"target": {"agent": "bob"}, "kind": "blind"}),
+        )
+        .await;
     assert_eq!(s.as_u16(), 202, "transfer: {body}");
+    let events = &mut rig.events;
     let offered_b = next_event(
-        &mut events,
+        events,
         "call.offered to bob",
         |e| matches!(e, Event::CallOffered { agent, .. } if agent == "bob"),
     )
@@ -341,77 +472,107 @@ token = "bob-token"
         Some(&uri),
         "Bob's screen pop carries the call's URI"
     );
-    next_event(&mut events, "transfer.connected", |e| {
+    next_event(events, "transfer.connected", |e| {
         matches!(e, Event::TransferConnected { .. })
     })
     .await;
+    // The caller's recording reaches Bob.
+    let got = tokio::task::spawn_blocking(move || receive_audio(&bob_rtp, Duration::from_secs(4)))
+        .await
+        .unwrap();
+    assert_recording("Bob", &got);
 
-    // The caller's recording reaches Bob: 1.5 s of what Bob's socket receives.
-    let recv_audio = tokio::task::spawn_blocking(move || {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1500];
-        let until = Instant::now() + Duration::from_secs(4);
-        while got.len() < 12_000 && Instant::now() < until {
-            if let Ok(n) = bob_rtp.recv(&mut buf)
-                && n > 12
-                && buf[1] & 0x7f == 8
-            {
-                got.extend(
-                    buf[12..n]
-                        .iter()
-                        .map(|&b| f64::from(codecs::g711::alaw_decode(b))),
-                );
-            }
-        }
-        got
-    })
-    .await
-    .unwrap();
-    assert!(
-        recv_audio.len() >= 8_000,
-        "Bob received {} samples of PCMA",
-        recv_audio.len()
-    );
-    // Skip the first 200 ms (the bridge turning round), correlate 1 s.
-    let x = &recv_audio[1_600..9_600];
-    let r = best_correlation(x, &recording());
-    eprintln!("caller -> Bob correlation {r:.3} over 1 s");
-    assert!(r >= 0.9, "caller's audio at Bob: correlation {r:.3}");
-
-    let (code, err) = tokio::task::spawn_blocking(move || finish(caller))
-        .await
-        .unwrap();
-    assert_eq!(code, Some(0), "caller SIPp: {err}");
-    let (code, err) = tokio::task::spawn_blocking(move || finish(alice))
-        .await
-        .unwrap();
-    assert_eq!(code, Some(0), "alice SIPp (BYE after the transfer): {err}");
-    let (code, err) = tokio::task::spawn_blocking(move || finish(bob))
-        .await
-        .unwrap();
-    assert_eq!(code, Some(0), "bob SIPp (BYE after the caller left): {err}");
-    next_event(&mut events, "call.ended", |e| {
+    for (who, p) in [
+        ("caller", caller),
+        ("alice (BYE after the transfer)", alice),
+        ("bob (BYE after the caller left)", bob),
+    ] {
+        let (code, err) = tokio::task::spawn_blocking(move || finish(p))
+            .await
+            .unwrap();
+        assert_eq!(code, Some(0), "{who} SIPp: {err}");
+    }
+    next_event(&mut rig.events, "call.ended", |e| {
         matches!(e, Event::CallEnded { .. })
     })
     .await;
+    rig.assert_nothing_left().await;
+}
 
-    // Nothing is left behind.
-    for _ in 0..100 {
-        if gw.counters().idle() && side.mapped_legs() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Bob is busy: the transfer fails with `busy` and the caller is back with Alice, whose phone
+/// hears the caller's recording again; Alice's leg was never released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_to_a_busy_agent_returns_the_caller_to_alice_with_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let alice_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    alice_rtp
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let alice_rtp_port = alice_rtp.local_addr().unwrap().port();
+    let mut rig = Rig::start(pa, pb).await;
+    let alice_xml = agent_scenario(dir.path(), "alice", Answer::Rtp(alice_rtp_port));
+    let alice = sipp(
+        dir.path(),
+        &["-sf", &alice_xml, "-p", &pa.to_string(), "-m", "1"],
+    );
+    let bob_xml = agent_scenario(dir.path(), "bob", Answer::Busy);
+    let bob = sipp(
+        dir.path(),
+        &["-sf", &bob_xml, "-p", &pb.to_string(), "-m", "1"],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let caller = rig.caller(dir.path());
+    let events = &mut rig.events;
+    let offered = next_event(
+        events,
+        "call.offered to alice",
+        |e| matches!(e, Event::CallOffered { agent, .. } if agent == "alice"),
+    )
+    .await;
+    let Event::CallOffered { call_uri: uri, .. } = offered else {
+        unreachable!()
+    };
+    next_event(events, "call.answered", |e| {
+        matches!(e, Event::CallAnswered { .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, body) = rig
+        .post(
+            "alice-token",
+            &format!("/api/v1/calls/{uri}/transfer"),
+            json!({"target": {"agent": "bob"}}),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 202, "transfer: {body}");
+    let failed = next_event(&mut rig.events, "transfer.failed", |e| {
+        matches!(e, Event::TransferFailed { .. })
+    })
+    .await;
+    let text = serde_json::to_string(&failed).unwrap();
+    assert!(text.contains("busy"), "the failure says busy: {text}");
+    assert_eq!(failed.call_uri(), Some(&uri));
+    // Drain what Alice got before and during the attempt, then hear the caller again.
+    let got = tokio::task::spawn_blocking(move || {
+        // What was queued before the failure is not proof: drop it.
+        alice_rtp.set_nonblocking(true).unwrap();
+        while alice_rtp.recv(&mut [0u8; 1500]).is_ok() {}
+        alice_rtp.set_nonblocking(false).unwrap();
+        receive_audio(&alice_rtp, Duration::from_secs(4))
+    })
+    .await
+    .unwrap();
+    assert_recording("Alice after the failed transfer", &got);
+    for (who, p) in [("caller", caller), ("alice", alice), ("bob (486)", bob)] {
+        let (code, err) = tokio::task::spawn_blocking(move || finish(p))
+            .await
+            .unwrap();
+        assert_eq!(code, Some(0), "{who} SIPp: {err}");
     }
-    let c = gw.counters();
-    assert_eq!(c.calls.load(Ordering::Relaxed), 0, "live calls");
-    assert_eq!(c.legs.load(Ordering::Relaxed), 0, "live legs");
-    assert_eq!(c.rtp_sockets.load(Ordering::Relaxed), 0, "open RTP sockets");
-    assert_eq!(side.mapped_legs(), 0, "control legs mapped to engine legs");
-    let calls = control.read(|core, now| {
-        core.list_calls(&gateway::control::core::Principal::Admin, now)
-            .len()
-    });
-    assert_eq!(calls, 0, "calls in the control plane");
-    server.abort();
-    gw.shutdown().await.unwrap();
+    next_event(&mut rig.events, "call.ended", |e| {
+        matches!(e, Event::CallEnded { .. })
+    })
+    .await;
+    rig.assert_nothing_left().await;
 }
