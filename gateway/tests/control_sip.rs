@@ -576,3 +576,78 @@ async fn a_transfer_to_a_busy_agent_returns_the_caller_to_alice_with_audio() {
     .await;
     rig.assert_nothing_left().await;
 }
+
+/// The engine ends a call by itself (here: a whole-call hang-up, as RTP inactivity would): the
+/// control plane hears of every leg it held, the call ends there too and Alice is not left
+/// busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_engine_ends_by_itself_ends_in_the_control_plane_and_frees_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let mut rig = Rig::start(pa, pb).await;
+    let alice = sipp(
+        dir.path(),
+        &[
+            "-sn",
+            "uas",
+            "-p",
+            &pa.to_string(),
+            "-mp",
+            &free_port().to_string(),
+            "-rtp_echo",
+            "-m",
+            "1",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut caller = rig.caller(dir.path());
+    let events = &mut rig.events;
+    let offered = next_event(
+        events,
+        "call.offered to alice",
+        |e| matches!(e, Event::CallOffered { agent, .. } if agent == "alice"),
+    )
+    .await;
+    let Event::CallOffered { call_uri: uri, .. } = offered else {
+        unreachable!()
+    };
+    next_event(events, "call.answered", |e| {
+        matches!(e, Event::CallAnswered { .. })
+    })
+    .await;
+    let u = uri.clone();
+    rig.gw
+        .handle()
+        .run(move |sw, now| {
+            sw.with_engine(now, |e| {
+                e.hang_up(
+                    now,
+                    &u,
+                    gateway::calls::leg::EndCause::q850(41, "test: the engine ends the call"),
+                )
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    let ended = next_event(&mut rig.events, "call.ended", |e| {
+        matches!(e, Event::CallEnded { .. })
+    })
+    .await;
+    assert_eq!(ended.call_uri(), Some(&uri));
+    let presence = rig.control.read(|core, now| {
+        serde_json::to_value(core.agent("alice", now).unwrap()).unwrap()["presence"].clone()
+    });
+    assert_ne!(
+        presence, "busy",
+        "Alice is not left busy on a call that is gone"
+    );
+    let (code, err) = tokio::task::spawn_blocking(move || finish(alice))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "alice SIPp got the BYE: {err}");
+    // The caller's scenario expected to hang up itself; it got our BYE instead.
+    let _ = caller.kill();
+    let _ = caller.wait();
+    rig.assert_nothing_left().await;
+}

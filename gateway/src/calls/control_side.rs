@@ -131,6 +131,7 @@ impl EngineCallSide {
     pub fn attach(&self, plane: &Arc<ControlPlane>) {
         let mut notices = self.handle.subscribe_notices();
         let plane = Arc::downgrade(plane);
+        self.attach_cdrs(plane.clone());
         let side = self.clone();
         tokio::spawn(async move {
             loop {
@@ -144,6 +145,44 @@ impl EngineCallSide {
                         tracing::error!("control plane missed {k} leg notices (lagging)");
                     }
                     Err(RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+
+    /// Starts telling `plane` about calls the engine ended by itself (RTP inactivity, a media
+    /// failure, a whole-call hang-up): every leg still mapped when its call's record is
+    /// written is reported hung up, so no agent stays busy on a call that is gone.
+    fn attach_cdrs(&self, plane: Weak<ControlPlane>) {
+        let mut cdrs = self.handle.subscribe_cdrs();
+        let legs = Arc::clone(&self.legs);
+        tokio::spawn(async move {
+            loop {
+                let cdr = match cdrs.recv().await {
+                    Ok(c) => c,
+                    Err(RecvError::Lagged(k)) => {
+                        tracing::error!("control plane missed {k} call records (lagging)");
+                        continue;
+                    }
+                    Err(RecvError::Closed) => break,
+                };
+                let Some(plane) = plane.upgrade() else {
+                    break;
+                };
+                for l in &cdr.legs {
+                    let c = {
+                        let mut m = lock(&legs);
+                        let c = m.to_control.get(&l.leg).copied();
+                        m.forget(l.leg);
+                        c
+                    };
+                    if let Some(c) = c {
+                        plane.call_event(CallEvent::HungUp {
+                            call: cdr.call_uri.clone(),
+                            leg: c,
+                            cause: cdr.cause.clone(),
+                        });
+                    }
                 }
             }
         });
