@@ -485,6 +485,11 @@ impl Config {
                     Destination::Trunk(t) => self.trunks.iter().any(|x| &x.name == t),
                     Destination::SpanGroup(g) => self.span_groups.iter().any(|x| &x.name == g),
                     Destination::Uri(_) | Destination::Service(_) | Destination::WebRtc(_) => true,
+                    Destination::Control(c) => match c.split_once(':') {
+                        Some(("agent", id)) => self.control.agents.iter().any(|a| a.id == id),
+                        Some(("queue", q)) => self.control.queues.iter().any(|x| x.name == q),
+                        _ => false,
+                    },
                 };
                 if !ok {
                     return Err((

@@ -162,13 +162,20 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
         listen = %listener.local_addr()?,
         "HTTP listener up: /healthz, /metrics, /diag/calls, /diag/sip/trace"
     );
-    // The control plane (until the call engine implements CallControl, on a call side that
-    // refuses calls: agents log in, pages load).
-    let plane = gateway::control::api::ControlPlane::start(
-        config.control.clone(),
-        std::sync::Arc::new(gateway::control::api::NoCallSide),
-    )
-    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    // The control plane on the call engine (SIP agents are offered real calls); without a
+    // [sip] section, on a call side that refuses calls (agents log in, pages load).
+    let side = server
+        .as_ref()
+        .map(|s| gateway::calls::control_side::EngineCallSide::new(s.handle()));
+    let calls: std::sync::Arc<dyn gateway::control::api::CallControl> = match &side {
+        Some(s) => std::sync::Arc::new(s.clone()),
+        None => std::sync::Arc::new(gateway::control::api::NoCallSide),
+    };
+    let plane = gateway::control::api::ControlPlane::start(config.control.clone(), calls)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    if let Some(s) = &side {
+        s.attach(&plane);
+    }
     let control_app = gateway::web::control_app(plane.clone());
     if config.control.access.listen.is_some() {
         let access = gateway::control::access::AccessListener::bind(&config.control.access)

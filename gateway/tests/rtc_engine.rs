@@ -134,7 +134,7 @@ impl MediaBackend for PlaneMedia {
         Ok(())
     }
 
-    fn execute(&mut self, command: &MediaCommand) {
+    fn execute(&mut self, command: &MediaCommand) -> Result<(), String> {
         let r = match command {
             MediaCommand::ConfigureRtp { leg, media } => match (self.id(*leg), params(media)) {
                 (Some(id), Some(p)) => self.plane.configure_rtp(id, p),
@@ -172,9 +172,7 @@ impl MediaBackend for PlaneMedia {
             }
             MediaCommand::OpenRtp { .. } | MediaCommand::AttachPort { .. } => Ok(()),
         };
-        if let Err(e) = r {
-            panic!("media plane refused {command:?}: {e}");
-        }
+        r.map_err(|e| format!("media plane refused {command:?}: {e}"))
     }
 
     fn leg_stats(&self, _leg: LegId) -> Option<LegMediaStats> {

@@ -156,6 +156,14 @@ pub enum LegProgress {
     Held,
     /// The party resumed.
     Resumed,
+    /// A new call was routed to the control plane (`control:agent:ID` / `control:queue:NAME`);
+    /// its caller's leg waits unanswered for the control plane's commands.
+    Offered {
+        /// `agent:ID` or `queue:NAME`.
+        to: String,
+        /// Who is calling.
+        caller: String,
+    },
     /// The party asked for a transfer (SIP REFER).
     TransferRequest {
         /// Where to.
@@ -884,6 +892,24 @@ impl Engine {
         dest: &Destination,
         number: &str,
     ) -> Result<(), EndCause> {
+        if let Destination::Control(to) = dest {
+            let Some(c) = self.calls.get_mut(&key) else {
+                return Ok(());
+            };
+            c.controlled = true;
+            let (a, caller) = (c.a_leg, c.caller.clone());
+            tracing::info!(%to, "handed to the control plane");
+            // The caller's socket now, so that it can hear ringback or comfort audio at once.
+            self.ensure_media(a);
+            self.notice(
+                a,
+                LegProgress::Offered {
+                    to: to.clone(),
+                    caller,
+                },
+            );
+            return Ok(());
+        }
         let (kind, target, prefs, dtmf, trunk, propagate) = self.resolve(dest, number)?;
         let leg = self.new_outbound_leg(
             now,
@@ -1027,6 +1053,10 @@ impl Engine {
                     true,
                 ))
             }
+            Destination::Control(c) => Err(EndCause::q850(
+                3,
+                format!("control:{c} is a route destination, not a dialable target"),
+            )),
             Destination::Service(s) => Ok((
                 LegKind::Service,
                 Target::Service(*s),
@@ -2119,11 +2149,32 @@ impl Engine {
         Ok(())
     }
 
+    /// The technology of a live leg.
+    pub fn leg_kind(&self, leg: LegId) -> Option<LegKind> {
+        self.legs.get(&leg).map(|l| l.kind)
+    }
+
+    /// Answers an inbound leg that is still ringing (a caller the control plane queues, so
+    /// that it hears comfort audio). Answering an answered leg does nothing.
+    pub fn answer(&mut self, leg: LegId) -> Result<(), EngineError> {
+        let l = self.legs.get(&leg).ok_or(EngineError::NoSuchLeg(leg))?;
+        if l.direction != Direction::Inbound {
+            return Err(EngineError::NotNow(leg, "not an inbound leg"));
+        }
+        self.answer_leg(leg);
+        Ok(())
+    }
+
     /// Plays a source to a leg (ringback while a transfer target rings, hold tone, ...).
     pub fn play(&mut self, leg: LegId, source: MediaSource) -> Result<(), EngineError> {
         let l = self.legs.get_mut(&leg).ok_or(EngineError::NoSuchLeg(leg))?;
         l.playing = Some(source);
+        let ringing_caller = l.direction == Direction::Inbound && l.phase == Phase::Setup;
         self.media(MediaCommand::Play { leg, source });
+        // A caller still in setup hears the tone only as early media (183 with SDP).
+        if ringing_caller && source != MediaSource::Silence {
+            self.ring_early(leg);
+        }
         Ok(())
     }
 

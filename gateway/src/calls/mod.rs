@@ -10,6 +10,7 @@
 //! - [`routing`], [`cdr`], [`q850`]: what they say.
 
 pub mod cdr;
+pub mod control_side;
 pub mod engine;
 pub mod leg;
 pub mod plane_media;

@@ -227,6 +227,9 @@ pub enum Destination {
     Service(ServiceKind),
     /// A registered WebRTC endpoint (a browser page, by its name).
     WebRtc(String),
+    /// Handed to the contact-center control plane (`agent:ID` or `queue:NAME`): the engine
+    /// keeps the caller's leg and the control plane decides whom to offer the call to.
+    Control(String),
 }
 
 impl Destination {
@@ -251,8 +254,16 @@ impl Destination {
             "service" => ServiceKind::from_name(rest)
                 .map(Destination::Service)
                 .ok_or_else(|| format!("{s:?}: unknown service (echo, milliwatt)")),
+            "control" => match rest.split_once(':') {
+                Some(("agent" | "queue", name)) if !name.trim().is_empty() => {
+                    Ok(Destination::Control(rest.to_owned()))
+                }
+                _ => Err(format!(
+                    "{s:?}: expected control:agent:ID or control:queue:NAME"
+                )),
+            },
             other => Err(format!(
-                "{s:?}: unknown destination kind {other:?} (trunk, uri, span_group, service, webrtc)"
+                "{s:?}: unknown destination kind {other:?} (trunk, uri, span_group, service, webrtc, control)"
             )),
         }
     }
@@ -266,6 +277,7 @@ impl fmt::Display for Destination {
             Destination::SpanGroup(g) => write!(f, "span_group:{g}"),
             Destination::Service(s) => write!(f, "service:{}", s.as_str()),
             Destination::WebRtc(e) => write!(f, "webrtc:{e}"),
+            Destination::Control(c) => write!(f, "control:{c}"),
         }
     }
 }

@@ -1,0 +1,374 @@
+//! The control plane's call side ([`CallControl`]) on the real engine.
+//!
+//! [`EngineCallSide`] carries out the control plane's commands on the running switch (through
+//! its [`SwitchHandle`]) and feeds the engine's leg notices back: a call routed to
+//! `control:agent:ID` / `control:queue:NAME` becomes [`ControlPlane::incoming`], and the
+//! progress of legs the control plane knows (alerting, answer, failure, hang-up) becomes
+//! [`ControlPlane::call_event`]. Control-plane leg ids (UUIDs) and engine leg ids are mapped
+//! here; a mapping is dropped when its leg ends.
+//!
+//! Reached today: agents' SIP endpoints (`kind = "sip"`). Browser, registered-phone and TDM
+//! endpoints are refused with a clear error (the engine runs no WebRTC provider and no
+//! registrar lookup yet); mute is refused too.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use super::engine::{LegNotice, LegProgress, MediaSource, OriginateTarget};
+use super::leg::{EndCause, LegId as EngineLeg, LegKind as EngineKind};
+use super::server::SwitchHandle;
+use crate::control::api::{CallControl, CallFuture, CallSideError, ControlPlane};
+use crate::control::config::Endpoint;
+use crate::control::core::{Audio, CallCommand, CallEvent, LegId as ControlLeg};
+use crate::control::events::FailureReason;
+use crate::control::{CallUri, LegKind, Party};
+
+/// How long each digit the control plane sends lasts.
+const DIGIT: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default)]
+struct Legs {
+    to_engine: HashMap<ControlLeg, EngineLeg>,
+    to_control: HashMap<EngineLeg, ControlLeg>,
+}
+
+impl Legs {
+    fn insert(&mut self, c: ControlLeg, e: EngineLeg) {
+        self.to_engine.insert(c, e);
+        self.to_control.insert(e, c);
+    }
+
+    fn forget(&mut self, e: EngineLeg) {
+        if let Some(c) = self.to_control.remove(&e) {
+            self.to_engine.remove(&c);
+        }
+    }
+}
+
+type SharedLegs = Arc<Mutex<Legs>>;
+
+fn lock(m: &Mutex<Legs>) -> MutexGuard<'_, Legs> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The engine as the control plane's call side. See the module docs.
+#[derive(Debug, Clone)]
+pub struct EngineCallSide {
+    handle: SwitchHandle,
+    legs: SharedLegs,
+}
+
+fn failed(e: impl std::fmt::Display) -> CallSideError {
+    CallSideError::Failed(e.to_string())
+}
+
+fn stopped() -> CallSideError {
+    CallSideError::Failed("the call engine has stopped".into())
+}
+
+fn target_of(to: &Endpoint) -> Result<OriginateTarget, CallSideError> {
+    match to {
+        Endpoint::Sip { uri } => Ok(OriginateTarget::SipUri(uri.clone())),
+        Endpoint::Browser => Err(failed(
+            "browser endpoints need WebRTC legs, which this engine does not run yet",
+        )),
+        Endpoint::Phone { user } => Err(failed(format!(
+            "registered phone {user:?}: the engine does not look up registrations yet"
+        ))),
+        Endpoint::Tdm { number } => Err(failed(format!(
+            "TDM number {number:?}: agent endpoints on spans are not wired to the engine yet"
+        ))),
+    }
+}
+
+fn source_of(a: &Audio) -> MediaSource {
+    match a {
+        Audio::Ringback => MediaSource::Ringback,
+        Audio::Hold => MediaSource::HoldTone,
+        // Music files are not played by the plane yet: comfort noise, never silence.
+        Audio::Comfort(_) => MediaSource::ComfortNoise,
+    }
+}
+
+fn reason_of(c: &EndCause) -> FailureReason {
+    match c.q850 {
+        17 => FailureReason::Busy,
+        18 | 19 => FailureReason::NoAnswer,
+        _ => FailureReason::Rejected(c.text.clone()),
+    }
+}
+
+fn party_of(to: &str) -> Option<Party> {
+    match to.split_once(':')? {
+        ("agent", id) => Some(Party::Agent(id.to_owned())),
+        ("queue", q) => Some(Party::Queue(q.to_owned())),
+        _ => None,
+    }
+}
+
+fn kind_of(k: EngineKind) -> LegKind {
+    match k {
+        EngineKind::WebRtc => LegKind::WebRtc,
+        EngineKind::Tdm => LegKind::Tdm,
+        EngineKind::Sip | EngineKind::Service => LegKind::Sip,
+    }
+}
+
+impl EngineCallSide {
+    /// A call side over the running switch behind `handle`.
+    pub fn new(handle: SwitchHandle) -> Self {
+        EngineCallSide {
+            handle,
+            legs: SharedLegs::default(),
+        }
+    }
+
+    /// Starts feeding the engine's leg notices to `plane` (a task on the current runtime; it
+    /// ends when the plane or the switch goes).
+    pub fn attach(&self, plane: &Arc<ControlPlane>) {
+        let mut notices = self.handle.subscribe_notices();
+        let plane = Arc::downgrade(plane);
+        self.attach_cdrs(plane.clone());
+        let side = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match notices.recv().await {
+                    Ok(n) => {
+                        if !side.on_notice(&plane, n).await {
+                            break;
+                        }
+                    }
+                    Err(RecvError::Lagged(k)) => {
+                        tracing::error!("control plane missed {k} leg notices (lagging)");
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+
+    /// Starts telling `plane` about calls the engine ended by itself (RTP inactivity, a media
+    /// failure, a whole-call hang-up): every leg still mapped when its call's record is
+    /// written is reported hung up, so no agent stays busy on a call that is gone.
+    fn attach_cdrs(&self, plane: Weak<ControlPlane>) {
+        let mut cdrs = self.handle.subscribe_cdrs();
+        let legs = Arc::clone(&self.legs);
+        tokio::spawn(async move {
+            loop {
+                let cdr = match cdrs.recv().await {
+                    Ok(c) => c,
+                    Err(RecvError::Lagged(k)) => {
+                        tracing::error!("control plane missed {k} call records (lagging)");
+                        continue;
+                    }
+                    Err(RecvError::Closed) => break,
+                };
+                let Some(plane) = plane.upgrade() else {
+                    break;
+                };
+                for l in &cdr.legs {
+                    let c = {
+                        let mut m = lock(&legs);
+                        let c = m.to_control.get(&l.leg).copied();
+                        m.forget(l.leg);
+                        c
+                    };
+                    if let Some(c) = c {
+                        plane.call_event(CallEvent::HungUp {
+                            call: cdr.call_uri.clone(),
+                            leg: c,
+                            cause: cdr.cause.clone(),
+                        });
+                    }
+                }
+            }
+        });
+    }
+
+    /// Live control-plane legs mapped to engine legs (tests assert 0 after calls).
+    pub fn mapped_legs(&self) -> usize {
+        lock(&self.legs).to_engine.len()
+    }
+
+    fn engine_leg(&self, leg: &ControlLeg) -> Result<EngineLeg, CallSideError> {
+        lock(&self.legs)
+            .to_engine
+            .get(leg)
+            .copied()
+            .ok_or_else(|| CallSideError::NoSuchLeg(leg.to_string()))
+    }
+
+    /// Handles one notice; `false` when the control plane is gone.
+    async fn on_notice(&self, plane: &Weak<ControlPlane>, n: LegNotice) -> bool {
+        let Some(plane) = plane.upgrade() else {
+            return false;
+        };
+        let LegNotice {
+            call,
+            leg,
+            progress,
+        } = n;
+        if let LegProgress::Offered { to, caller } = progress {
+            self.offered(&plane, call, leg, &to, caller).await;
+            return true;
+        }
+        let Some(c) = lock(&self.legs).to_control.get(&leg).copied() else {
+            // A leg of a call the control plane does not manage.
+            return true;
+        };
+        let ev = match progress {
+            LegProgress::Alerting => CallEvent::Alerting { call, leg: c },
+            LegProgress::Answered => CallEvent::Answered { call, leg: c },
+            LegProgress::Failed(cause) => {
+                lock(&self.legs).forget(leg);
+                CallEvent::Failed {
+                    call,
+                    leg: c,
+                    reason: reason_of(&cause),
+                }
+            }
+            LegProgress::HungUp(cause) => {
+                lock(&self.legs).forget(leg);
+                CallEvent::HungUp {
+                    call,
+                    leg: c,
+                    cause: cause.text,
+                }
+            }
+            _ => return true,
+        };
+        plane.call_event(ev);
+        true
+    }
+
+    async fn offered(
+        &self,
+        plane: &ControlPlane,
+        call: CallUri,
+        leg: EngineLeg,
+        to: &str,
+        caller: String,
+    ) {
+        let kind = self
+            .handle
+            .run(move |sw, _| sw.engine.leg_kind(leg))
+            .await
+            .flatten()
+            .unwrap_or(EngineKind::Sip);
+        let c = ControlLeg::new();
+        lock(&self.legs).insert(c, leg);
+        let refused = match party_of(to) {
+            Some(party) => plane
+                .incoming(call.clone(), c, kind_of(kind), caller, party)
+                .err()
+                .map(|e| e.to_string()),
+            None => Some(format!("{to:?} is neither agent:ID nor queue:NAME")),
+        };
+        if let Some(why) = refused {
+            // Nobody will take it: the caller is refused, not left ringing.
+            tracing::warn!(call_uri = %call, "control plane refused the call: {why}");
+            lock(&self.legs).forget(leg);
+            let _ = self
+                .handle
+                .run(move |sw, now| {
+                    sw.with_engine(now, |e| {
+                        e.hang_up(now, &call, EndCause::q850(21, format!("refused: {why}")))
+                    })
+                })
+                .await;
+        }
+    }
+}
+
+impl CallControl for EngineCallSide {
+    fn execute(&self, command: CallCommand) -> CallFuture<'_, ()> {
+        Box::pin(async move {
+            match command {
+                CallCommand::Originate {
+                    call,
+                    leg,
+                    to,
+                    caller_id,
+                } => {
+                    let target = target_of(&to)?;
+                    let legs = Arc::clone(&self.legs);
+                    self.handle
+                        .run(move |sw, now| {
+                            sw.with_engine(now, |e| {
+                                // Mapped before the switch pumps, so that its first notice
+                                // finds the leg.
+                                e.originate(now, &call, target, Some(caller_id))
+                                    .map(|l| lock(&legs).insert(leg, l))
+                            })
+                        })
+                        .await
+                        .ok_or_else(stopped)?
+                        .map_err(failed)
+                }
+                cmd => {
+                    let leg = match &cmd {
+                        CallCommand::Answer { leg, .. }
+                        | CallCommand::Play { leg, .. }
+                        | CallCommand::Hold { leg, .. }
+                        | CallCommand::Mute { leg, .. }
+                        | CallCommand::SendDtmf { leg, .. }
+                        | CallCommand::HangUp { leg, .. } => Some(self.engine_leg(leg)?),
+                        _ => None,
+                    };
+                    let pair = match &cmd {
+                        CallCommand::Bridge { a, b, .. } => {
+                            Some((self.engine_leg(a)?, self.engine_leg(b)?))
+                        }
+                        _ => None,
+                    };
+                    if matches!(cmd, CallCommand::Mute { .. }) {
+                        return Err(failed("mute is not supported by the call engine yet"));
+                    }
+                    let legs = Arc::clone(&self.legs);
+                    self.handle
+                        .run(move |sw, now| {
+                            sw.with_engine(now, |e| match (cmd, leg, pair) {
+                                (CallCommand::Bridge { .. }, _, Some((a, b))) => e.connect(a, b),
+                                (CallCommand::Answer { .. }, Some(l), _) => e.answer(l),
+                                (CallCommand::Play { audio, .. }, Some(l), _) => {
+                                    e.play(l, source_of(&audio))
+                                }
+                                (CallCommand::Hold { on: true, .. }, Some(l), _) => {
+                                    e.hold(l, MediaSource::HoldTone)
+                                }
+                                (CallCommand::Hold { on: false, .. }, Some(l), _) => e.resume(l),
+                                (CallCommand::SendDtmf { digits, .. }, Some(l), _) => {
+                                    e.send_dtmf(l, &digits, DIGIT)
+                                }
+                                (CallCommand::HangUp { cause, .. }, Some(l), _) => {
+                                    // Gone for the control plane as soon as it asks.
+                                    lock(&legs).forget(l);
+                                    e.hang_up_leg(now, l, EndCause::normal(cause))
+                                }
+                                _ => Ok(()),
+                            })
+                        })
+                        .await
+                        .ok_or_else(stopped)?
+                        .map_err(failed)
+                }
+            }
+        })
+    }
+
+    fn accept_webrtc(
+        &self,
+        _call: &CallUri,
+        _leg: ControlLeg,
+        _offer_sdp: String,
+    ) -> CallFuture<'_, String> {
+        Box::pin(async {
+            Err(failed(
+                "this engine runs no WebRTC legs yet: browser offers are refused",
+            ))
+        })
+    }
+}
