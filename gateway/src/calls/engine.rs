@@ -2121,6 +2121,25 @@ impl Engine {
         Ok(())
     }
 
+    /// Reports a transfer the leg's party asked for (SIP: NOTIFY with a sipfrag of `status`).
+    pub fn transfer_progress(&mut self, leg: LegId, status: u16) -> Result<(), EngineError> {
+        let kind = self.legs.get(&leg).ok_or(EngineError::NoSuchLeg(leg))?.kind;
+        self.leg_cmd(leg, kind, LegCommand::TransferProgress { status });
+        Ok(())
+    }
+
+    /// Whom a live leg is bridged to.
+    pub fn leg_peer(&self, leg: LegId) -> Option<LegId> {
+        self.legs.get(&leg)?.peer
+    }
+
+    /// The first (caller's) leg of a call, while it is live.
+    pub fn caller_leg(&self, uri: &CallUri) -> Option<LegId> {
+        let key = self.by_uri.get(uri)?;
+        let a = self.calls.get(key)?.a_leg;
+        self.legs.contains_key(&a).then_some(a)
+    }
+
     /// The technology of a live leg.
     pub fn leg_kind(&self, leg: LegId) -> Option<LegKind> {
         self.legs.get(&leg).map(|l| l.kind)
