@@ -93,10 +93,11 @@ fn rss_kib(pid: u32) -> u64 {
 // ------------------------------------------------------------------------------- server side
 
 /// `--serve`: a media plane driven over stdin/stdout lines.
-fn serve(workers: usize) {
+fn serve(workers: usize, phases: u16) {
     raise_fd_limit();
     let plane = MediaPlane::start(PlaneConfig {
         workers,
+        phases,
         rtp_ports: 20000..=29999,
         measure_latency: true,
         socket_buffer: Some(256 * 1024),
@@ -847,10 +848,16 @@ fn line(child_out: &mut BufReader<ChildStdout>) -> String {
     l
 }
 
-fn run_spanbridge(calls: usize, seconds: u64, workers: usize) -> Outcome {
+fn run_spanbridge(calls: usize, seconds: u64, workers: usize, phases: u16) -> Outcome {
     let exe = std::env::current_exe().unwrap();
     let mut child: Child = relay_command(&exe)
-        .args(["--serve", "--workers", &workers.to_string()])
+        .args([
+            "--serve",
+            "--workers",
+            &workers.to_string(),
+            "--phases",
+            &phases.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -1017,8 +1024,9 @@ fn main() {
             .cloned()
     };
     let workers: usize = arg("--workers").and_then(|w| w.parse().ok()).unwrap_or(2);
+    let phases: u16 = arg("--phases").and_then(|w| w.parse().ok()).unwrap_or(20);
     if args.iter().any(|a| a == "--serve") {
-        serve(workers);
+        serve(workers, phases);
         return;
     }
     if let Some(model) = arg("--serve-io") {
@@ -1072,7 +1080,7 @@ fn main() {
     }
     let mut notes = vec![];
     for &n in &calls {
-        let o = run_spanbridge(n, seconds, workers);
+        let o = run_spanbridge(n, seconds, workers, phases);
         row("spanbridge (PCMU ↔ PCMA transcoded)", &o);
         notes.push(format!("{n} calls: {}", o.extra));
         if with_rtpengine {

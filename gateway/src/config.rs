@@ -88,6 +88,9 @@ pub struct Config {
     /// TDM spans and their signalling (absent: no TDM legs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tdm: Option<crate::tdm::TdmConfig>,
+    /// WebRTC legs (absent: no WebRTC legs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtc: Option<crate::rtc::config::RtcSettings>,
 }
 
 /// HTTP listener configuration.
@@ -350,6 +353,13 @@ impl Config {
                 },
                 message,
             })?;
+        if let Some(r) = &cfg.rtc {
+            r.validate().map_err(|message| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                line: line_of(text, text.find("[rtc]").unwrap_or(0)),
+                message: format!("[rtc]: {message}"),
+            })?;
+        }
         if let Some(t) = &cfg.tdm {
             t.validate().map_err(|message| ConfigError::Invalid {
                 origin: origin.to_owned(),
@@ -474,7 +484,7 @@ impl Config {
                 let ok = match &dest {
                     Destination::Trunk(t) => self.trunks.iter().any(|x| &x.name == t),
                     Destination::SpanGroup(g) => self.span_groups.iter().any(|x| &x.name == g),
-                    Destination::Uri(_) | Destination::Service(_) => true,
+                    Destination::Uri(_) | Destination::Service(_) | Destination::WebRtc(_) => true,
                     Destination::Control(c) => match c.split_once(':') {
                         Some(("agent", id)) => self.control.agents.iter().any(|a| a.id == id),
                         Some(("queue", q)) => self.control.queues.iter().any(|x| x.name == q),

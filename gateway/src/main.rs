@@ -77,11 +77,15 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
             )
         })?;
     // TDM legs run in their own task on a provider port of the shell.
-    let external = if config.tdm.is_some() {
+    let mut external = if config.tdm.is_some() {
         vec![gateway::calls::leg::LegKind::Tdm]
     } else {
         Vec::new()
     };
+    // WebRTC legs too ([rtc]).
+    if config.rtc.is_some() {
+        external.push(gateway::calls::leg::LegKind::WebRtc);
+    }
     let mut server = match &config.sip {
         Some(_) => {
             let m = &config.media;
@@ -141,6 +145,16 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
         }
         _ => None,
     };
+    let rtc = match (&config.rtc, server.as_mut()) {
+        (Some(r), Some(s)) => match s.take_provider(gateway::calls::leg::LegKind::WebRtc) {
+            Some(port) => Some(
+                gateway::rtc::provider::start(r, port)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+            ),
+            None => None,
+        },
+        _ => None,
+    };
     let state = WebState {
         switch: server.as_ref().map(GatewayServer::handle),
     };
@@ -184,6 +198,10 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
         core_app = core_app.merge(gateway::tdm::http::router(t.handle()));
         tracing::info!("TDM API up: /api/v1/tdm/spans, /api/v1/tdm/spans/SPAN/trace");
     }
+    if let Some(r) = &rtc {
+        core_app = core_app.merge(gateway::rtc::http::router(r.handle()));
+        tracing::info!("WebRTC signalling up: /api/v1/rtc/whip, /api/v1/rtc/ice-servers");
+    }
     if config.control.access.api_on_core {
         core_app = core_app.merge(control_app);
     }
@@ -195,6 +213,9 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
         .await;
     if let Some(t) = tdm {
         t.shutdown().await;
+    }
+    if let Some(r) = rtc {
+        r.shutdown().await;
     }
     if let Some(s) = server {
         s.shutdown().await?;

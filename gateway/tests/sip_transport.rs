@@ -236,7 +236,7 @@ async fn tcp_stream_with_a_negative_content_length_is_closed_not_hung() {
 /// RFC 3581 on real sockets: a request whose Via names another address and asks for rport is
 /// answered to its real source port, with `rport=<port>;received=<ip>` (received even when
 /// the IP matches, RFC 3581 §4), from which the client learns its reflexive address. Without
-/// rport the answer still goes to the source (symmetric routing, decision 0006).
+/// rport the answer still goes to the source (symmetric routing, decision 0007).
 #[tokio::test]
 async fn udp_responses_go_to_the_source_with_rport_and_received() {
     use gateway::sip::transaction::reflexive_address;

@@ -161,37 +161,92 @@ fn thirty_channels_cross_the_span_pair_bit_exact_without_allocating() {
             })
             .collect();
         let got: Vec<i16> = received[k].iter().flatten().copied().collect();
-        // Walk the received stream frame by frame along the expected one; a frame that does not
-        // continue it (a scheduling hiccup on this shared machine dropped or padded a frame) is
-        // looked up again and counted as a glitch.
+        // Walk the received stream frame by frame along the expected one. A scheduling hiccup
+        // on this shared machine shows as a silence frame (the sender's ring ran dry: the
+        // span thread counts an underrun) or as a skip ahead (the receiver's ring overflowed:
+        // an overrun); either is tolerated within what the thread counted. Anything else is
+        // corruption (a frame that is not in what was sent) or disorder (a frame from the past).
         let find = |frame: &[i16]| expected.windows(frame.len()).position(|w| w == frame);
+        let silence = |frame: &[i16]| frame.iter().all(|&x| x.abs() <= 8);
         let mut pos: Option<usize> = None;
-        let (mut exact, mut glitches) = (0usize, 0usize);
+        let (mut exact, mut padded, mut skipped, mut corrupt, mut disorder) =
+            (0usize, 0u64, 0u64, 0usize, 0usize);
+        let mut junctions = 0u64;
         for frame in got.chunks_exact(160) {
             match pos {
                 Some(p) if expected.get(p..p + 160) == Some(frame) => {
                     exact += 160;
                     pos = Some(p + 160);
                 }
-                _ => match find(frame) {
-                    Some(p) => {
-                        if pos.is_some() {
-                            glitches += 1;
+                _ if silence(frame) => {
+                    if pos.is_some_and(|p| expected.len() - p >= 160) {
+                        padded += 1;
+                    }
+                }
+                _ => match (find(frame), pos) {
+                    (Some(p), Some(old)) if p < old => disorder += 1,
+                    (Some(p), old) => {
+                        if let Some(old) = old {
+                            skipped += ((p - old) / 160) as u64;
                         }
                         exact += 160;
                         pos = Some(p + 160);
                     }
-                    None => {
-                        if pos.is_some() && expected.len() - pos.unwrap_or(0) >= 160 {
-                            glitches += 1;
+                    (None, _) => {
+                        // Where silence meets the tone (start, end, an underrun of the span
+                        // thread or of the device's 1 ms chunks) a frame is part silence, part
+                        // tone: every stretch of tone in it must be something that was sent.
+                        let mut parts = Vec::new();
+                        let (mut run_start, mut quiet) = (None::<usize>, 0usize);
+                        for (n, &x) in frame.iter().enumerate() {
+                            if x.abs() <= 8 {
+                                quiet += 1;
+                                if quiet == 4
+                                    && let Some(a) = run_start.take()
+                                {
+                                    parts.push(&frame[a..n + 1 - quiet]);
+                                }
+                            } else {
+                                quiet = 0;
+                                run_start.get_or_insert(n);
+                            }
+                        }
+                        if let Some(a) = run_start {
+                            parts.push(&frame[a..]);
+                        }
+                        let places: Option<Vec<usize>> = parts.iter().map(|p| find(p)).collect();
+                        match places {
+                            Some(at) if !at.is_empty() && at.windows(2).all(|w| w[0] < w[1]) => {
+                                if pos.is_some() {
+                                    junctions += 1;
+                                }
+                                let last = at.len() - 1;
+                                pos = Some(at[last] + parts[last].len());
+                            }
+                            _ => corrupt += 1,
                         }
                     }
                 },
             }
         }
+        let underruns = tx_ports[k]
+            .counters
+            .underruns
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let overruns = rx_ports[k]
+            .counters
+            .overruns
+            .load(std::sync::atomic::Ordering::Relaxed);
         assert!(
-            exact >= 16000 && glitches <= 3,
-            "channel {}: {exact} samples bit-exact, {glitches} glitches",
+            exact >= 16000
+                && corrupt == 0
+                && disorder == 0
+                && padded <= underruns
+                && skipped <= overruns + padded
+                && padded + skipped + junctions <= 20,
+            "channel {}: {exact} samples bit-exact, {corrupt} corrupt and {disorder} out-of-order \
+             frames, {padded} silence frames mid-stream ({underruns} underruns), {skipped} frames \
+             skipped ({overruns} overruns), {junctions} part-silence frames",
             k + 1
         );
     }

@@ -803,6 +803,17 @@ impl Engine {
         self.legs.insert(id, leg);
         self.calls.insert(key, call);
         self.by_uri.insert(uri.clone(), key);
+        if let MediaAttachment::Port(slot) = &info.attachment {
+            // A leg whose IO runs elsewhere (WebRTC, TDM) brings its frame rings with the call.
+            if let Some(l) = self.legs.get_mut(&id) {
+                l.media = MediaSlot::Opening;
+            }
+            self.media(MediaCommand::AttachPort {
+                leg: id,
+                call: key,
+                port: slot.clone(),
+            });
+        }
         self.events.publish(Event::CallCreated {
             call_uri: uri,
             caller: info.caller.clone(),
@@ -1028,6 +1039,24 @@ impl Engine {
                 3,
                 format!("control:{c} is a route destination, not a dialable target"),
             )),
+            Destination::WebRtc(endpoint) => {
+                if !self.providers.contains(&LegKind::WebRtc) {
+                    return Err(EndCause::q850(
+                        34,
+                        format!("webrtc:{endpoint}: this gateway runs no WebRTC legs"),
+                    ));
+                }
+                Ok((
+                    LegKind::WebRtc,
+                    Target::WebRtc {
+                        endpoint: endpoint.clone(),
+                    },
+                    self.cfg.default_codecs.clone(),
+                    DtmfMode::Rfc4733,
+                    None,
+                    true,
+                ))
+            }
             Destination::Service(s) => Ok((
                 LegKind::Service,
                 Target::Service(*s),
@@ -1670,12 +1699,11 @@ impl Engine {
             return;
         }
         self.stats.digits_relayed += 1;
-        if p.dtmf == DtmfMode::Info && p.kind == LegKind::Sip {
-            self.leg_cmd(
-                peer,
-                LegKind::Sip,
-                LegCommand::SendDigit { digit, duration },
-            );
+        if (p.dtmf == DtmfMode::Info && p.kind == LegKind::Sip) || p.kind == LegKind::WebRtc {
+            // WebRTC legs send RFC 4733 on their own peer connection (the plane only has the
+            // leg's linear frames).
+            let kind = p.kind;
+            self.leg_cmd(peer, kind, LegCommand::SendDigit { digit, duration });
         } else {
             self.media(MediaCommand::SendDigit {
                 leg: peer,
@@ -2218,11 +2246,12 @@ impl Engine {
                 (Destination::SpanGroup(group.clone()), number.clone())
             }
             OriginateTarget::Service(s) => (Destination::Service(*s), String::new()),
-            OriginateTarget::WebRtc(_) => return Err(EngineError::NoProvider(LegKind::WebRtc)),
+            OriginateTarget::WebRtc(e) => (Destination::WebRtc(e.clone()), String::new()),
         };
         let (kind, t, prefs, dtmf, trunk, propagate) =
             self.resolve(&dest, &number).map_err(|c| match dest {
                 Destination::SpanGroup(_) => EngineError::NoProvider(LegKind::Tdm),
+                Destination::WebRtc(_) => EngineError::NoProvider(LegKind::WebRtc),
                 _ => EngineError::BadTarget(c.text),
             })?;
         if let Some(c) = caller

@@ -228,6 +228,8 @@ pub enum Destination {
     /// Handed to the contact-center control plane (`agent:ID` or `queue:NAME`): the engine
     /// keeps the caller's leg and the control plane decides whom to offer the call to.
     Control(String),
+    /// A registered WebRTC endpoint (a browser page, by its name).
+    WebRtc(String),
 }
 
 impl Destination {
@@ -248,6 +250,7 @@ impl Destination {
                 Ok(Destination::Uri(rest.to_owned()))
             }
             "span_group" | "tdm" => Ok(Destination::SpanGroup(rest.to_owned())),
+            "webrtc" => Ok(Destination::WebRtc(rest.to_owned())),
             "service" => ServiceKind::from_name(rest)
                 .map(Destination::Service)
                 .ok_or_else(|| format!("{s:?}: unknown service (echo, milliwatt)")),
@@ -260,7 +263,7 @@ impl Destination {
                 )),
             },
             other => Err(format!(
-                "{s:?}: unknown destination kind {other:?} (trunk, uri, span_group, service, control)"
+                "{s:?}: unknown destination kind {other:?} (trunk, uri, span_group, service, webrtc, control)"
             )),
         }
     }
@@ -274,6 +277,7 @@ impl fmt::Display for Destination {
             Destination::SpanGroup(g) => write!(f, "span_group:{g}"),
             Destination::Service(s) => write!(f, "service:{}", s.as_str()),
             Destination::Control(c) => write!(f, "control:{c}"),
+            Destination::WebRtc(e) => write!(f, "webrtc:{e}"),
         }
     }
 }

@@ -23,7 +23,10 @@
 //!
 //! [`Bridge`]: crate::media::bridge::Bridge
 
+pub mod config;
+pub mod http;
 pub mod media;
+pub mod provider;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -115,6 +118,13 @@ pub struct RtcConfig {
     pub gather_timeout: Duration,
     /// A leg whose ICE/DTLS does not connect within this time after the SDP exchange fails.
     pub connect_timeout: Duration,
+    /// A connected leg whose peer sends no RTP for this long ends with
+    /// [`CloseReason::MediaTimeout`] (a closed tab: webrtc-rs does not report the peer's DTLS
+    /// close as a closed connection, and ICE takes ~30 s to fail). `Duration::ZERO`: never.
+    pub media_timeout: Duration,
+    /// UDP ports for ICE sockets (`None`: ephemeral). A free port is probed in turn from the
+    /// range for each host address of a new leg.
+    pub port_range: Option<std::ops::RangeInclusive<u16>>,
 }
 
 impl Default for RtcConfig {
@@ -130,6 +140,8 @@ impl Default for RtcConfig {
             ring_frames: DEFAULT_RING_FRAMES,
             gather_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(20),
+            media_timeout: Duration::from_secs(10),
+            port_range: None,
         }
     }
 }
@@ -186,6 +198,8 @@ pub enum CloseReason {
     Failed(String),
     /// The grace period after signalling loss ended without a re-attach.
     GraceExpired,
+    /// The connected peer sent no RTP for the media timeout (it went away).
+    MediaTimeout,
 }
 
 /// Leg-level events for the call engine.
@@ -470,6 +484,7 @@ pub struct RtcLegs {
 struct Provider {
     cfg: RtcConfig,
     legs: Mutex<HashMap<String, RtcLeg>>,
+    next_port: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for RtcLegs {
@@ -625,6 +640,7 @@ impl RtcLegs {
             inner: Arc::new(Provider {
                 cfg,
                 legs: Mutex::new(HashMap::new()),
+                next_port: std::sync::atomic::AtomicU32::new(0),
             }),
         }
     }
@@ -795,6 +811,38 @@ impl RtcLegs {
             .ok_or_else(|| RtcError::Webrtc("no local description".into()))
     }
 
+    /// Where a new leg's ICE socket on `ip` binds: port 0, or the next free port of the
+    /// configured range (probed by binding; a port taken between the probe and webrtc-rs' own
+    /// bind fails that leg, the next leg moves on).
+    fn local_addr(&self, ip: IpAddr) -> Result<SocketAddr, RtcError> {
+        let Some(range) = self.inner.cfg.port_range.clone() else {
+            return Ok(SocketAddr::new(ip, 0));
+        };
+        let (lo, hi) = (*range.start(), *range.end());
+        let span = u32::from(hi.saturating_sub(lo)) + 1;
+        let start = self
+            .inner
+            .next_port
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..span {
+            let offset = (start.wrapping_add(i)) % span;
+            let Ok(port) = u16::try_from(u32::from(lo) + offset) else {
+                continue;
+            };
+            let addr = SocketAddr::new(ip, port);
+            if std::net::UdpSocket::bind(addr).is_ok() {
+                self.inner.next_port.store(
+                    start.wrapping_add(i + 1),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                return Ok(addr);
+            }
+        }
+        Err(RtcError::Webrtc(format!(
+            "no free UDP port on {ip} in the ICE port range {lo}..={hi}"
+        )))
+    }
+
     async fn create(
         &self,
         call_uri: &str,
@@ -845,11 +893,10 @@ impl RtcLegs {
             state: state_tx,
             tracks: tracks_tx,
         });
-        let addrs: Vec<SocketAddr> = cfg
-            .host_addresses
-            .iter()
-            .map(|ip| SocketAddr::new(*ip, 0))
-            .collect();
+        let mut addrs = Vec::with_capacity(cfg.host_addresses.len());
+        for ip in &cfg.host_addresses {
+            addrs.push(self.local_addr(*ip)?);
+        }
         let pc = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_media_engine(media_engine)
@@ -928,6 +975,7 @@ impl RtcLegs {
             closed: closed_tx,
             opus: cfg.opus,
             connect_timeout: cfg.connect_timeout,
+            media_timeout: cfg.media_timeout,
         };
         tokio::spawn(task.run());
         Ok((leg, port))
@@ -950,6 +998,7 @@ struct LegTask {
     closed: watch::Sender<bool>,
     opus: OpusSettings,
     connect_timeout: Duration,
+    media_timeout: Duration,
 }
 
 impl LegTask {
@@ -980,6 +1029,7 @@ impl LegTask {
         let mut buf = [0u8; MAX_PACKET];
         let mut frame: Frame = [0; codecs::FRAME_SAMPLES];
         let mut ticks: u64 = 0;
+        let mut last_rtp = Instant::now();
         let mut readers: Vec<tokio::task::JoinHandle<()>> = Vec::new();
         let reason = loop {
             tokio::select! {
@@ -1007,6 +1057,7 @@ impl LegTask {
                     Some(RTCPeerConnectionState::Connected) => {
                         if !connected {
                             connected = true;
+                            last_rtp = Instant::now();
                             let _ = self.events.send(RtcEvent::Connected);
                         }
                     }
@@ -1031,6 +1082,7 @@ impl LegTask {
                     }
                 },
                 Some(p) = pkt_rx.recv() => {
+                    last_rtp = Instant::now();
                     if let Some(m) = media.as_mut() {
                         let now = Instant::now();
                         let pkt = RtpPacket::new(
@@ -1060,6 +1112,12 @@ impl LegTask {
                         continue;
                     };
                     let now = Instant::now();
+                    if connected
+                        && !self.media_timeout.is_zero()
+                        && now.saturating_duration_since(last_rtp) > self.media_timeout
+                    {
+                        break CloseReason::MediaTimeout;
+                    }
                     m.handle_timeout(now);
                     while let Some((digit, duration)) = m.poll_digit() {
                         let _ = self.events.send(RtcEvent::Digit { digit, duration });

@@ -998,7 +998,7 @@ impl TransactionLayer {
 ///
 /// Where the response is *sent* is the request's source address and port in every case
 /// (symmetric response routing, what RFC 3581 asks when `rport` is present and what NATed
-/// phones without rport support need too): see `docs/decisions/0006-symmetric-responses.md`.
+/// phones without rport support need too): see `docs/decisions/0007-symmetric-responses.md`.
 pub fn stamp_received(resp: &mut Response, source: SocketAddr) {
     let Some(value) = resp.headers.get(&HeaderName::Via) else {
         return;

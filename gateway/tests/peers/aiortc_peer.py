@@ -1,12 +1,19 @@
 #!/usr/bin/python3
 """An aiortc WebRTC peer for spanbridge's tests, driven over stdin/stdout with one JSON object
 per line (the same commands as gateway/tests/browser/peer.mjs: offer, answer, accept,
-wait-connected, record, stats, close).
+wait-connected, record, stats, dtmf, close).
 
     /usr/bin/python3 aiortc_peer.py --wav FILE.wav
 
 Sends FILE.wav (looped) as its microphone; records what it receives, resampled to 8 kHz mono.
 aioice never offers 127.0.0.1, so host addresses are patched to loopback (../shared/peers.md).
+
+aiortc has no DTMF sender: `offer` with "telephone_event": true adds telephone-event/8000
+(payload type 101) to the offer it hands out, and `dtmf` then sends RFC 4733 events (RFC 4733
+section 2.5: a marked first packet, duration growing every 20 ms, three end packets) in place of
+audio packets of the sender's own stream (same SSRC and sequence numbering). RFC 4733 events
+it receives (payload type 101) are collected, one digit per event timestamp; `digits` returns
+them.
 """
 import argparse
 import asyncio
@@ -17,9 +24,89 @@ import sys
 import aioice.ice
 import av
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import rtcdtlstransport, rtcrtpsender
 from aiortc.contrib.media import MediaPlayer
 
 aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=False: ["127.0.0.1"]
+
+
+class Dtmf:
+    """RFC 4733 packets waiting to replace the next audio packets."""
+
+    pt = 101
+    queue = []  # (event, packets of 20 ms, gap packets)
+    current = None  # [event, sent, total, start_ts, end_sent]
+    gap = 0
+
+    @classmethod
+    def take(cls, ts):
+        if cls.current is None:
+            if cls.gap > 0:
+                cls.gap -= 1
+                return None
+            if not cls.queue:
+                return None
+            ev, total, gap = cls.queue.pop(0)
+            cls.current = [ev, 0, total, ts, 0]
+            cls.gap = gap
+        ev, sent, total, start, end_sent = cls.current
+        if sent < total:
+            sent += 1
+            cls.current[1] = sent
+            duration = 160 * sent
+            e_bit = 0
+        else:
+            duration = 160 * total
+            e_bit = 0x80
+            cls.current[4] += 1
+            if cls.current[4] >= 3:
+                cls.current = None
+        payload = bytes([ev, e_bit | 10, (duration >> 8) & 0xFF, duration & 0xFF])
+        return payload, start, 1 if sent == 1 and not e_bit else 0
+
+
+class DtmfRtpPacket(rtcrtpsender.RtpPacket):
+    def serialize(self, *args, **kwargs):
+        d = Dtmf.take(self.timestamp)
+        if d is not None:
+            self.payload, self.timestamp, self.marker = d
+            self.payload_type = Dtmf.pt
+        return super().serialize(*args, **kwargs)
+
+
+rtcrtpsender.RtpPacket = DtmfRtpPacket
+
+RECEIVED = {"digits": "", "seen": set()}
+_route_rtp = rtcdtlstransport.RtpRouter.route_rtp
+
+
+def route_rtp(self, packet):
+    if packet.payload_type == Dtmf.pt:
+        p = packet.payload
+        if len(p) >= 4 and p[0] <= 15 and (p[1] & 0x80):
+            key = (packet.ssrc, packet.timestamp)
+            if key not in RECEIVED["seen"]:
+                RECEIVED["seen"].add(key)
+                RECEIVED["digits"] += "0123456789*#ABCD"[p[0]]
+        return None
+    return _route_rtp(self, packet)
+
+
+rtcdtlstransport.RtpRouter.route_rtp = route_rtp
+EVENTS = {**{str(i): i for i in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14, "D": 15}
+
+
+def add_telephone_event(sdp):
+    lines = sdp.split("\r\n")
+    outl = []
+    for line in lines:
+        if line.startswith("m=audio "):
+            line += " 101"
+            outl.append(line)
+            outl.append("a=rtpmap:101 telephone-event/8000")
+            continue
+        outl.append(line)
+    return "\r\n".join(outl)
 
 
 def out(obj):
@@ -102,7 +189,18 @@ async def main():
         try:
             cmd = m.get("cmd")
             if cmd == "offer":
-                out({"type": "offer", "sdp": await peer.offer(m.get("codec"))})
+                sdp = await peer.offer(m.get("codec"))
+                if m.get("telephone_event"):
+                    sdp = add_telephone_event(sdp)
+                out({"type": "offer", "sdp": sdp})
+            elif cmd == "digits":
+                out({"type": "digits", "digits": RECEIVED["digits"]})
+            elif cmd == "dtmf":
+                packets = max(1, int(m.get("duration", 100)) // 20)
+                gap = max(1, int(m.get("gap", 70)) // 20)
+                for t in m["tones"]:
+                    Dtmf.queue.append((EVENTS[t.upper()], packets, gap))
+                out({"type": "ok"})
             elif cmd == "answer":
                 await peer.pc.setRemoteDescription(RTCSessionDescription(sdp=m["sdp"], type="answer"))
                 out({"type": "ok"})
