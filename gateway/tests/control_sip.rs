@@ -651,3 +651,185 @@ async fn a_call_the_engine_ends_by_itself_ends_in_the_control_plane_and_frees_th
     let _ = caller.wait();
     rig.assert_nothing_left().await;
 }
+
+/// Agent Alice's phone: answers, then REFERs the call to `sip:bob@...` and expects 202, the
+/// NOTIFY progress (trying, ringing, and a final 200 sipfrag) and only then our BYE.
+const ALICE_REFERS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="agent alice refers">
+  <recv request="INVITE" crlf="true"/>
+  <send retrans="500"><![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:alice@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=alice 1 1 IN IP4 127.0.0.1
+      s=-
+      c=IN IP4 127.0.0.1
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+
+    ]]></send>
+  <recv request="ACK">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="them"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="us"/>
+    </action>
+  </recv>
+  <pause milliseconds="800"/>
+  <send retrans="500"><![CDATA[
+
+      REFER sip:gw@GATEWAY SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: [$us]
+      To: [$them]
+      Call-ID: [call_id]
+      CSeq: 1 REFER
+      Max-Forwards: 70
+      Contact: <sip:alice@[local_ip]:[local_port]>
+      Refer-To: <sip:bob@127.0.0.1>
+      Content-Length: 0
+
+    ]]></send>
+  <recv response="202"/>
+  <recv request="NOTIFY">
+    <action><ereg regexp="SIP/2.0 100" search_in="body" check_it="true" assign_to="n1"/></action>
+  </recv>
+  <send><![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]></send>
+  <recv request="NOTIFY">
+    <action><ereg regexp="SIP/2.0 180" search_in="body" check_it="true" assign_to="n2"/></action>
+  </recv>
+  <send><![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]></send>
+  <recv request="NOTIFY">
+    <action><ereg regexp="SIP/2.0 200" search_in="body" check_it="true" assign_to="n3"/></action>
+  </recv>
+  <send><![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]></send>
+  <recv request="BYE"/>
+  <send><![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]></send>
+  <Reference variables="n1,n2,n3"/>
+</scenario>
+"#;
+
+/// Alice's phone REFERs the call to Bob: the same executor runs it (202, NOTIFY trying,
+/// ringing, 200 before the BYE), Bob is offered the call with its URI and hears the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sip_agents_refer_runs_through_the_executor_with_notify_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let bob_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    bob_rtp
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let bob_rtp_port = bob_rtp.local_addr().unwrap().port();
+    let mut rig = Rig::start(pa, pb).await;
+    let alice_xml = dir.path().join("alice.xml");
+    let gateway = rig.gw.sip_udp_addr().unwrap().to_string();
+    std::fs::write(&alice_xml, ALICE_REFERS.replace("GATEWAY", &gateway)).unwrap();
+    let alice = sipp(
+        dir.path(),
+        &[
+            "-sf",
+            alice_xml.to_str().unwrap(),
+            "-p",
+            &pa.to_string(),
+            "-mp",
+            &free_port().to_string(),
+            "-m",
+            "1",
+        ],
+    );
+    let bob_xml = agent_scenario(dir.path(), "bob", Answer::Rtp(bob_rtp_port));
+    let bob = sipp(
+        dir.path(),
+        &["-sf", &bob_xml, "-p", &pb.to_string(), "-m", "1"],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let caller = rig.caller(dir.path());
+    let events = &mut rig.events;
+    let offered = next_event(
+        events,
+        "call.offered to alice",
+        |e| matches!(e, Event::CallOffered { agent, .. } if agent == "alice"),
+    )
+    .await;
+    let uri = offered.call_uri().unwrap().clone();
+    let offered_b = next_event(
+        events,
+        "call.offered to bob (after the REFER)",
+        |e| matches!(e, Event::CallOffered { agent, .. } if agent == "bob"),
+    )
+    .await;
+    assert_eq!(offered_b.call_uri(), Some(&uri));
+    next_event(events, "transfer.connected", |e| {
+        matches!(e, Event::TransferConnected { .. })
+    })
+    .await;
+    let got = tokio::task::spawn_blocking(move || receive_audio(&bob_rtp, Duration::from_secs(4)))
+        .await
+        .unwrap();
+    assert_recording("Bob after the REFER", &got);
+    for (who, p) in [
+        ("alice (202, NOTIFY 100/180/200, then BYE)", alice),
+        ("caller", caller),
+        ("bob", bob),
+    ] {
+        let (code, err) = tokio::task::spawn_blocking(move || finish(p))
+            .await
+            .unwrap();
+        assert_eq!(code, Some(0), "{who} SIPp: {err}");
+    }
+    next_event(&mut rig.events, "call.ended", |e| {
+        matches!(e, Event::CallEnded { .. })
+    })
+    .await;
+    rig.assert_nothing_left().await;
+}

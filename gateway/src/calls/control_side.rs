@@ -20,11 +20,13 @@ use tokio::sync::broadcast::error::RecvError;
 use super::engine::{LegNotice, LegProgress, MediaSource, OriginateTarget};
 use super::leg::{EndCause, LegId as EngineLeg, LegKind as EngineKind};
 use super::server::SwitchHandle;
+use crate::control::Event;
 use crate::control::api::{CallControl, CallFuture, CallSideError, ControlPlane};
 use crate::control::config::Endpoint;
+use crate::control::core::ControlError;
 use crate::control::core::{Audio, CallCommand, CallEvent, LegId as ControlLeg};
 use crate::control::events::FailureReason;
-use crate::control::{CallUri, LegKind, Party};
+use crate::control::{CallUri, LegKind, Party, TransferKind};
 
 /// How long each digit the control plane sends lasts.
 const DIGIT: Duration = Duration::from_millis(100);
@@ -33,6 +35,9 @@ const DIGIT: Duration = Duration::from_millis(100);
 struct Legs {
     to_engine: HashMap<ControlLeg, EngineLeg>,
     to_control: HashMap<EngineLeg, ControlLeg>,
+    /// Transfers a SIP party asked for by REFER, by call: the referring leg (told the
+    /// progress by NOTIFY).
+    refers: HashMap<CallUri, EngineLeg>,
 }
 
 impl Legs {
@@ -45,6 +50,7 @@ impl Legs {
         if let Some(c) = self.to_control.remove(&e) {
             self.to_engine.remove(&c);
         }
+        self.refers.retain(|_, l| *l != e);
     }
 }
 
@@ -129,9 +135,11 @@ impl EngineCallSide {
     /// Starts feeding the engine's leg notices to `plane` (a task on the current runtime; it
     /// ends when the plane or the switch goes).
     pub fn attach(&self, plane: &Arc<ControlPlane>) {
+        let plane_arc = Arc::clone(plane);
         let mut notices = self.handle.subscribe_notices();
         let plane = Arc::downgrade(plane);
         self.attach_cdrs(plane.clone());
+        self.attach_refer_progress(&plane_arc);
         let side = self.clone();
         tokio::spawn(async move {
             loop {
@@ -238,10 +246,111 @@ impl EngineCallSide {
                     cause: cause.text,
                 }
             }
+            LegProgress::TransferRequest { target, replaces } => {
+                self.referred(&plane, call, leg, c, &target, replaces.is_some())
+                    .await;
+                return true;
+            }
             _ => return true,
         };
         plane.call_event(ev);
         true
+    }
+
+    /// A SIP agent's REFER (already answered 202 by its leg): a blind transfer through the
+    /// control plane's executor. `sip:ID@...` names agent ID when there is one; anything else
+    /// is a SIP URI target (allowed only where a control route permits it).
+    async fn referred(
+        &self,
+        plane: &ControlPlane,
+        call: CallUri,
+        leg: EngineLeg,
+        c: ControlLeg,
+        target: &str,
+        attended: bool,
+    ) {
+        let status = if attended {
+            tracing::warn!(call_uri = %call, "REFER with Replaces: attended transfer by REFER is not wired yet");
+            501
+        } else {
+            let user = target
+                .split_once(':')
+                .map(|(_, r)| r)
+                .and_then(|r| r.split_once('@'))
+                .map(|(u, _)| u.to_owned());
+            let agent = user.filter(|u| plane.read(|core, now| core.agent(u, now).is_ok()));
+            let party = match agent {
+                Some(a) => Party::Agent(a),
+                None => Party::SipUri(target.to_owned()),
+            };
+            match plane.refer(&call, c, party, TransferKind::Blind) {
+                Ok(()) => {
+                    lock(&self.legs).refers.insert(call.clone(), leg);
+                    100
+                }
+                Err(e) => {
+                    tracing::info!(call_uri = %call, "REFER refused: {e}");
+                    match e {
+                        ControlError::Forbidden(_) => 403,
+                        ControlError::NotFound(_) => 404,
+                        ControlError::BadRequest(_) => 400,
+                        _ => 603,
+                    }
+                }
+            }
+        };
+        let _ = self
+            .handle
+            .run(move |sw, now| sw.with_engine(now, |e| e.transfer_progress(leg, status)))
+            .await;
+    }
+
+    /// Tells referring SIP parties how their transfer goes (NOTIFY sipfrag).
+    fn attach_refer_progress(&self, plane: &Arc<ControlPlane>) {
+        let mut events = plane.subscribe();
+        let side = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let ev = match events.recv().await {
+                    Ok(e) => e,
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => break,
+                };
+                let (call, status) = match &ev.event {
+                    Event::TransferTargetAlerting { call_uri, .. } => (call_uri, 180),
+                    Event::TransferConnected { call_uri, .. } => (call_uri, 200),
+                    Event::TransferFailed {
+                        call_uri, reason, ..
+                    } => (
+                        call_uri,
+                        match reason {
+                            FailureReason::Busy => 486,
+                            FailureReason::NoAnswer => 480,
+                            _ => 603,
+                        },
+                    ),
+                    Event::TransferTimedOut { call_uri, .. } => (call_uri, 408),
+                    Event::TransferCancelled { call_uri, .. } => (call_uri, 487),
+                    _ => continue,
+                };
+                let leg = {
+                    let mut m = lock(&side.legs);
+                    if status >= 200 {
+                        m.refers.remove(call)
+                    } else {
+                        m.refers.get(call).copied()
+                    }
+                };
+                if let Some(leg) = leg {
+                    let _ = side
+                        .handle
+                        .run(move |sw, now| {
+                            sw.with_engine(now, |e| e.transfer_progress(leg, status))
+                        })
+                        .await;
+                }
+            }
+        });
     }
 
     async fn offered(
@@ -343,7 +452,18 @@ impl CallControl for EngineCallSide {
                                 (CallCommand::SendDtmf { digits, .. }, Some(l), _) => {
                                     e.send_dtmf(l, &digits, DIGIT)
                                 }
-                                (CallCommand::HangUp { cause, .. }, Some(l), _) => {
+                                (CallCommand::HangUp { call, cause, .. }, Some(l), _) => {
+                                    // A referring party released because its transfer
+                                    // connected (the caller is still here and with someone
+                                    // else) hears the final NOTIFY before our BYE.
+                                    let referred = lock(&legs).refers.get(&call) == Some(&l);
+                                    if referred
+                                        && e.caller_leg(&call).is_some_and(|a| a != l)
+                                        && e.leg_peer(l).is_none()
+                                    {
+                                        lock(&legs).refers.remove(&call);
+                                        let _ = e.transfer_progress(l, 200);
+                                    }
                                     // Gone for the control plane as soon as it asks.
                                     lock(&legs).forget(l);
                                     e.hang_up_leg(now, l, EndCause::normal(cause))

@@ -1035,6 +1035,10 @@ impl Engine {
                     false,
                 ))
             }
+            Destination::Control(c) => Err(EndCause::q850(
+                3,
+                format!("control:{c} is a route destination, not a dialable target"),
+            )),
             Destination::WebRtc(endpoint) => {
                 if !self.providers.contains(&LegKind::WebRtc) {
                     return Err(EndCause::q850(
@@ -1053,10 +1057,6 @@ impl Engine {
                     true,
                 ))
             }
-            Destination::Control(c) => Err(EndCause::q850(
-                3,
-                format!("control:{c} is a route destination, not a dialable target"),
-            )),
             Destination::Service(s) => Ok((
                 LegKind::Service,
                 Target::Service(*s),
@@ -2147,6 +2147,25 @@ impl Engine {
             self.send_digit_to(leg, d, duration);
         }
         Ok(())
+    }
+
+    /// Reports a transfer the leg's party asked for (SIP: NOTIFY with a sipfrag of `status`).
+    pub fn transfer_progress(&mut self, leg: LegId, status: u16) -> Result<(), EngineError> {
+        let kind = self.legs.get(&leg).ok_or(EngineError::NoSuchLeg(leg))?.kind;
+        self.leg_cmd(leg, kind, LegCommand::TransferProgress { status });
+        Ok(())
+    }
+
+    /// Whom a live leg is bridged to.
+    pub fn leg_peer(&self, leg: LegId) -> Option<LegId> {
+        self.legs.get(&leg)?.peer
+    }
+
+    /// The first (caller's) leg of a call, while it is live.
+    pub fn caller_leg(&self, uri: &CallUri) -> Option<LegId> {
+        let key = self.by_uri.get(uri)?;
+        let a = self.calls.get(key)?.a_leg;
+        self.legs.contains_key(&a).then_some(a)
     }
 
     /// The technology of a live leg.

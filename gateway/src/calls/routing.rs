@@ -225,11 +225,11 @@ pub enum Destination {
     SpanGroup(String),
     /// A built-in service.
     Service(ServiceKind),
-    /// A registered WebRTC endpoint (a browser page, by its name).
-    WebRtc(String),
     /// Handed to the contact-center control plane (`agent:ID` or `queue:NAME`): the engine
     /// keeps the caller's leg and the control plane decides whom to offer the call to.
     Control(String),
+    /// A registered WebRTC endpoint (a browser page, by its name).
+    WebRtc(String),
 }
 
 impl Destination {
@@ -276,8 +276,8 @@ impl fmt::Display for Destination {
             Destination::Uri(u) => write!(f, "uri:{u}"),
             Destination::SpanGroup(g) => write!(f, "span_group:{g}"),
             Destination::Service(s) => write!(f, "service:{}", s.as_str()),
-            Destination::WebRtc(e) => write!(f, "webrtc:{e}"),
             Destination::Control(c) => write!(f, "control:{c}"),
+            Destination::WebRtc(e) => write!(f, "webrtc:{e}"),
         }
     }
 }
