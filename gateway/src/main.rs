@@ -162,11 +162,17 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
         listen = %listener.local_addr()?,
         "HTTP listener up: /healthz, /metrics, /diag/calls, /diag/sip/trace"
     );
-    // The control plane on the call engine (SIP agents are offered real calls); without a
-    // [sip] section, on a call side that refuses calls (agents log in, pages load).
-    let side = server
-        .as_ref()
-        .map(|s| gateway::calls::control_side::EngineCallSide::new(s.handle()));
+    // The control plane on the call engine (SIP agents are offered real calls; browsers get
+    // WebRTC legs when [rtc] is configured); without a [sip] section, on a call side that
+    // refuses calls (agents log in, pages load).
+    let side = server.as_ref().map(|s| {
+        let side = gateway::calls::control_side::EngineCallSide::new(s.handle());
+        // Browser callers and agents answering in the page get WebRTC legs ([rtc]).
+        match &rtc {
+            Some(r) => side.with_rtc(r.handle()),
+            None => side,
+        }
+    });
     let calls: std::sync::Arc<dyn gateway::control::api::CallControl> = match &side {
         Some(s) => std::sync::Arc::new(s.clone()),
         None => std::sync::Arc::new(gateway::control::api::NoCallSide),

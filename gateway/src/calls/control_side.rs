@@ -7,9 +7,11 @@
 //! [`ControlPlane::call_event`]. Control-plane leg ids (UUIDs) and engine leg ids are mapped
 //! here; a mapping is dropped when its leg ends.
 //!
-//! Reached today: agents' SIP endpoints (`kind = "sip"`). Browser, registered-phone and TDM
-//! endpoints are refused with a clear error (the engine runs no WebRTC provider and no
-//! registrar lookup yet); mute is refused too.
+//! Reached today: agents' SIP endpoints (`kind = "sip"`), and browsers when the gateway runs a
+//! WebRTC provider ([`EngineCallSide::with_rtc`]): a web caller's offer (click-to-call, WHIP)
+//! and an agent answering in the page become answered WebRTC legs of the call
+//! ([`Engine::adopt_leg`](super::engine::Engine::adopt_leg)). Registered-phone and TDM
+//! endpoints are refused with a clear error (no registrar lookup yet); mute is refused too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -27,6 +29,7 @@ use crate::control::core::ControlError;
 use crate::control::core::{Audio, CallCommand, CallEvent, LegId as ControlLeg};
 use crate::control::events::FailureReason;
 use crate::control::{CallUri, LegKind, Party, TransferKind};
+use crate::rtc::provider::RtcHandle;
 
 /// How long each digit the control plane sends lasts.
 const DIGIT: Duration = Duration::from_millis(100);
@@ -65,6 +68,8 @@ fn lock(m: &Mutex<Legs>) -> MutexGuard<'_, Legs> {
 pub struct EngineCallSide {
     handle: SwitchHandle,
     legs: SharedLegs,
+    /// The WebRTC provider's signalling side, when the gateway runs one.
+    rtc: Option<RtcHandle>,
 }
 
 fn failed(e: impl std::fmt::Display) -> CallSideError {
@@ -129,7 +134,15 @@ impl EngineCallSide {
         EngineCallSide {
             handle,
             legs: SharedLegs::default(),
+            rtc: None,
         }
+    }
+
+    /// Browser legs (web callers, agents answering in the page) through the WebRTC provider
+    /// behind `rtc` (started on the same switch's provider port).
+    pub fn with_rtc(mut self, rtc: RtcHandle) -> Self {
+        self.rtc = Some(rtc);
+        self
     }
 
     /// Starts feeding the engine's leg notices to `plane` (a task on the current runtime; it
@@ -481,14 +494,42 @@ impl CallControl for EngineCallSide {
 
     fn accept_webrtc(
         &self,
-        _call: &CallUri,
-        _leg: ControlLeg,
-        _offer_sdp: String,
+        call: &CallUri,
+        leg: ControlLeg,
+        offer_sdp: String,
     ) -> CallFuture<'_, String> {
-        Box::pin(async {
-            Err(failed(
-                "this engine runs no WebRTC legs yet: browser offers are refused",
-            ))
+        let call = call.clone();
+        Box::pin(async move {
+            let Some(rtc) = self.rtc.clone() else {
+                return Err(failed(
+                    "this gateway runs no WebRTC legs (no [rtc] section): browser offers are refused",
+                ));
+            };
+            let d = rtc.accept_detached(&offer_sdp).await.map_err(failed)?;
+            let (id, sdp) = (d.leg, d.sdp);
+            let attachment = d.attachment;
+            let legs = Arc::clone(&self.legs);
+            let adopted = self
+                .handle
+                .run(move |sw, now| {
+                    sw.with_engine(now, |e| {
+                        // Mapped in the same turn of the switch, before any notice of the leg.
+                        e.adopt_leg(now, &call, id, EngineKind::WebRtc, attachment)
+                            .map(|()| lock(&legs).insert(leg, id))
+                    })
+                })
+                .await;
+            match adopted {
+                Some(Ok(())) => Ok(sdp),
+                Some(Err(e)) => {
+                    rtc.hang_up(id);
+                    Err(failed(e))
+                }
+                None => {
+                    rtc.hang_up(id);
+                    Err(stopped())
+                }
+            }
         })
     }
 }

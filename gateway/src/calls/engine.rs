@@ -2277,6 +2277,136 @@ impl Engine {
         self.drain_internal(now);
         Ok(leg)
     }
+
+    /// Adds an inbound leg its provider has already answered (a browser the signalling side
+    /// accepted: a web caller, an agent answering in the page) to call `uri`, and attaches its
+    /// media. When no call has that URI yet (click-to-call: the control plane numbers the call
+    /// before it knows where it goes), the call is created under `uri` with `leg` as its
+    /// caller, managed by the control plane (see [`Engine::set_controlled`]) and not routed.
+    /// No notice is sent for the answer: whoever adopts the leg knows it is answered.
+    ///
+    /// # Errors
+    /// [`EngineError::NotNow`] when `leg` is already a live leg.
+    pub fn adopt_leg(
+        &mut self,
+        now: Instant,
+        uri: &CallUri,
+        leg: LegId,
+        kind: LegKind,
+        attachment: MediaAttachment,
+    ) -> Result<(), EngineError> {
+        if self.legs.contains_key(&leg) {
+            return Err(EngineError::NotNow(leg, "the leg exists already"));
+        }
+        let desc = format!("{}:{leg}", kind.as_str());
+        let wall = rfc3339(self.wall_time(now));
+        let cdr_leg = CdrLeg {
+            leg,
+            kind,
+            direction: "inbound",
+            peer: desc.clone(),
+            codec: None,
+            answered: Some(wall),
+            q850: None,
+            media: None,
+        };
+        let key = match self.by_uri.get(uri).copied() {
+            Some(key) => key,
+            None => {
+                self.next_call += 1;
+                let key = CallKey(self.next_call);
+                let span = tracing::info_span!("call", uri = %uri);
+                self.stats.calls_total += 1;
+                self.calls.insert(
+                    key,
+                    Call {
+                        key,
+                        uri: uri.clone(),
+                        span,
+                        created: now,
+                        answered: None,
+                        caller: desc.clone(),
+                        caller_name: None,
+                        callee: String::new(),
+                        request_uri: format!("{}:control", kind.as_str()),
+                        max_forwards: self.cfg.max_forwards,
+                        a_leg: leg,
+                        legs: Vec::new(),
+                        route: None,
+                        current_b: None,
+                        current_dest: None,
+                        in_trunk: None,
+                        controlled: true,
+                        no_answer_at: None,
+                        attempts: Vec::new(),
+                        cdr_legs: Vec::new(),
+                    },
+                );
+                self.by_uri.insert(uri.clone(), key);
+                self.events.publish(Event::CallCreated {
+                    call_uri: uri.clone(),
+                    caller: desc.clone(),
+                });
+                key
+            }
+        };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return Err(EngineError::NoSuchCall(uri.clone()));
+        };
+        let _entered = call.span.clone().entered();
+        call.legs.push(leg);
+        call.cdr_legs.push(cdr_leg);
+        let cdr_index = call.cdr_legs.len() - 1;
+        let port = match &attachment {
+            MediaAttachment::Port(slot) => Some(slot.clone()),
+            _ => None,
+        };
+        let rtp = attachment == MediaAttachment::Rtp;
+        self.legs.insert(
+            leg,
+            Leg {
+                id: leg,
+                kind,
+                call: key,
+                direction: Direction::Inbound,
+                phase: Phase::Answered,
+                attachment,
+                media: if port.is_some() {
+                    MediaSlot::Opening
+                } else {
+                    MediaSlot::None
+                },
+                offered: None,
+                negotiated: None,
+                peer: None,
+                playing: None,
+                trunk: None,
+                prefs: self.cfg.default_codecs.clone(),
+                dtmf: self.cfg.default_dtmf,
+                propagate_hold: true,
+                held_by_party: false,
+                last_digit: None,
+                desc,
+                answered_at: Some(now),
+                pending_originate: None,
+                pending_answer: false,
+                pending_early: false,
+                cdr_index,
+            },
+        );
+        tracing::info!(leg = %leg, kind = kind.as_str(), "leg adopted (answered by its provider)");
+        if let Some(port) = port {
+            self.media(MediaCommand::AttachPort {
+                leg,
+                call: key,
+                port,
+            });
+        } else if rtp {
+            self.ensure_media(leg);
+        }
+        self.drain_internal(now);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
