@@ -8,7 +8,10 @@
 //! longer hears Alice). The caller
 //! hangs up (WHIP DELETE) and nothing is left: no call or leg in the engine or the control
 //! plane, no mapped control leg, no WebRTC leg, no media leg or socket.
-//! The test fails, not skips, when aiortc is missing.
+//! The second test runs the `gateway` binary on its embedded default configuration (fixed
+//! ports made ephemeral): the caller and agent pages load, and a WHIP caller reaches demo
+//! agent Alice answering in her page, with audio both ways.
+//! The tests fail, not skip, when aiortc is missing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -262,14 +265,10 @@ fn best_windows(reference: &[i16], x: &[i16]) -> f64 {
         .fold(f64::MIN, f64::max)
 }
 
-/// A steady 440 Hz tone at 8 kHz, as long as `like` (Alice's voice: unlike either speech).
-fn tone(like: &[i16]) -> Vec<i16> {
-    (0..like.len())
-        .map(|n| {
-            let t = n as f64 / 8000.0;
-            (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16
-        })
-        .collect()
+/// Alice's voice: the speech at half speed (resampled to 16 kHz, played at 8 kHz), unlike the
+/// speech forwards or backwards.
+fn slower(speech: &[i16]) -> Vec<i16> {
+    codecs::resample::resample_all(8000, 16000, speech).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,7 +287,7 @@ async fn run() {
         tempfile::tempdir().unwrap(),
     );
     let wav_c = support::write_wav_8k(dc.path(), &reference);
-    let wav_a = support::write_wav_8k(da.path(), &tone(&reference));
+    let wav_a = support::write_wav_8k(da.path(), &slower(&reference));
     let wav_b = support::write_wav_8k(db.path(), &reversed);
     let mut rig = Rig::start().await;
     let (mut caller, mut alice, mut bob) = tokio::task::block_in_place(|| {
@@ -378,7 +377,7 @@ async fn run() {
 
     // Caller and Alice hear each other.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let alice_voice = tone(&reference);
+    let alice_voice = slower(&reference);
     let (at_caller, at_alice) = tokio::task::block_in_place(|| {
         std::thread::scope(|sc| {
             let c = sc.spawn(|| caller.record(2.0));
@@ -472,7 +471,7 @@ async fn run() {
         assert!(echo < 0.5, "{who} hears itself: correlation {echo:.3}");
     }
     let alice_at_caller = best_windows(&alice_voice, &at_caller);
-    eprintln!("caller vs Alice's tone: correlation {alice_at_caller:.3}");
+    eprintln!("caller vs Alice's voice: correlation {alice_at_caller:.3}");
     assert!(
         alice_at_caller < 0.5,
         "the caller still hears Alice after the transfer ({alice_at_caller:.3})"
@@ -496,4 +495,206 @@ async fn run() {
         bob.close();
     });
     rig.assert_nothing_left().await;
+}
+
+/// The `gateway` binary on its embedded default (fixed ports made ephemeral): the caller page
+/// and the agent page are served, and a web caller's WHIP offer reaches demo agent Alice, who
+/// answers with her own offer; caller and Alice hear each other over real WebRTC legs. The
+/// caller's DELETE leaves no call behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_gateway_serves_web_callers_and_browser_agents_with_audio() {
+    tokio::time::timeout(Duration::from_secs(40), default_binary())
+        .await
+        .expect("the whole scenario within 40 s");
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn default_binary() {
+    use std::io::BufRead;
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    let text = gateway::config::DEFAULT_CONFIG
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:8081", "127.0.0.1:0")
+        .replace("127.0.0.1:5060", "127.0.0.1:0");
+    assert!(
+        text.contains("[rtc]"),
+        "the default configuration runs WebRTC legs"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--config", config.to_str().unwrap(), "--log-format", "json"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let child = Child(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let core = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the core listener's log line within 20 s");
+            let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+            if let Some(listen) = v["fields"]["listen"].as_str()
+                && v["fields"]["tls"].is_null()
+            {
+                return format!("http://{listen}");
+            }
+        }
+    });
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for page in ["/caller", "/agent"] {
+        let r = http.get(format!("{core}{page}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "GET {page}");
+    }
+    let r = http
+        .post(format!("{core}/api/v1/agents/alice/login"))
+        .bearer_auth("demo-alice-token")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "alice logs in: {}", r.status());
+
+    let reference = speech_8k();
+    let (dc, da) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let wav_c = support::write_wav_8k(dc.path(), &reference);
+    let alice_voice = slower(&reference);
+    let wav_a = support::write_wav_8k(da.path(), &alice_voice);
+    let (mut caller, mut alice) =
+        tokio::task::block_in_place(|| (Peer::aiortc(&wav_c), Peer::aiortc(&wav_a)));
+    let offer =
+        tokio::task::block_in_place(|| caller.request(json!({"cmd": "offer", "codec": "PCMU"}), T));
+    let r = http
+        .post(format!("{core}/api/v1/whip?destination=support"))
+        .header("content-type", "application/sdp")
+        .body(offer["sdp"].as_str().unwrap().to_owned())
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    let uri = r
+        .headers()
+        .get("x-call-uri")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let resource = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let answer = r.text().await.unwrap();
+    assert!((200..300).contains(&s), "WHIP: {s} {answer}");
+    let (uri, resource) = (uri.expect("x-call-uri"), resource.expect("Location"));
+    tokio::task::block_in_place(|| {
+        caller.request(json!({"cmd": "answer", "sdp": answer}), T);
+    });
+    // Alice's page: the call is offered to her (the only agent logged in); she answers.
+    let deadline = Instant::now() + T;
+    loop {
+        let r = http
+            .get(format!("{core}/api/v1/calls/{uri}"))
+            .bearer_auth("demo-alice-token")
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        if v["offered_to"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "alice"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call never reached Alice: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a_offer =
+        tokio::task::block_in_place(|| alice.request(json!({"cmd": "offer", "codec": "PCMU"}), T));
+    let r = http
+        .post(format!("{core}/api/v1/calls/{uri}/answer"))
+        .bearer_auth("demo-alice-token")
+        .header("content-type", "application/sdp")
+        .body(a_offer["sdp"].as_str().unwrap().to_owned())
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    let a_answer = r.text().await.unwrap();
+    assert!((200..300).contains(&s), "Alice answers: {s} {a_answer}");
+    tokio::task::block_in_place(|| {
+        alice.request(json!({"cmd": "answer", "sdp": a_answer}), T);
+        caller.request(json!({"cmd": "wait-connected"}), T);
+        alice.request(json!({"cmd": "wait-connected"}), T);
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (at_caller, at_alice) = tokio::task::block_in_place(|| {
+        std::thread::scope(|sc| {
+            let c = sc.spawn(|| caller.record(2.0));
+            let a = sc.spawn(|| alice.record(2.0));
+            (c.join().unwrap(), a.join().unwrap())
+        })
+    });
+    for (who, got, hears) in [
+        ("caller", &at_caller, &alice_voice),
+        ("alice", &at_alice, &reference),
+    ] {
+        assert!(got.len() >= 12_000, "{who}: only {} samples", got.len());
+        let c = best_windows(hears, got);
+        eprintln!("default gateway: {who} hears the other party: correlation {c:.3}");
+        assert!(c >= 0.9, "{who} hears the other party: correlation {c:.3}");
+    }
+    let r = http
+        .delete(format!("{core}{resource}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204, "WHIP DELETE");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http
+            .get(format!("{core}/api/v1/calls"))
+            .bearer_auth("demo-admin-token")
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        let n = v["calls"].as_array().map_or(usize::MAX, Vec::len);
+        if n == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "calls left after the hang-up: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::task::block_in_place(|| {
+        caller.close();
+        alice.close();
+    });
+    drop(child);
 }
