@@ -8,7 +8,9 @@
 //! longer hears Alice). The caller
 //! hangs up (WHIP DELETE) and nothing is left: no call or leg in the engine or the control
 //! plane, no mapped control leg, no WebRTC leg, no media leg or socket.
-//! The second test runs the `gateway` binary on its embedded default configuration (fixed
+//! The same caller transferred to Bob on a SIP phone (SIPp echoing its RTP) hears its own
+//! speech back through Bob's phone; the caller's hang-up sends Bob a BYE.
+//! Another test runs the `gateway` binary on its embedded default configuration (fixed
 //! ports made ephemeral): the caller and agent pages load, and a WHIP caller reaches demo
 //! agent Alice answering in her page, with audio both ways.
 //! The tests fail, not skip, when aiortc is missing.
@@ -29,6 +31,7 @@ use gateway::control::Event;
 use gateway::control::api::ControlPlane;
 use gateway::media::plane::{Country, MediaPlane, PlaneConfig};
 use gateway::rtc::provider::RtcService;
+use gateway::sip::transaction::TimerConfig;
 use serde_json::json;
 use support::{Peer, best_correlation, speech_8k};
 
@@ -66,6 +69,11 @@ impl Rig {
     /// engine; browser agents Alice (skill `support`) and Bob (skill `sales`) logged in; the
     /// click-to-call destination `support` goes to the `support` queue.
     async fn start() -> Rig {
+        Rig::start_with(r#"{ kind = "browser" }"#).await
+    }
+
+    /// The same with Bob reached at `bob` (an endpoint in TOML).
+    async fn start_with(bob: &str) -> Rig {
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let text = r#"
     [http]
@@ -93,7 +101,7 @@ impl Rig {
     id = "bob"
     name = "Bob"
     skills = ["sales"]
-    endpoints = [{ kind = "browser" }]
+    endpoints = [BOB]
     token = "bob-token"
 
     [[control.queues]]
@@ -108,7 +116,7 @@ impl Rig {
     label = "Support"
     target = { queue = "support" }
     "#;
-        let config = Config::from_toml(text, "test").unwrap();
+        let config = Config::from_toml(&text.replace("BOB", bob), "test").unwrap();
         let plane = MediaPlane::start(PlaneConfig {
             workers: 1,
             ..PlaneConfig::default()
@@ -117,7 +125,14 @@ impl Rig {
         let mut gw = GatewayServer::start(
             ServerOptions {
                 config: config.clone(),
-                timers: None,
+                // Short SIP timers: transactions (Timer M after a 2xx) end within the test.
+                timers: Some(TimerConfig {
+                    t1: Duration::from_millis(50),
+                    t2: Duration::from_millis(400),
+                    t4: Duration::from_millis(500),
+                    timer_d: Duration::from_secs(1),
+                    ..TimerConfig::default()
+                }),
                 seed: None,
                 external: vec![LegKind::WebRtc],
             },
@@ -202,9 +217,11 @@ impl Rig {
                 .len()
         });
         format!(
-            "engine calls {} legs {} media legs {} sockets {}; webrtc legs {}; mapped legs {}; control calls {calls}",
+            "engine calls {} legs {} sip legs {} transactions {} media legs {} sockets {}; webrtc legs {}; mapped legs {}; control calls {calls}",
             c.calls.load(Ordering::Relaxed),
             c.legs.load(Ordering::Relaxed),
+            c.sip_legs.load(Ordering::Relaxed),
+            c.transactions.load(Ordering::Relaxed),
             c.media_legs.load(Ordering::Relaxed),
             c.rtp_sockets.load(Ordering::Relaxed),
             self.rtc.handle().legs().live(),
@@ -271,33 +288,16 @@ fn slower(speech: &[i16]) -> Vec<i16> {
     codecs::resample::resample_all(8000, 16000, speech).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn web_caller_to_browser_agent_blind_transfer_by_uri_to_browser_agent_audio_both_ways() {
-    tokio::time::timeout(Duration::from_secs(40), run())
-        .await
-        .expect("the whole scenario within 40 s");
-}
-
-async fn run() {
-    let reference = speech_8k();
-    let reversed: Vec<i16> = reference.iter().rev().copied().collect();
-    let (dc, da, db) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let wav_c = support::write_wav_8k(dc.path(), &reference);
-    let wav_a = support::write_wav_8k(da.path(), &slower(&reference));
-    let wav_b = support::write_wav_8k(db.path(), &reversed);
-    let mut rig = Rig::start().await;
-    let (mut caller, mut alice, mut bob) = tokio::task::block_in_place(|| {
-        (
-            Peer::aiortc(&wav_c),
-            Peer::aiortc(&wav_a),
-            Peer::aiortc(&wav_b),
-        )
-    });
-
+/// The web caller POSTs its offer to the click-to-call destination `support` (the queue); the
+/// queue offers the call to Alice, who answers in her page; caller and Alice hear each other.
+/// Returns the call's URI and the WHIP session's resource.
+async fn caller_talks_to_alice(
+    rig: &mut Rig,
+    caller: &mut Peer,
+    alice: &mut Peer,
+    reference: &[i16],
+) -> (String, String) {
+    let reference = reference.to_vec();
     // The web caller: WHIP to the click-to-call destination `support` (the queue).
     let offer =
         tokio::task::block_in_place(|| caller.request(json!({"cmd": "offer", "codec": "PCMU"}), T));
@@ -394,6 +394,40 @@ async fn run() {
         eprintln!("{who} hears the other party: correlation {c:.3}");
         assert!(c >= 0.9, "{who} hears the other party: correlation {c:.3}");
     }
+
+    (uri, resource)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_caller_to_browser_agent_blind_transfer_by_uri_to_browser_agent_audio_both_ways() {
+    tokio::time::timeout(Duration::from_secs(40), run())
+        .await
+        .expect("the whole scenario within 40 s");
+}
+
+async fn run() {
+    let reference = speech_8k();
+    let reversed: Vec<i16> = reference.iter().rev().copied().collect();
+    let (dc, da, db) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let wav_c = support::write_wav_8k(dc.path(), &reference);
+    let wav_a = support::write_wav_8k(da.path(), &slower(&reference));
+    let wav_b = support::write_wav_8k(db.path(), &reversed);
+    let mut rig = Rig::start().await;
+    let (mut caller, mut alice, mut bob) = tokio::task::block_in_place(|| {
+        (
+            Peer::aiortc(&wav_c),
+            Peer::aiortc(&wav_a),
+            Peer::aiortc(&wav_b),
+        )
+    });
+
+    let (uri, resource) =
+        caller_talks_to_alice(&mut rig, &mut caller, &mut alice, &reference).await;
+    let alice_voice = slower(&reference);
 
     // Alice transfers the call by its URI to Bob (blind).
     let resp = rig
@@ -697,4 +731,120 @@ async fn default_binary() {
         alice.close();
     });
     drop(child);
+}
+
+/// The same caller, transferred by Alice to Bob on a SIP phone (SIPp, echoing its RTP): Bob's
+/// pop carries the URI, the caller hears its own speech back through Bob's phone (WebRTC ->
+/// SIP -> WebRTC through the plane) and no longer Alice; the caller's hang-up sends Bob a BYE
+/// and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_caller_blind_transferred_by_uri_to_a_sip_agent_with_audio() {
+    tokio::time::timeout(Duration::from_secs(40), to_sip())
+        .await
+        .expect("the whole scenario within 40 s");
+}
+
+fn free_port() -> u16 {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap().port()
+}
+
+async fn to_sip() {
+    let reference = speech_8k();
+    let (dc, da, dsipp) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let wav_c = support::write_wav_8k(dc.path(), &reference);
+    let alice_voice = slower(&reference);
+    let wav_a = support::write_wav_8k(da.path(), &alice_voice);
+    let pb = free_port();
+    let mut rig = Rig::start_with(&format!(
+        r#"{{ kind = "sip", uri = "sip:bob@127.0.0.1:{pb}" }}"#
+    ))
+    .await;
+    let bob = std::process::Command::new("sipp")
+        .current_dir(dsipp.path())
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-nostdin",
+            "-timeout",
+            "30",
+            "-timeout_error",
+        ])
+        .args(["-sn", "uas", "-rtp_echo", "-m", "1"])
+        .args(["-p", &pb.to_string(), "-mp", &free_port().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sipp not found: apt-get install -y sip-tester");
+    let (mut caller, mut alice) =
+        tokio::task::block_in_place(|| (Peer::aiortc(&wav_c), Peer::aiortc(&wav_a)));
+    let (uri, resource) =
+        caller_talks_to_alice(&mut rig, &mut caller, &mut alice, &reference).await;
+
+    let resp = rig
+        .http
+        .post(format!("{}/api/v1/calls/{uri}/transfer", rig.base))
+        .bearer_auth("alice-token")
+        .json(&json!({"target": {"agent": "bob"}, "kind": "blind"}))
+        .send()
+        .await
+        .unwrap();
+    let s = resp.status().as_u16();
+    assert_eq!(s, 202, "transfer: {}", resp.text().await.unwrap());
+    let offered_b = next_event(
+        &mut rig.events,
+        "call.offered to bob",
+        |e| matches!(e, Event::CallOffered { agent, .. } if agent == "bob"),
+    )
+    .await;
+    assert_eq!(
+        offered_b.call_uri().map(ToString::to_string).as_deref(),
+        Some(uri.as_str()),
+        "Bob's pop carries the call's URI"
+    );
+    next_event(&mut rig.events, "transfer.connected", |e| {
+        matches!(e, Event::TransferConnected { .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_caller = tokio::task::block_in_place(|| caller.record(3.0));
+    assert!(
+        at_caller.len() >= 16_000,
+        "caller: only {} samples",
+        at_caller.len()
+    );
+    let c = best_windows(&reference, &at_caller);
+    let a = best_windows(&alice_voice, &at_caller);
+    eprintln!("caller hears itself through Bob's SIP phone: {c:.3}; Alice: {a:.3}");
+    assert!(
+        c >= 0.9,
+        "the caller's speech through Bob's phone: correlation {c:.3}"
+    );
+    assert!(a < 0.5, "the caller still hears Alice ({a:.3})");
+
+    let resp = rig
+        .http
+        .delete(format!("{}{resource}", rig.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204, "WHIP DELETE");
+    let out = tokio::task::spawn_blocking(move || bob.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "Bob's SIPp (BYE after the caller left): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::task::block_in_place(|| {
+        caller.close();
+        alice.close();
+    });
+    rig.assert_nothing_left().await;
 }
