@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use gateway::calls::engine::{Engine, EngineConfig, EngineError, EngineOutput, MediaCommand};
 use gateway::calls::leg::{EndCause, LegCommand, LegIds, LegKind, MediaAttachment, PortSlot};
-use gateway::control::CallUri;
+use gateway::control::{CallUri, Event};
 
 fn outputs(e: &mut Engine) -> Vec<EngineOutput> {
     std::iter::from_fn(|| e.poll_output()).collect()
@@ -83,7 +83,7 @@ fn adopted_browser_legs_make_a_controlled_call_under_the_given_uri_and_release_e
     }
     e.media_opened(t1, agent, Ok(None));
     assert_eq!((e.call_count(), e.leg_count()), (1, 2));
-    e.connect(caller, agent).unwrap();
+    e.connect(t1, caller, agent).unwrap();
     assert!(
         outputs(&mut e).iter().any(|o| matches!(
             o,
@@ -133,6 +133,28 @@ fn adopted_browser_legs_make_a_controlled_call_under_the_given_uri_and_release_e
         cdr.legs
     );
     assert_eq!(cdr.duration_ms, 7_000);
+    // Answered when the web caller was accepted (t0), connected to the agent at t1: billed
+    // from the answer, counted as an answered call, `call.answered` published once.
+    assert_eq!(cdr.answer.as_deref(), Some(cdr.start.as_str()), "{cdr:?}");
+    assert_eq!(cdr.billable_ms, 7_000);
+    let connected = cdr.connected.as_deref().expect("the caller met the agent");
+    assert!(
+        connected > cdr.start.as_str() && connected < cdr.end.as_str(),
+        "{cdr:?}"
+    );
+    assert_eq!(
+        (e.stats().calls_answered, e.stats().calls_failed),
+        (1, 0),
+        "an answered call, not a failed one"
+    );
+    let answered: Vec<_> = e
+        .event_log()
+        .since(0)
+        .unwrap()
+        .into_iter()
+        .filter(|s| matches!(&s.event, Event::CallAnswered { call_uri, .. } if *call_uri == uri))
+        .collect();
+    assert_eq!(answered.len(), 1, "call.answered once: {answered:?}");
     assert_eq!((e.call_count(), e.leg_count()), (0, 0));
     assert!(e.call(t2, &uri).is_none());
 }

@@ -1226,7 +1226,7 @@ fn control_plane_originates_a_leg_connects_it_and_drops_the_old_one() {
             .iter()
             .any(|n| n.leg == c && n.progress == gateway::calls::engine::LegProgress::Answered)
     );
-    sw.with_engine(t0, |e| e.connect(a, c)).unwrap();
+    sw.with_engine(t0, |e| e.connect(t0, a, c)).unwrap();
     assert!(
         sw.media.log.iter().any(
             |m| matches!(m, MediaCommand::Play { leg, source: MediaSource::Echo } if *leg == a)

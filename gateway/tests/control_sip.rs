@@ -413,6 +413,7 @@ async fn a_sip_call_offered_to_alice_is_blind_transferred_by_uri_to_bob_with_aud
         .unwrap();
     let bob_rtp_port = bob_rtp.local_addr().unwrap().port();
     let mut rig = Rig::start(pa, pb).await;
+    let mut cdrs = rig.gw.handle().subscribe_cdrs();
 
     // The agents' phones, then the caller (7 s of A-law audio, BYE after 8 s).
     let alice = sipp(
@@ -496,6 +497,33 @@ async fn a_sip_call_offered_to_alice_is_blind_transferred_by_uri_to_bob_with_aud
         matches!(e, Event::CallEnded { .. })
     })
     .await;
+    // The record: answered when Alice took the call (billing from there), counted answered.
+    let cdr = tokio::time::timeout(Duration::from_secs(5), cdrs.recv())
+        .await
+        .expect("the call's record within 5 s")
+        .unwrap();
+    assert_eq!(cdr.call_uri, uri);
+    let answer = cdr
+        .answer
+        .clone()
+        .expect("a control-plane call has an answer time");
+    let connected = cdr.connected.clone().expect("the caller met an agent");
+    assert!(
+        answer >= cdr.start && answer <= connected && connected < cdr.end,
+        "{cdr:?}"
+    );
+    assert!(cdr.billable_ms >= 5_000, "billed from the answer: {cdr:?}");
+    let (answered, failed) = rig
+        .gw
+        .handle()
+        .run(|sw, _| {
+            let s = sw.engine.stats();
+            (s.calls_answered, s.calls_failed)
+        })
+        .await
+        .unwrap();
+    assert_eq!((answered, failed), (1, 0), "counted as an answered call");
+    assert_eq!(rig.gw.counters().answered.load(Ordering::Relaxed), 1);
     rig.assert_nothing_left().await;
 }
 

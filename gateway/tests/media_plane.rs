@@ -829,3 +829,70 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn a_muted_leg_reaches_no_one_keeps_hearing_and_is_heard_again_after_unmute() {
+    let mut c = call(10, AudioFormat::Pcmu, AudioFormat::Pcmu);
+    let ticks = 240usize;
+    let sent_a = noise(160 * ticks, 11);
+    let sent_b = noise(160 * ticks, 12);
+    let (plane, a) = (c.plane.clone(), c.a);
+    let mut rx_at = vec![];
+    run(ticks as u32, &mut [&mut c.pa, &mut c.pb], |k, peers| {
+        let k = k as usize;
+        peers[0].send_audio(&sent_a[k * 160..(k + 1) * 160]);
+        peers[1].send_audio(&sent_b[k * 160..(k + 1) * 160]);
+        match k {
+            60 => plane.mute(a, true).unwrap(),
+            120 => {
+                rx_at.push(plane.stats(a).unwrap().packets_received);
+                plane.mute(a, false).unwrap();
+            }
+            _ => {}
+        }
+        if k == 61 {
+            rx_at.push(plane.stats(a).unwrap().packets_received);
+        }
+    });
+    // B's stream from the plane is continuous (silence packets while A is muted), so its
+    // decoded audio lines up with what A sent, up to the bridge's delay.
+    assert_one_stream(&c.pb.got);
+    let at_b = c.pb.audio(0, AudioFormat::Pcmu);
+    let (before, lag) = best_ncc(&sent_a, &at_b, 160 * 15, 160 * 40, 160 * 30);
+    assert!(
+        before >= 0.95,
+        "A→B before mute: correlation {before:.3} (lag {lag})"
+    );
+    // Muted (ticks 60..120, with margin for the bridge's delay): nothing of A at B.
+    let muted = at_b
+        .get(160 * 70 + lag..160 * 115 + lag)
+        .expect("B kept receiving packets while A was muted");
+    let peak = muted.iter().map(|v| v.unsigned_abs()).max().unwrap_or(0);
+    assert!(peak < 64, "B hears A while A is muted: peak {peak}");
+    let (during, _) = best_ncc(&sent_a, &at_b, 160 * 70, 160 * 45, 160 * 30);
+    assert!(during < 0.2, "A→B while muted: correlation {during:.3}");
+    // Unmuted at tick 120: A is heard again.
+    let (after, lag_after) = best_ncc(&sent_a, &at_b, 160 * 140, 160 * 60, 160 * 30);
+    assert!(
+        after >= 0.95,
+        "A→B after unmute: correlation {after:.3} (lag {lag_after})"
+    );
+    // The muted leg kept receiving (its party's packets) and hearing B the whole time.
+    assert!(
+        rx_at[1] >= rx_at[0] + 50,
+        "A's leg received while muted: {rx_at:?}"
+    );
+    let at_a = c.pa.audio(0, AudioFormat::Pcmu);
+    let (heard, lag_a) = best_ncc(&sent_b, &at_a, 160 * 70, 160 * 45, 160 * 30);
+    assert!(
+        heard >= 0.95,
+        "B→A while A is muted: correlation {heard:.3} (lag {lag_a})"
+    );
+    let events = events(&mut c.ev);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, MediaEvent::Inactive { .. })),
+        "{events:?}"
+    );
+}

@@ -170,7 +170,9 @@ impl MediaBackend for PlaneMedia {
                 }
                 Ok(())
             }
-            MediaCommand::OpenRtp { .. } | MediaCommand::AttachPort { .. } => Ok(()),
+            MediaCommand::OpenRtp { .. }
+            | MediaCommand::AttachPort { .. }
+            | MediaCommand::Mute { .. } => Ok(()),
         };
         if let Err(e) = r {
             panic!("media plane refused {command:?}: {e}");

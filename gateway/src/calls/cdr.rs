@@ -65,8 +65,13 @@ pub struct Cdr {
     pub call_uri: CallUri,
     /// When the first leg appeared (RFC 3339, UTC).
     pub start: String,
-    /// When the call was answered.
+    /// When the call was answered: the caller's leg was answered (by the called party, or by
+    /// us for the control plane: a queued caller, a web caller accepted). Billing starts here.
     pub answer: Option<String>,
+    /// When the caller was first connected to another party (the called party, an agent).
+    /// Equal to `answer` for a routed call; later for a queued one (the wait is the
+    /// difference). Absent if the caller never reached anyone.
+    pub connected: Option<String>,
     /// When it ended.
     pub end: String,
     /// Start to end, ms.

@@ -11,7 +11,7 @@
 //! WebRTC provider ([`EngineCallSide::with_rtc`]): a web caller's offer (click-to-call, WHIP)
 //! and an agent answering in the page become answered WebRTC legs of the call
 //! ([`Engine::adopt_leg`](super::engine::Engine::adopt_leg)). Registered-phone and TDM
-//! endpoints are refused with a clear error (no registrar lookup yet); mute is refused too.
+//! endpoints are refused with a clear error (no registrar lookup yet).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -446,15 +446,14 @@ impl CallControl for EngineCallSide {
                         }
                         _ => None,
                     };
-                    if matches!(cmd, CallCommand::Mute { .. }) {
-                        return Err(failed("mute is not supported by the call engine yet"));
-                    }
                     let legs = Arc::clone(&self.legs);
                     self.handle
                         .run(move |sw, now| {
                             sw.with_engine(now, |e| match (cmd, leg, pair) {
-                                (CallCommand::Bridge { .. }, _, Some((a, b))) => e.connect(a, b),
-                                (CallCommand::Answer { .. }, Some(l), _) => e.answer(l),
+                                (CallCommand::Bridge { .. }, _, Some((a, b))) => {
+                                    e.connect(now, a, b)
+                                }
+                                (CallCommand::Answer { .. }, Some(l), _) => e.answer(now, l),
                                 (CallCommand::Play { audio, .. }, Some(l), _) => {
                                     e.play(l, source_of(&audio))
                                 }
@@ -462,6 +461,7 @@ impl CallControl for EngineCallSide {
                                     e.hold(l, MediaSource::HoldTone)
                                 }
                                 (CallCommand::Hold { on: false, .. }, Some(l), _) => e.resume(l),
+                                (CallCommand::Mute { on, .. }, Some(l), _) => e.mute(l, on),
                                 (CallCommand::SendDtmf { digits, .. }, Some(l), _) => {
                                     e.send_dtmf(l, &digits, DIGIT)
                                 }

@@ -105,6 +105,14 @@ pub enum MediaCommand {
         /// What it hears.
         source: MediaSource,
     },
+    /// Stop (`on`) or resume passing what the leg's party says to its partner; the leg keeps
+    /// receiving and hearing.
+    Mute {
+        /// The leg.
+        leg: LegId,
+        /// Muted or not.
+        on: bool,
+    },
     /// Send a digit to the leg's party (RFC 4733 if negotiated, else in-band).
     SendDigit {
         /// The leg.
@@ -481,6 +489,8 @@ struct Call {
     span: tracing::Span,
     created: Instant,
     answered: Option<Instant>,
+    /// When the caller was first connected to another party (RFC 3339).
+    connected: Option<String>,
     caller: String,
     caller_name: Option<String>,
     callee: String,
@@ -775,6 +785,7 @@ impl Engine {
             span: span.clone(),
             created: now,
             answered: None,
+            connected: None,
             caller: info.caller.clone(),
             caller_name: info.caller_name.clone(),
             callee: info.callee.clone(),
@@ -1267,7 +1278,7 @@ impl Engine {
                     self.ring_early(leg);
                 }
                 if answer {
-                    self.answer_leg(leg);
+                    self.answer_leg(now, leg);
                 }
             }
             Err(e) => {
@@ -1345,7 +1356,7 @@ impl Engine {
         }
     }
 
-    fn answer_leg(&mut self, id: LegId) {
+    fn answer_leg(&mut self, now: Instant, id: LegId) {
         if !self.media_ready(id) {
             self.ensure_media(id);
             if let Some(l) = self.legs.get_mut(&id) {
@@ -1363,8 +1374,63 @@ impl Engine {
             return;
         }
         l.phase = Phase::Answered;
-        let kind = l.kind;
+        l.answered_at = Some(now);
+        let (kind, key, cdr_index, peer) = (l.kind, l.call, l.cdr_index, l.peer);
         self.leg_cmd(id, kind, LegCommand::Answer { media });
+        let wall = rfc3339(self.wall_time(now));
+        let who = peer.and_then(|p| self.legs.get(&p)).map(|p| p.desc.clone());
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if let Some(cl) = call.cdr_legs.get_mut(cdr_index)
+            && cl.answered.is_none()
+        {
+            cl.answered = Some(wall);
+        }
+        // A caller we answer ourselves (the control plane queues it, or bridges it to the
+        // agent who took it): the call is answered now, as the caller sees it (billing starts).
+        if call.a_leg == id && call.answered.is_none() {
+            let who = who
+                .or_else(|| call.current_dest.clone())
+                .unwrap_or_else(|| "control".to_owned());
+            self.call_answered(now, key, who);
+        }
+    }
+
+    /// Marks a call answered (once): its record's answer time, the answered count and the
+    /// `call.answered` event.
+    fn call_answered(&mut self, now: Instant, key: CallKey, who: String) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if call.answered.is_some() {
+            return;
+        }
+        call.answered = Some(now);
+        call.no_answer_at = None;
+        let uri = call.uri.clone();
+        self.stats.calls_answered += 1;
+        tracing::info!(by = %who, "call answered");
+        self.events.publish(Event::CallAnswered {
+            call_uri: uri,
+            agent: who,
+        });
+    }
+
+    /// Notes when the caller was first connected to another party (the called party, an
+    /// agent); for a queued call, later than its answer.
+    fn caller_connected(&mut self, now: Instant, a: LegId, b: LegId) {
+        let key = match self.legs.get(&a) {
+            Some(l) => l.call,
+            None => return,
+        };
+        let wall = rfc3339(self.wall_time(now));
+        if let Some(call) = self.calls.get_mut(&key)
+            && (call.a_leg == a || call.a_leg == b)
+            && call.connected.is_none()
+        {
+            call.connected = Some(wall);
+        }
     }
 
     fn ring_early(&mut self, id: LegId) {
@@ -1544,7 +1610,8 @@ impl Engine {
         self.stats.calls_answered += 1;
         tracing::info!(leg = %id, "answered");
         self.bridge(a, id);
-        self.answer_leg(a);
+        self.caller_connected(now, a, id);
+        self.answer_leg(now, a);
         self.events.publish(Event::CallAnswered {
             call_uri: uri,
             agent: who,
@@ -1904,6 +1971,7 @@ impl Engine {
             call_uri: call.uri.clone(),
             start: rfc3339(self.wall_time(call.created)),
             answer: call.answered.map(|a| rfc3339(self.wall_time(a))),
+            connected: call.connected.clone(),
             end: rfc3339(self.wall_time(now)),
             duration_ms: duration.as_millis() as u64,
             billable_ms: billable.as_millis() as u64,
@@ -2129,6 +2197,36 @@ impl Engine {
         Ok(())
     }
 
+    /// Mutes (or unmutes) a leg's party: its partner hears comfort noise instead of it, while
+    /// the leg keeps receiving (and hearing its partner). Any leg kind with media (SIP, WebRTC,
+    /// TDM); a built-in service has no voice of its own, so muting it silences what it plays.
+    pub fn mute(&mut self, leg: LegId, on: bool) -> Result<(), EngineError> {
+        let l = self.legs.get(&leg).ok_or(EngineError::NoSuchLeg(leg))?;
+        if let MediaAttachment::Source(_) = l.attachment {
+            let peer = l.peer;
+            if let Some(p) = peer {
+                if on {
+                    if let Some(pl) = self.legs.get_mut(&p) {
+                        pl.playing = Some(MediaSource::ComfortNoise);
+                    }
+                    self.media(MediaCommand::Play {
+                        leg: p,
+                        source: MediaSource::ComfortNoise,
+                    });
+                } else {
+                    if let Some(pl) = self.legs.get_mut(&p) {
+                        pl.playing = Some(MediaSource::Silence);
+                    }
+                    self.bridge(p, leg);
+                }
+            }
+            return Ok(());
+        }
+        tracing::info!(%leg, muted = on, "mute");
+        self.media(MediaCommand::Mute { leg, on });
+        Ok(())
+    }
+
     /// Sends digits to a leg's party (in what it negotiated).
     pub fn send_dtmf(
         &mut self,
@@ -2175,12 +2273,12 @@ impl Engine {
 
     /// Answers an inbound leg that is still ringing (a caller the control plane queues, so
     /// that it hears comfort audio). Answering an answered leg does nothing.
-    pub fn answer(&mut self, leg: LegId) -> Result<(), EngineError> {
+    pub fn answer(&mut self, now: Instant, leg: LegId) -> Result<(), EngineError> {
         let l = self.legs.get(&leg).ok_or(EngineError::NoSuchLeg(leg))?;
         if l.direction != Direction::Inbound {
             return Err(EngineError::NotNow(leg, "not an inbound leg"));
         }
-        self.answer_leg(leg);
+        self.answer_leg(now, leg);
         Ok(())
     }
 
@@ -2199,7 +2297,7 @@ impl Engine {
 
     /// Re-points the bridge: `a` and `b` (legs of one call) are connected both ways; whoever
     /// each was connected to is left alone (tell it what to hear with [`Engine::play`]).
-    pub fn connect(&mut self, a: LegId, b: LegId) -> Result<(), EngineError> {
+    pub fn connect(&mut self, now: Instant, a: LegId, b: LegId) -> Result<(), EngineError> {
         let (Some(la), Some(lb)) = (self.legs.get(&a), self.legs.get(&b)) else {
             return Err(EngineError::NoSuchLeg(if self.legs.contains_key(&a) {
                 b
@@ -2214,12 +2312,13 @@ impl Engine {
             l.playing = Some(MediaSource::Silence);
         }
         self.bridge(a, b);
+        self.caller_connected(now, a, b);
         // The caller of a call that a control-plane leg answered is answered now too.
         if let Some(l) = self.legs.get(&a)
             && l.direction == Direction::Inbound
             && l.phase != Phase::Answered
         {
-            self.answer_leg(a);
+            self.answer_leg(now, a);
         }
         Ok(())
     }
@@ -2310,9 +2409,11 @@ impl Engine {
             q850: None,
             media: None,
         };
+        let mut created = false;
         let key = match self.by_uri.get(uri).copied() {
             Some(key) => key,
             None => {
+                created = true;
                 self.next_call += 1;
                 let key = CallKey(self.next_call);
                 let span = tracing::info_span!("call", uri = %uri);
@@ -2325,6 +2426,7 @@ impl Engine {
                         span,
                         created: now,
                         answered: None,
+                        connected: None,
                         caller: desc.clone(),
                         caller_name: None,
                         callee: String::new(),
@@ -2395,6 +2497,11 @@ impl Engine {
             },
         );
         tracing::info!(leg = %leg, kind = kind.as_str(), "leg adopted (answered by its provider)");
+        if created {
+            // The caller's provider answered it on the control plane's behalf: the call is
+            // answered from here (its time with an agent starts at `connected`).
+            self.call_answered(now, key, "control".to_owned());
+        }
         if let Some(port) = port {
             self.media(MediaCommand::AttachPort {
                 leg,

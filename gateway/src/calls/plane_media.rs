@@ -199,6 +199,10 @@ impl MediaBackend for PlaneMedia {
                 let s = self.source(*source);
                 self.plane.play(id, s).map_err(|e| e.to_string())
             }
+            MediaCommand::Mute { leg, on } => {
+                let id = self.id(*leg)?;
+                self.plane.mute(id, *on).map_err(|e| e.to_string())
+            }
             MediaCommand::SendDigit {
                 leg,
                 digit,

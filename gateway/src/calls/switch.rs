@@ -372,6 +372,7 @@ impl<M: MediaBackend> Switch<M> {
                     let leg = match &c {
                         MediaCommand::ConfigureRtp { leg, .. }
                         | MediaCommand::Play { leg, .. }
+                        | MediaCommand::Mute { leg, .. }
                         | MediaCommand::SendDigit { leg, .. } => Some(*leg),
                         MediaCommand::Connect { a, .. } => Some(*a),
                         _ => None,

@@ -448,6 +448,10 @@ enum Command {
         id: MediaId,
         source: Source,
     },
+    Mute {
+        id: MediaId,
+        on: bool,
+    },
     SendDigit {
         id: MediaId,
         digit: char,
@@ -867,6 +871,16 @@ impl MediaPlane {
         let reg = lock(&self.inner.registry);
         let w = reg.legs.get(&id).ok_or(MediaError::UnknownId(id))?.worker;
         self.submit(w, Command::Play { id, source })
+    }
+
+    /// Mutes (or unmutes) `id`: what it receives is no longer passed to its partner (who hears
+    /// comfort noise, or silence on an external port) while the leg itself keeps receiving
+    /// (jitter buffer, figures, digits, inactivity timer) and hearing its partner. Survives
+    /// [`MediaPlane::connect`]: a muted leg stays muted when re-bridged.
+    pub fn mute(&self, id: MediaId, on: bool) -> Result<(), MediaError> {
+        let reg = lock(&self.inner.registry);
+        let w = reg.legs.get(&id).ok_or(MediaError::UnknownId(id))?.worker;
+        self.submit(w, Command::Mute { id, on })
     }
 
     /// Sends a digit to the leg's peer as it negotiated: RFC 4733 events, or in-band tones

@@ -112,6 +112,8 @@ struct Slot {
     phase: u16,
     partner: Option<usize>,
     source: Option<SourceState>,
+    /// Muted: what the leg receives is not passed on (its partner hears comfort noise).
+    muted: bool,
     /// What the leg received this tick (after the jitter buffer or the in-band gate).
     heard: Frame,
     shared: Arc<LegShared>,
@@ -439,12 +441,17 @@ impl Worker {
 
     fn feed(&mut self, i: usize, p: usize, now: Instant, deadline: Instant) {
         let mut input = [0i16; FRAME_SAMPLES];
+        let mut comfort_noise = false;
         match self.slots.get(i) {
             Some(Some(s)) => {
                 if s.source.is_none()
                     && let Some(Some(partner)) = s.partner.and_then(|j| self.slots.get(j))
                 {
-                    input = partner.heard;
+                    if partner.muted {
+                        comfort_noise = true;
+                    } else {
+                        input = partner.heard;
+                    }
                 }
             }
             _ => return,
@@ -469,9 +476,14 @@ impl Worker {
         } else {
             slot.publish_in - 1
         };
-        let mut comfort_noise = false;
         if let Some(src) = slot.source.as_mut() {
-            match src.fill(&mut input, &slot.heard) {
+            // A muted leg's own audio reaches no one, not even an echo.
+            let own = if slot.muted {
+                [0i16; FRAME_SAMPLES]
+            } else {
+                slot.heard
+            };
+            match src.fill(&mut input, &own) {
                 Filled::Audio => {}
                 Filled::ComfortNoise => comfort_noise = true,
                 Filled::Finished => {
@@ -619,6 +631,7 @@ impl Worker {
             phase,
             partner: None,
             source: None,
+            muted: false,
             heard: [0; FRAME_SAMPLES],
             shared,
             kind,
@@ -690,6 +703,13 @@ impl Worker {
                 self.insert(Self::new_slot(id, phase, shared, kind));
             }
             Command::Configure { id, params } => self.configure(id, params),
+            Command::Mute { id, on } => {
+                if let Some(i) = self.slot_of(id)
+                    && let Some(Some(slot)) = self.slots.get_mut(i)
+                {
+                    slot.muted = on;
+                }
+            }
             Command::Connect { a, b } => self.connect(a, b),
             Command::Play { id, source } => {
                 let Some(i) = self.slot_of(id) else { return };
