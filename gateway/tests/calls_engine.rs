@@ -1232,6 +1232,28 @@ fn control_plane_originates_a_leg_connects_it_and_drops_the_old_one() {
             |m| matches!(m, MediaCommand::Play { leg, source: MediaSource::Echo } if *leg == a)
         )
     );
+    // Muting the caller's SIP leg goes to the plane; muting the echo service silences what it
+    // plays to the caller, and unmuting brings the echo back.
+    sw.with_engine(t0, |e| e.mute(a, true)).unwrap();
+    assert!(matches!(
+        sw.media.log.last(),
+        Some(MediaCommand::Mute { leg, on: true }) if *leg == a
+    ));
+    sw.with_engine(t0, |e| e.mute(c, true)).unwrap();
+    assert!(matches!(
+        sw.media.log.last(),
+        Some(MediaCommand::Play { leg, source: MediaSource::ComfortNoise }) if *leg == a
+    ));
+    sw.with_engine(t0, |e| e.mute(c, false)).unwrap();
+    assert!(matches!(
+        sw.media.log.last(),
+        Some(MediaCommand::Play { leg, source: MediaSource::Echo }) if *leg == a
+    ));
+    sw.with_engine(t0, |e| e.mute(a, false)).unwrap();
+    assert!(matches!(
+        sw.media.log.last(),
+        Some(MediaCommand::Mute { leg, on: false }) if *leg == a
+    ));
     sw.with_engine(t0, |e| {
         e.hang_up_leg(t0, b, EndCause::normal("transferred"))
     })
