@@ -1,12 +1,14 @@
 //! The caller and agent pages in real headless Chromium against the REAL engine, media plane
 //! and WebRTC provider (not the fake call side of `control_pages`): the caller page calls the
-//! `support` queue; agent Alice's page (one browser context) pops with the call's URI and
-//! answers in the page (its WebRTC softphone); Alice clicks transfer to Bob; Bob's page (a
-//! second context) pops with the same URI and the transfer history and answers in the page;
-//! what the caller page and Bob's page receive is recorded at the same time (WebAudio on each
-//! page's remote stream) and cross-correlated with what the other side's fake microphone plays
-//! (speech at the caller, the speech reversed at the agents): each hears the other, not
-//! itself. The caller page hangs up and nothing is left: no call or leg in the engine or the
+//! `support` queue; agent Alice's page pops with the call's URI and the caller's name and
+//! answers in the page (its WebRTC softphone); the caller and Alice hear each other; Alice
+//! clicks transfer to Bob; Bob's page pops with the same URI and the transfer history and
+//! answers in the page; Alice's softphone closes; the caller and Bob hear each other and the
+//! caller no longer hears Alice. Each page is its own Chromium (the fake microphone is one file
+//! per process): the caller plays speech, Alice the speech at half speed, Bob the speech
+//! reversed; what each page receives is recorded in pairs at the same time (WebAudio on the
+//! page's remote stream) and cross-correlated (tests/pages/engine_transfer.cjs drives the
+//! pages). The caller page hangs up and nothing is left: no call or leg in the engine or the
 //! control plane, no mapped control leg, no WebRTC leg, no media leg or socket.
 //!
 //! Needs `node`, `npm` (pinned playwright-core, installed by gateway/tests/browser/setup.sh)
@@ -236,13 +238,17 @@ async fn run() {
     );
     let reference = speech_8k();
     let reversed: Vec<i16> = reference.iter().rev().copied().collect();
-    let (dc, da, out) = (
+    // Alice's voice: the speech at half speed (unlike the speech forwards or backwards).
+    let slower = codecs::resample::resample_all(8000, 16000, &reference).unwrap();
+    let (dc, da, db, out) = (
+        tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
     let wav_caller = support::write_capture_wav(dc.path(), &reference);
-    let wav_agents = support::write_capture_wav(da.path(), &reversed);
+    let wav_alice = support::write_capture_wav(da.path(), &slower);
+    let wav_bob = support::write_capture_wav(db.path(), &reversed);
     let rig = Rig::start().await;
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pages/engine_transfer.cjs");
@@ -252,7 +258,8 @@ async fn run() {
         .arg(out.path())
         .env("PW_DIR", &harness)
         .env("CALLER_WAV", &wav_caller)
-        .env("AGENT_WAV", &wav_agents)
+        .env("ALICE_WAV", &wav_alice)
+        .env("BOB_WAV", &wav_bob)
         .env("ALICE_TOKEN", "alice-token")
         .env("BOB_TOKEN", "bob-token")
         .stdout(std::process::Stdio::piped())
@@ -269,6 +276,7 @@ async fn run() {
         .await
         .unwrap();
     println!("{text}");
+    eprintln!("gateway after the browser run: {}", rig.live());
     let result: serde_json::Value = text
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
@@ -286,16 +294,26 @@ async fn run() {
             .starts_with("urn:uuid:")
     );
 
-    // What the caller page and Bob's page received, recorded at the same time.
+    // What the pages received, recorded in pairs at the same time: caller and Alice before
+    // the transfer, caller and Bob after it.
+    let at_caller_a = recording(out.path(), "at_caller_a.pcm");
+    let at_alice = recording(out.path(), "at_a.pcm");
     let at_caller = recording(out.path(), "at_caller.pcm");
     let at_bob = recording(out.path(), "at_b.pcm");
     let figures: Vec<(&str, f64, f64)> = [
-        ("caller page", &at_caller, &reversed, &reference),
+        (
+            "caller page (with alice)",
+            &at_caller_a,
+            &slower,
+            &reference,
+        ),
+        ("alice's page", &at_alice, &reference, &slower),
+        ("caller page (with bob)", &at_caller, &reversed, &reference),
         ("bob's page", &at_bob, &reference, &reversed),
     ]
     .into_iter()
     .map(|(who, got, hears, own)| {
-        assert!(got.len() >= 16_000, "{who}: only {} samples", got.len());
+        assert!(got.len() >= 12_000, "{who}: only {} samples", got.len());
         let c = best_windows(hears, got);
         let echo = best_windows(own, got);
         eprintln!("{who} hears the other party: correlation {c:.3}; itself {echo:.3}");
@@ -306,6 +324,12 @@ async fn run() {
         assert!(c >= 0.8, "{who} hears the other party: correlation {c:.3}");
         assert!(echo < 0.5, "{who} hears itself: correlation {echo:.3}");
     }
+    let alice_at_caller = best_windows(&slower, &at_caller);
+    eprintln!("caller page after the transfer vs Alice's voice: correlation {alice_at_caller:.3}");
+    assert!(
+        alice_at_caller < 0.5,
+        "the caller still hears Alice after the transfer ({alice_at_caller:.3})"
+    );
 
     rig.assert_nothing_left().await;
 }

@@ -4,8 +4,9 @@
 // pops with the same URI and the transfer history, answers in the page; then what the caller
 // page and B's page receive is recorded at the same time (WebAudio on the page's remote
 // stream) and written as 48 kHz i16le files for the Rust side to correlate; the caller hangs up.
-// Two browsers, because Chromium's fake microphone is one file per process: the caller's
-// (CALLER_WAV) and the agents' (AGENT_WAV, both contexts).
+// Three browsers, because Chromium's fake microphone is one file per process: the caller's
+// (CALLER_WAV), A's (ALICE_WAV) and B's (BOB_WAV). Before the transfer, the caller page and A's
+// page are recorded too (at_caller_a.pcm, at_a.pcm).
 // Usage: node engine_transfer.cjs BASE_URL OUT_DIR   (PW_DIR: where playwright-core is installed)
 'use strict';
 const fs = require('fs');
@@ -101,12 +102,11 @@ const textIs = (page, id, want) => page.waitForFunction(([i, w]) => document.get
 
 (async () => {
   const result = {};
-  let agents = null;
-  let callers = null;
+  let browsers = [];
   try {
-    [agents, callers] = await Promise.all([launch(process.env.AGENT_WAV), launch(process.env.CALLER_WAV)]);
-    const a = await agentPage(agents, process.env.ALICE_TOKEN);
-    const b = await agentPage(agents, process.env.BOB_TOKEN);
+    browsers = await Promise.all([process.env.ALICE_WAV, process.env.BOB_WAV, process.env.CALLER_WAV].map(launch));
+    const [alices, bobs, callers] = browsers;
+    const [a, b] = await Promise.all([agentPage(alices, process.env.ALICE_TOKEN), agentPage(bobs, process.env.BOB_TOKEN)]);
     step('both agents logged in (browser softphone)');
 
     const caller = await (await newContext(callers)).newPage();
@@ -133,6 +133,11 @@ const textIs = (page, id, want) => page.waitForFunction(([i, w]) => document.get
     await textIs(caller, 'conn-state', 'connected');
     await textIs(caller, 'state', 'connected');
     step('A answered in the page: softphone connected, caller page connected');
+    await new Promise((r) => setTimeout(r, 300));
+    const [atCallerA, atA] = await Promise.all([record(caller, 2), record(a, 2)]);
+    fs.writeFileSync(path.join(OUT, 'at_caller_a.pcm'), Buffer.from(atCallerA, 'base64'));
+    fs.writeFileSync(path.join(OUT, 'at_a.pcm'), Buffer.from(atA, 'base64'));
+    step('recorded 2 s at the caller page and at A\'s page');
 
     await a.waitForFunction(() => !!document.querySelector('#transfer-target option[data-agent="bob"]'), null, { timeout: T });
     const bobValue = await a.$eval('#transfer-target option[data-agent="bob"]', (o) => o.value);
@@ -150,14 +155,23 @@ const textIs = (page, id, want) => page.waitForFunction(([i, w]) => document.get
     if ((await callUri(b)) !== uri) throw new Error('B holds another call');
     await textIs(b, 'softphone', 'connected');
     await a.waitForSelector('#call.hidden', { state: 'attached', timeout: T });
+    await textIs(a, 'softphone', 'idle');
+    if (await a.evaluate(() => A.pc !== null)) throw new Error('A still has a live softphone');
     await caller.waitForFunction(() => document.getElementById('queue-info').textContent.includes('bob'), null, { timeout: T });
-    step('B answered in the page (softphone connected); A released; the caller page says with bob');
+    step('B answered in the page (softphone connected); A released (softphone closed); the caller page says with bob');
 
     await new Promise((r) => setTimeout(r, 500));
     const [atCaller, atB] = await Promise.all([record(caller, 3), record(b, 3)]);
     fs.writeFileSync(path.join(OUT, 'at_caller.pcm'), Buffer.from(atCaller, 'base64'));
     fs.writeFileSync(path.join(OUT, 'at_b.pcm'), Buffer.from(atB, 'base64'));
     step('recorded 3 s at the caller page and at B\'s page');
+    result.caller_inbound = await caller.evaluate(async () => {
+      const r = await C.pc.getStats();
+      let inb = null; const codecs = {};
+      r.forEach((v) => { if (v.type === 'inbound-rtp' && v.kind === 'audio') inb = v; if (v.type === 'codec') codecs[v.id] = v.mimeType; });
+      return inb && { codec: codecs[inb.codecId], packets: inb.packetsReceived, lost: inb.packetsLost };
+    });
+    if (!result.caller_inbound || !(result.caller_inbound.packets > 0)) throw new Error('caller page received no RTP: ' + JSON.stringify(result.caller_inbound));
 
     await caller.click('#hangup-btn');
     await b.waitForSelector('#call.hidden', { state: 'attached', timeout: T });
@@ -169,7 +183,7 @@ const textIs = (page, id, want) => page.waitForFunction(([i, w]) => document.get
   } finally {
     result.steps = steps;
     console.log('RESULT ' + JSON.stringify(result));
-    for (const br of [agents, callers]) { if (br) { try { await br.close(); } catch (_) { /* gone */ } } }
+    for (const br of browsers) { if (br) { try { await br.close(); } catch (_) { /* gone */ } } }
   }
   process.exit(result.ok ? 0 : 1);
 })();
