@@ -211,6 +211,9 @@ fn best_windows(reference: &[i16], x: &[i16]) -> f64 {
         .fold(f64::MIN, f64::max)
 }
 
+/// Who recorded, what the page received, the voice it should hear, its own voice.
+type Heard<'a> = (&'static str, Vec<i16>, &'a [i16], &'a [i16]);
+
 /// Reads a 48 kHz i16le recording the script wrote and brings it to 8 kHz.
 fn recording(dir: &Path, name: &str) -> Vec<i16> {
     let bytes = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -223,12 +226,21 @@ fn recording(dir: &Path, name: &str) -> Vec<i16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_page_to_agent_page_transfer_to_second_agent_page_on_the_real_engine() {
-    tokio::time::timeout(Duration::from_secs(60), run())
+    tokio::time::timeout(Duration::from_secs(60), run("blind"))
         .await
         .expect("the whole scenario within 60 s");
 }
 
-async fn run() {
+/// The same with an attended transfer: Alice consults Bob (the caller on hold), Bob answers
+/// in his page, Alice clicks complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_page_to_agent_page_attended_transfer_to_second_agent_page_on_the_real_engine() {
+    tokio::time::timeout(Duration::from_secs(60), run("attended"))
+        .await
+        .expect("the whole scenario within 60 s");
+}
+
+async fn run(kind: &str) {
     let harness = tokio::task::spawn_blocking(support::browser_harness)
         .await
         .unwrap();
@@ -262,6 +274,7 @@ async fn run() {
         .env("BOB_WAV", &wav_bob)
         .env("ALICE_TOKEN", "alice-token")
         .env("BOB_TOKEN", "bob-token")
+        .env("KIND", kind)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -300,26 +313,47 @@ async fn run() {
     let at_alice = recording(out.path(), "at_a.pcm");
     let at_caller = recording(out.path(), "at_caller.pcm");
     let at_bob = recording(out.path(), "at_b.pcm");
-    let figures: Vec<(&str, f64, f64)> = [
+    let mut pairs: Vec<Heard> = vec![
+        ("caller page (with alice)", at_caller_a, &slower, &reference),
+        ("alice's page", at_alice, &reference, &slower),
         (
-            "caller page (with alice)",
-            &at_caller_a,
-            &slower,
+            "caller page (with bob)",
+            at_caller.clone(),
+            &reversed,
             &reference,
         ),
-        ("alice's page", &at_alice, &reference, &slower),
-        ("caller page (with bob)", &at_caller, &reversed, &reference),
-        ("bob's page", &at_bob, &reference, &reversed),
-    ]
-    .into_iter()
-    .map(|(who, got, hears, own)| {
-        assert!(got.len() >= 12_000, "{who}: only {} samples", got.len());
-        let c = best_windows(hears, got);
-        let echo = best_windows(own, got);
-        eprintln!("{who} hears the other party: correlation {c:.3}; itself {echo:.3}");
-        (who, c, echo)
-    })
-    .collect();
+        ("bob's page", at_bob, &reference, &reversed),
+    ];
+    if kind == "attended" {
+        // Alice and Bob talk during the consultation (the caller on hold).
+        for (who, file, hears, own) in [
+            (
+                "alice's page (consulting bob)",
+                "at_a_consult.pcm",
+                &reversed,
+                &slower,
+            ),
+            (
+                "bob's page (consulted by alice)",
+                "at_b_consult.pcm",
+                &slower,
+                &reversed,
+            ),
+        ] {
+            pairs.push((who, recording(out.path(), file), hears, own));
+        }
+    }
+    let figures: Vec<(&str, f64, f64)> = pairs
+        .iter()
+        .map(|(who, got, hears, own)| (*who, got, *hears, *own))
+        .map(|(who, got, hears, own)| {
+            assert!(got.len() >= 12_000, "{who}: only {} samples", got.len());
+            let c = best_windows(hears, got);
+            let echo = best_windows(own, got);
+            eprintln!("{who} hears the other party: correlation {c:.3}; itself {echo:.3}");
+            (who, c, echo)
+        })
+        .collect();
     for (who, c, echo) in figures {
         assert!(c >= 0.8, "{who} hears the other party: correlation {c:.3}");
         assert!(echo < 0.5, "{who} hears itself: correlation {echo:.3}");

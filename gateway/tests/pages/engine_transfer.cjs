@@ -15,6 +15,7 @@ const { chromium } = require(path.join(process.env.PW_DIR, 'node_modules', 'play
 
 const BASE = process.argv[2];
 const OUT = process.argv[3];
+const KIND = process.env.KIND || 'blind';
 const T = 15000;
 const steps = [];
 const t0 = Date.now();
@@ -142,7 +143,7 @@ const textIs = (page, id, want) => page.waitForFunction(([i, w]) => document.get
     await a.waitForFunction(() => !!document.querySelector('#transfer-target option[data-agent="bob"]'), null, { timeout: T });
     const bobValue = await a.$eval('#transfer-target option[data-agent="bob"]', (o) => o.value);
     await a.selectOption('#transfer-target', bobValue);
-    await a.selectOption('#transfer-kind', 'blind');
+    await a.selectOption('#transfer-kind', KIND);
     await a.click('#transfer-btn');
     const popB = await popUri(b);
     if (popB !== uri) throw new Error('B popped ' + popB + ', expected ' + uri);
@@ -154,6 +155,16 @@ const textIs = (page, id, want) => page.waitForFunction(([i, w]) => document.get
     await b.click('#answer-btn');
     if ((await callUri(b)) !== uri) throw new Error('B holds another call');
     await textIs(b, 'softphone', 'connected');
+    if (KIND === 'attended') {
+      await textIs(a, 'call-state', 'consulting');
+      step('attended: B answered the consultation; A is consulting');
+      await new Promise((r) => setTimeout(r, 300));
+      const [atAc, atBc] = await Promise.all([record(a, 2), record(b, 2)]);
+      fs.writeFileSync(path.join(OUT, 'at_a_consult.pcm'), Buffer.from(atAc, 'base64'));
+      fs.writeFileSync(path.join(OUT, 'at_b_consult.pcm'), Buffer.from(atBc, 'base64'));
+      step('recorded 2 s of the consultation at A\'s and B\'s pages');
+      await a.click('#complete-btn');
+    }
     await a.waitForSelector('#call.hidden', { state: 'attached', timeout: T });
     await textIs(a, 'softphone', 'idle');
     if (await a.evaluate(() => A.pc !== null)) throw new Error('A still has a live softphone');
