@@ -355,8 +355,14 @@ async fn run(kind: &str) {
         })
         .collect();
     for (who, c, echo) in figures {
-        assert!(c >= 0.8, "{who} hears the other party: correlation {c:.3}");
+        // Opus over WebRTC between browsers on a loaded 2-core box: 0.78-0.94 for the other
+        // party, 0.14-0.36 for a page's own voice. Both bounds must hold, with a clear margin.
+        assert!(c >= 0.7, "{who} hears the other party: correlation {c:.3}");
         assert!(echo < 0.5, "{who} hears itself: correlation {echo:.3}");
+        assert!(
+            c >= echo + 0.3,
+            "{who}: the other party ({c:.3}) is not clearly above its own voice ({echo:.3})"
+        );
     }
     let alice_at_caller = best_windows(&slower, &at_caller);
     eprintln!("caller page after the transfer vs Alice's voice: correlation {alice_at_caller:.3}");
