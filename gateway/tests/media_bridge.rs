@@ -137,7 +137,9 @@ fn frames_cross_between_threads_without_locks() {
         }
     }
     assert_eq!(got + silence + st.overruns, st.moved + st.underruns);
-    assert!(got > 0 && st.overruns + got == st.moved);
+    // Overruns may drop underrun silence as well as numbered frames: every numbered frame the
+    // bridge moved is delivered or covered by an overrun, and none is delivered twice.
+    assert!(got > 0 && got <= st.moved && st.overruns + got >= st.moved);
 }
 
 #[test]
