@@ -217,6 +217,9 @@ pub struct CasChannel {
     commands: VecDeque<SignalCommand>,
     events: VecDeque<LegEvent>,
     glares: u64,
+    /// Station end: an incoming (ringing) call was refused; the rings that go on belong to
+    /// it and must not present it again.
+    ring_refused: bool,
 }
 
 impl CasChannel {
@@ -238,6 +241,7 @@ impl CasChannel {
             commands: VecDeque::new(),
             events: VecDeque::new(),
             glares: 0,
+            ring_refused: false,
         };
         if ch.config.mode.is_em() {
             // DAHDI re-arms its receive-flash timer when an off-hook's debounce ends with the
@@ -407,7 +411,16 @@ impl CasChannel {
             }
             _ if !self.live => Err(CasError::NoCall),
             _ => {
+                if self.config.mode == CasMode::FxsLoopStart && self.state == CasState::Presented {
+                    // Refused while ringing: the line keeps ringing until the caller gives
+                    // up; stay in guard until the rings stop.
+                    self.ring_refused = true;
+                }
                 self.clear_locally(now);
+                if self.ring_refused {
+                    let t = self.config.timers;
+                    self.set(CasState::Guard, Some(now + t.ring_gone.max(t.guard)));
+                }
                 self.release_leg(cause_value);
                 Ok(())
             }
@@ -748,6 +761,12 @@ impl CasChannel {
 
     /// Station end: ringing seen.
     fn station_ring(&mut self, now: Instant) {
+        if self.ring_refused && matches!(self.state, CasState::Idle | CasState::Guard) {
+            // Still the refused call ringing: not a new call.
+            let t = self.config.timers;
+            self.set(CasState::Guard, Some(now + t.ring_gone.max(t.guard)));
+            return;
+        }
         match self.state {
             CasState::Idle => {
                 self.dir = Some(Dir::In);
@@ -775,6 +794,7 @@ impl CasChannel {
         self.deadline = None;
         match self.state {
             CasState::Guard => {
+                self.ring_refused = false;
                 if self.polarity_reversed {
                     self.cmd(SignalCommand::Polarity(false));
                     self.polarity_reversed = false;

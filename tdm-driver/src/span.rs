@@ -52,6 +52,10 @@ pub const BLOCK_BYTES: usize = codecs::FRAME_SAMPLES;
 /// Frames each ring holds (160 ms): enough to ride out scheduling hiccups.
 pub const RING_FRAMES: usize = 8;
 
+/// Blocks of silence queued ahead on each channel's transmit side when the thread starts
+/// (40 ms of latency that absorbs a 40 ms scheduling stall without a gap on the line).
+pub const TX_SLACK: usize = 2;
+
 /// Which channel of a span, and its law.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelSpec {
@@ -279,6 +283,24 @@ impl<B: Backend + 'static> SpanMedia<B> {
                 options.nonblocking,
             )?;
             channel.set_block_size(BLOCK_BYTES)?;
+            // Slack against scheduling stalls: with DAHDI's default two buffers each way
+            // (40 ms), a span thread held off the CPU longer loses received blocks and leaves
+            // the line idle mid-tone, which splits or drops in-band digits (CAS addressing).
+            // TX_SLACK blocks of silence queued ahead ride out that long a stall; the thread
+            // then writes one block per block read, so the queue stays that deep.
+            if !options.nonblocking {
+                channel.set_buffer_config(&crate::channel::BufferConfig {
+                    tx_policy: crate::types::BufferPolicy::Immediate,
+                    num_bufs: RING_FRAMES,
+                    buf_size: BLOCK_BYTES,
+                })?;
+                let mut idle = [0u8; BLOCK_BYTES];
+                g711::encode_frame(spec.law, &[0; codecs::FRAME_SAMPLES], &mut idle);
+                for _ in 0..TX_SLACK {
+                    // Best effort: a refused write only means less slack.
+                    let _ = channel.write_io(&idle);
+                }
+            }
             let (to_prod, to_cons) = HeapRb::<Frame>::new(RING_FRAMES).split();
             let (from_prod, from_cons) = HeapRb::<Frame>::new(RING_FRAMES).split();
             let (cmd_prod, cmd_cons) = HeapRb::<SignalCommand>::new(signal::COMMAND_RING).split();
@@ -386,7 +408,14 @@ impl<B: Backend + 'static> SpanMedia<B> {
             }
             let mut codes = [0u8; BLOCK_BYTES];
             g711::encode_frame(slot.law, &out, &mut codes);
-            match slot.channel.write_io(&codes) {
+            let mut written = slot.channel.write_io(&codes);
+            if matches!(&written, Err(e) if e.raw_os_error() == Some(abi::ELAST)) {
+                // An event is pending: fetch it, then send the block anyway (a dropped block
+                // would cut 20 ms out of a digit being dialled).
+                slot.fetch_events();
+                written = slot.channel.write_io(&codes);
+            }
+            match written {
                 Ok(_) => {
                     slot.counters.frames_to_line.fetch_add(1, Ordering::Relaxed);
                 }

@@ -571,6 +571,35 @@ fn an_fxs_port_dials_an_fxo_port_with_battery_reversal_supervision() {
 }
 
 #[test]
+fn a_ringing_call_the_station_refused_is_not_presented_again_by_its_next_rings() {
+    let mut r = fxo_fxs(false);
+    r.a.cas[0].originate(r.now, "").unwrap();
+    r.run_until(500, "ring", |r| incoming(&r.b.log[0]).is_some());
+    // The gateway refuses it (e.g. the SIP callee was busy); the office end rings on.
+    r.b.cas[0].hangup(r.now, cause::USER_BUSY).unwrap();
+    r.run(10_000);
+    let presented = r.b.log[0]
+        .iter()
+        .filter(|(_, e)| matches!(e, LegEvent::Incoming { .. }))
+        .count();
+    assert_eq!(
+        presented, 1,
+        "re-presented by later rings: {:?}",
+        r.b.log[0]
+    );
+    assert!(!r.b.cas[0].is_idle(), "guarding while it rings");
+    // The caller gives up: the station end is free again once the rings have stopped.
+    r.a.cas[0].hangup(r.now, cause::NORMAL_CLEARING).unwrap();
+    r.all_idle();
+    assert!(has(
+        &r.a.log[0],
+        &LegEvent::Released {
+            cause: cause::NORMAL_CLEARING
+        }
+    ));
+}
+
+#[test]
 fn a_station_left_ringing_gives_up_when_the_rings_stop() {
     let mut r = fxo_fxs(false);
     r.a.cas[0].originate(r.now, "").unwrap();

@@ -224,6 +224,11 @@ impl<B: Backend + 'static> TdmProvider<B> {
                     c.glare_priority = sc.glare_priority;
                     c.polarity = sc.polarity;
                     c.fixed_called = sc.fixed_called.clone();
+                    if sc.signalling == super::config::Signalling::FxoKs {
+                        // DAHDI's kewl after a hang-up (500 ms loop drop, then 300 ms) refuses
+                        // a ring with EBUSY: the release guard must outlast it.
+                        c.timers.guard = c.timers.guard.max(Duration::from_millis(1200));
+                    }
                     CasChannel::new(c)
                 });
                 chans.push(Chan {
