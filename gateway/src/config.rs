@@ -247,12 +247,22 @@ pub struct TrunkConfig {
     /// OPTIONS keepalive interval in seconds (0: off).
     #[serde(default)]
     pub keepalive_s: u64,
+    /// Register the gateway at this trunk (REGISTER as `username`, refreshed before expiry).
+    #[serde(default)]
+    pub register: bool,
+    /// Lifetime asked for in REGISTER, in seconds.
+    #[serde(default = "default_register_expires")]
+    pub register_expires_s: u64,
     /// Pass the other party's hold/resume on to it by re-INVITE.
     #[serde(default = "yes")]
     pub propagate_hold: bool,
     /// Most simultaneous calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_calls: Option<usize>,
+}
+
+fn default_register_expires() -> u64 {
+    3600
 }
 
 /// `[[user]]`: a phone's digest credentials.

@@ -18,7 +18,7 @@ use super::cdr::Cdr;
 use super::engine::{Engine, LegNotice};
 use super::leg::{EndCause, LegCommand, LegEvent, LegId, LegIds, LegKind, SipTransportKind};
 use super::routing::IpNet;
-use super::sip_leg::{SipLegs, SipLegsConfig, SipPeer};
+use super::sip_leg::{PeerRegistration, SipLegs, SipLegsConfig, SipPeer};
 use super::switch::{MediaBackend, Switch};
 use crate::config::Config;
 use crate::sip::transaction::TimerConfig;
@@ -244,6 +244,18 @@ impl GatewayServer {
                 transport: t.transport,
                 inbound: t.inbound,
                 keepalive: (t.keepalive_s > 0).then(|| Duration::from_secs(t.keepalive_s)),
+            })
+            .collect();
+        sip_cfg.registrations = cfg
+            .trunks
+            .iter()
+            .filter(|t| t.register)
+            .map(|t| PeerRegistration {
+                peer: t.name.clone(),
+                host: t.host.clone(),
+                user: t.username.clone().unwrap_or_else(|| "gateway".to_owned()),
+                password: t.password.clone(),
+                expires: Duration::from_secs(t.register_expires_s.max(1)),
             })
             .collect();
         for t in &cfg.trunks {
@@ -510,6 +522,7 @@ async fn serve(mut sh: Shell) -> io::Result<()> {
     }
     // Shutting down: every call ends with a BYE/CANCEL/final response that goes out now.
     let now = Instant::now();
+    sh.sw.sip.unregister_all(now);
     let calls: Vec<_> = sh.sw.engine.calls(now).into_iter().map(|c| c.uri).collect();
     for uri in calls {
         let _ = sh.sw.with_engine(now, |e| {

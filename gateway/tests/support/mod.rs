@@ -7,6 +7,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod baresip;
+pub mod kamailio;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
