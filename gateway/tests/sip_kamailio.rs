@@ -160,8 +160,44 @@ register_expires_s = 10
     assert_eq!(r.last_status, Some(200));
     assert!(r.accepted >= 2, "{r:?}");
     assert_eq!(r.granted, Some(Duration::from_secs(10)));
+    // Operators see it in /metrics.
+    let text = metrics(&gw).await;
+    assert!(
+        text.contains("gateway_trunk_registered{trunk=\"registrar\"} 1"),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("gateway_trunk_registrations_total{trunk=\"registrar\"}"))
+        .unwrap_or_else(|| panic!("no registrations counter: {text}"));
+    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 2.0, "{line}");
     eprintln!("whole test {:?}", t0.elapsed());
     gw.shutdown().await.unwrap();
+}
+
+/// GET /metrics from the core router on the running switch.
+async fn metrics(gw: &GatewayServer) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = gateway::web::router_with(gateway::web::WebState {
+        switch: Some(gw.handle()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    server.abort();
+    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
