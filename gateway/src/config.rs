@@ -130,6 +130,19 @@ pub struct SipConfig {
     /// TCP listen address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<SocketAddr>,
+    /// TLS listen address (needs `tls_cert` and `tls_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SocketAddr>,
+    /// PEM certificate chain of the TLS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of the TLS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
+    /// PEM certificates trusted for outbound TLS (trunks with `transport = "tls"`); without it
+    /// outbound TLS is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<String>,
     /// Digest realm for phones.
     #[serde(default = "default_realm")]
     pub realm: String,

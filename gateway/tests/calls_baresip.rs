@@ -38,7 +38,7 @@ fn timers() -> TimerConfig {
     }
 }
 
-async fn gateway(callee: SocketAddr) -> GatewayServer {
+async fn gateway(callee: SocketAddr, sip_extra: &str) -> GatewayServer {
     let text = format!(
         r#"
 [http]
@@ -47,6 +47,7 @@ listen = "127.0.0.1:0"
 [sip]
 udp = "127.0.0.1:0"
 trusted = ["127.0.0.0/8"]
+{sip_extra}
 
 [[trunk]]
 name = "bob"
@@ -139,7 +140,24 @@ enum HangUp {
     Callee,
 }
 
-async fn call(hang_up: HangUp) {
+/// Writes a self-signed certificate for 127.0.0.1 and its key (PEM) into `dir`; returns the
+/// `[sip]` lines of a TLS listener that uses them.
+fn tls_listener(dir: &std::path::Path) -> String {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let cert = dir.join("gw-cert.pem");
+    let key = dir.join("gw-key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    format!(
+        "tls = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+async fn call(hang_up: HangUp, tls: bool) {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let speech = support::speech_8k();
@@ -158,8 +176,18 @@ async fn call(hang_up: HangUp) {
         tokio::task::spawn_blocking(move || Baresip::start(BaresipOptions::new("alice", &a_wav)))
             .await
             .unwrap();
-    let gw = gateway(b.sip_addr()).await;
-    let target = format!("sip:bob@{}", gw.sip_udp_addr().unwrap());
+    let sip_extra = if tls {
+        tls_listener(dir.path())
+    } else {
+        String::new()
+    };
+    let gw = gateway(b.sip_addr(), &sip_extra).await;
+    // Over TLS A dials the TLS listener (a TCP port: nothing there speaks UDP).
+    let target = if tls {
+        format!("sip:bob@{};transport=tls", gw.sip_tls_addr().unwrap())
+    } else {
+        format!("sip:bob@{}", gw.sip_udp_addr().unwrap())
+    };
 
     // The agents block on their control sockets: drive them off the runtime.
     let (a, b) = tokio::task::spawn_blocking(move || {
@@ -243,10 +271,17 @@ async fn call(hang_up: HangUp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_to_baresip_audio_both_ways_digits_once_caller_hangs_up() {
-    call(HangUp::Caller).await;
+    call(HangUp::Caller, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_to_baresip_audio_both_ways_digits_once_callee_hangs_up() {
-    call(HangUp::Callee).await;
+    call(HangUp::Callee, false).await;
+}
+
+/// The caller reaches the gateway over SIP over TLS (rustls, the `[sip] tls` listener with a
+/// PEM certificate); the callee leg is UDP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_caller_over_tls_audio_both_ways_digits_once() {
+    call(HangUp::Caller, true).await;
 }

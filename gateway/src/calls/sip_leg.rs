@@ -734,7 +734,9 @@ impl SipLegs {
         let text = match t {
             Transport::Udp => format!("sip:gw@{addr}"),
             Transport::Tcp => format!("sip:gw@{addr};transport=tcp"),
-            Transport::Tls => format!("sips:gw@{addr}"),
+            // `sip:` with transport=tls, not `sips:` (RFC 5630 §3.1.3: a request that came with
+            // a `sip:` URI over TLS gets a `sip:` Contact; many UAs cannot send to `sips:`).
+            Transport::Tls => format!("sip:gw@{addr};transport=tls"),
             Transport::Ws => format!("sip:gw@{addr};transport=ws"),
             Transport::Wss => format!("sips:gw@{addr};transport=wss"),
         };
@@ -1941,14 +1943,14 @@ impl SipLegs {
                 .host
                 .clone()
                 .unwrap_or_else(|| peer.address.to_string());
-            let scheme = if transport == Transport::Tls {
-                "sips"
+            let param = if transport == Transport::Tls {
+                ";transport=tls"
             } else {
-                "sip"
+                ""
             };
             let (Ok(registrar), Ok(aor)) = (
-                Uri::parse(&format!("{scheme}:{host}")),
-                Uri::parse(&format!("{scheme}:{}@{host}", spec.user)),
+                Uri::parse(&format!("sip:{host}{param}")),
+                Uri::parse(&format!("sip:{}@{host}", spec.user)),
             ) else {
                 tracing::warn!(trunk = %spec.peer, %host, user = %spec.user, "registration: bad registrar host or user");
                 continue;
