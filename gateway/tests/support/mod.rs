@@ -1,5 +1,6 @@
-//! Shared helpers for tests with real peers (a baresip agent in [`baresip`]) and WebRTC peers: the speech reference, a 48 kHz fake-capture
-//! WAV, peer processes driven by JSON lines (headless Chromium through
+//! Shared helpers for tests with real peers: a baresip SIP agent ([`baresip`]), Kamailio as
+//! registrar and trunk ([`kamailio`]), the speech reference, a 48 kHz fake-capture WAV, WebRTC
+//! peer processes driven by JSON lines (headless Chromium through
 //! `gateway/tests/browser/peer.mjs`, aiortc through `gateway/tests/peers/aiortc_peer.py`), an
 //! echo bridge, and alignment by normalised cross-correlation.
 //!
