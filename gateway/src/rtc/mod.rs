@@ -27,6 +27,7 @@ pub mod config;
 pub mod http;
 pub mod media;
 pub mod provider;
+pub mod sipws;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
