@@ -661,6 +661,18 @@ impl RtcLegs {
         self.inner.legs.lock().map(|l| l.len()).unwrap_or(0)
     }
 
+    /// Every live leg with its call URI (key), sorted by key.
+    pub fn all(&self) -> Vec<(String, RtcLeg)> {
+        let mut v: Vec<(String, RtcLeg)> = self
+            .inner
+            .legs
+            .lock()
+            .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     /// The leg of a call, if it exists.
     pub fn find(&self, call_uri: &str) -> Option<RtcLeg> {
         self.inner.legs.lock().ok()?.get(call_uri).cloned()

@@ -350,6 +350,21 @@ impl RtcHandle {
         self.legs.reattach(&rtc_key(leg))
     }
 
+    /// Every live WebRTC leg, with its engine leg id when it has one (`gwctl calls`).
+    pub fn live_legs(&self) -> Vec<(Option<LegId>, RtcLeg)> {
+        self.legs
+            .all()
+            .into_iter()
+            .map(|(key, leg)| {
+                let id = key
+                    .strip_prefix("webrtc:leg-")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .map(LegId);
+                (id, leg)
+            })
+            .collect()
+    }
+
     /// The WebRTC leg of `leg` (stats, its local SDP).
     pub fn rtc_leg(&self, leg: LegId) -> Option<RtcLeg> {
         self.legs.find(&rtc_key(leg))
