@@ -223,6 +223,51 @@ Content-Length: 0
     )
 }
 
+/// A SIPp UAS that rings until it is CANCELled (200 to the CANCEL, 487 to the INVITE).
+fn ringing_scenario() -> String {
+    r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uas rings until cancelled">
+  <recv request="INVITE" crlf="true"/>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Length: 0
+
+]]></send>
+  <recv request="CANCEL" timeout="20000">
+    <action><ereg regexp="[0-9]+" search_in="hdr" header="CSeq:" assign_to="cs"/></action>
+  </recv>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <send><![CDATA[
+SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+CSeq: [$cs] INVITE
+Content-Length: 0
+
+]]></send>
+  <recv request="ACK"/>
+</scenario>
+"#
+    .to_owned()
+}
+
 /// A SIPp UAC calling `user`, then waiting for the BYE.
 fn uac_scenario(user: &str, media: u16) -> String {
     let sdp = SDP_BODY.replace("MEDIAPORT", &media.to_string());
@@ -616,6 +661,22 @@ async fn browser_calls_sipp() {
     .await;
     let (code, err) = sipp.finish(Duration::from_secs(10)).await;
     assert_eq!(code, Some(0), "SIPp UAS: {err}");
+    rig.wait_nothing_left().await;
+
+    // The page gives up while SIPp rings: CANCEL from the page, CANCEL to SIPp.
+    let sipp = Sipp::start(&ringing_scenario(), uas_port, None);
+    let page = blocking(move || {
+        let mut page = page;
+        js(&mut page, "phone.call('sip:1000@127.0.0.1')");
+        js(&mut page, "phone.waitFor('progress 180', 10000)");
+        js(&mut page, "phone.hangup()");
+        let f = js(&mut page, "phone.waitFor('failed', 5000)");
+        assert_eq!(f, "failed local Canceled", "the page cancelled");
+        page
+    })
+    .await;
+    let (code, err) = sipp.finish(Duration::from_secs(10)).await;
+    assert_eq!(code, Some(0), "SIPp UAS (CANCEL from the gateway): {err}");
     rig.wait_nothing_left().await;
     blocking(move || page.close()).await;
     let deadline = Instant::now() + Duration::from_secs(5);
