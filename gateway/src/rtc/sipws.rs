@@ -1083,6 +1083,7 @@ impl Server {
 
     fn connection_closed(&mut self, id: ConnectionId) {
         self.registrar.connection_closed(id);
+        self.flows.retain(|_, f| f.connection != Some(id));
         let gone: Vec<String> = self
             .calls
             .iter()
