@@ -155,6 +155,35 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
         },
         _ => None,
     };
+    // SIP over WebSocket for browser softphones ([rtc] sip_ws): their calls are WebRTC legs.
+    let _sip_ws = match (&rtc, config.rtc.as_ref().and_then(|r| r.sip_ws)) {
+        (Some(r), Some(listen)) => Some(
+            gateway::rtc::sipws::SipWsServer::start(
+                gateway::rtc::sipws::SipWsConfig {
+                    listen,
+                    realm: config
+                        .sip
+                        .as_ref()
+                        .map_or_else(|| "spanbridge".to_owned(), |s| s.realm.clone()),
+                    users: config
+                        .users
+                        .iter()
+                        .map(|u| (u.name.clone(), u.password.clone()))
+                        .collect(),
+                    timers: gateway::sip::transaction::TimerConfig::default(),
+                },
+                r.handle(),
+            )
+            .await
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot bind the SIP WebSocket listener ([rtc] sip_ws {listen}): {e}"),
+                )
+            })?,
+        ),
+        _ => None,
+    };
     let state = WebState {
         switch: server.as_ref().map(GatewayServer::handle),
     };
