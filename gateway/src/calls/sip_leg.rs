@@ -21,7 +21,8 @@
 //! - rport/received on responses (the transaction layer), and in-dialog requests to a NATed
 //!   party sent where its requests came from.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -304,9 +305,24 @@ struct Leg {
     reinvite_retry_at: Option<Instant>,
     refer_notify: bool,
     last_ack: Option<(SocketAddr, Vec<u8>)>,
+    /// The deadline last put on the provider's leg timer heap.
+    scheduled: Option<Instant>,
 }
 
 impl Leg {
+    /// When this leg's own timers (2xx retransmission, re-INVITE retry) next need it.
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.answer
+                .as_ref()
+                .and_then(AnswerRetransmit::poll_timeout),
+            self.reinvite_retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
     fn finished(&self) -> bool {
         self.phase == Phase::Closing
             && self.bye_key.is_none()
@@ -368,6 +384,9 @@ pub struct SipLegs {
     /// ACKs of finished UAC legs, resent for a retransmitted 2xx until the INVITE transaction
     /// ends (our ACK may have been lost).
     orphan_acks: HashMap<TransactionKey, (SocketAddr, Transport, Vec<u8>)>,
+    /// Leg deadlines, earliest first; an entry whose leg's deadline has moved is skipped when
+    /// it comes up. Keeps `poll_timeout` independent of the number of legs.
+    leg_timers: BinaryHeap<Reverse<(Instant, LegId)>>,
 }
 
 #[derive(Debug)]
@@ -627,6 +646,7 @@ impl SipLegs {
             created: now,
             regs: Vec::new(),
             orphan_acks: HashMap::new(),
+            leg_timers: BinaryHeap::new(),
         }
     }
 
@@ -821,6 +841,14 @@ impl SipLegs {
             }
             return;
         }
+        let mut leg = leg;
+        let next = leg.next_deadline();
+        if let Some(at) = next
+            && next != leg.scheduled
+        {
+            self.leg_timers.push(Reverse((at, leg.id)));
+        }
+        leg.scheduled = next;
         self.legs.insert(leg.id, leg);
     }
 
@@ -1070,6 +1098,7 @@ impl SipLegs {
             reinvite_retry_at: None,
             refer_notify: false,
             last_ack: None,
+            scheduled: None,
         };
         self.legs.insert(id, leg);
         self.emit(id, LegEvent::Incoming(info));
@@ -2296,6 +2325,7 @@ impl SipLegs {
             reinvite_retry_at: None,
             refer_notify: false,
             last_ack: None,
+            scheduled: None,
         };
         match self.send_request(now, &leg, inv, dest, Purpose::Invite) {
             Some(k) => {
@@ -2753,30 +2783,25 @@ impl LegProvider for SipLegs {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let legs = self.legs.values().flat_map(|l| {
-            [
-                l.answer.as_ref().and_then(AnswerRetransmit::poll_timeout),
-                l.reinvite_retry_at,
-            ]
-        });
+        let legs = self.leg_timers.peek().map(|Reverse((at, _))| *at);
         let pings = self
             .config
             .peers
             .iter()
             .zip(&self.pings)
             .filter(|(p, _)| p.keepalive.is_some())
-            .map(|(_, s)| Some(s.next_at));
+            .map(|(_, s)| s.next_at);
         let regs = self
             .regs
             .iter()
-            .map(|r| r.reg.poll_timeout())
+            .filter_map(|r| r.reg.poll_timeout())
             .chain(
-                [(self.regs_pending && !self.config.registrations.is_empty())
-                    .then_some(self.created)],
+                (self.regs_pending && !self.config.registrations.is_empty())
+                    .then_some(self.created),
             );
-        legs.chain(pings)
+        pings
+            .chain(legs)
             .chain(regs)
-            .flatten()
             .chain(self.layer.poll_timeout())
             .min()
     }
@@ -2784,22 +2809,26 @@ impl LegProvider for SipLegs {
     fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
         self.run(now);
-        let due: Vec<LegId> = self
-            .legs
-            .values()
-            .filter(|l| {
-                l.answer
-                    .as_ref()
-                    .and_then(AnswerRetransmit::poll_timeout)
-                    .is_some_and(|t| t <= now)
-                    || l.reinvite_retry_at.is_some_and(|t| t <= now)
-            })
-            .map(|l| l.id)
-            .collect();
+        let mut due: Vec<LegId> = Vec::new();
+        while let Some(&Reverse((at, id))) = self.leg_timers.peek() {
+            if at > now {
+                break;
+            }
+            self.leg_timers.pop();
+            let is_due = self
+                .legs
+                .get(&id)
+                .and_then(Leg::next_deadline)
+                .is_some_and(|t| t <= now);
+            if is_due && !due.contains(&id) {
+                due.push(id);
+            }
+        }
         for id in due {
             let Some(mut leg) = self.take(id) else {
                 continue;
             };
+            leg.scheduled = None;
             if leg.reinvite_retry_at.is_some_and(|t| t <= now) {
                 leg.reinvite_retry_at = None;
                 self.try_reinvite(now, &mut leg);
