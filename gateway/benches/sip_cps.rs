@@ -293,7 +293,7 @@ fn run_step(dir: &Path, relay: &Relay, rate: u32, seconds: u32) -> Step {
     let text = std::fs::read_to_string(&stf).unwrap_or_default();
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header = lines.next().unwrap_or("");
-    let last = lines.last().unwrap_or("");
+    let last = lines.next_back().unwrap_or("");
     let ok = csv_field(header, last, "SuccessfulCall(C)");
     let mut failed = csv_field(header, last, "FailedCall(C)");
     if !status.success() && failed == 0 && ok < offered as u64 {

@@ -2791,14 +2791,9 @@ impl LegProvider for SipLegs {
             .zip(&self.pings)
             .filter(|(p, _)| p.keepalive.is_some())
             .map(|(_, s)| s.next_at);
-        let regs = self
-            .regs
-            .iter()
-            .filter_map(|r| r.reg.poll_timeout())
-            .chain(
-                (self.regs_pending && !self.config.registrations.is_empty())
-                    .then_some(self.created),
-            );
+        let regs = self.regs.iter().filter_map(|r| r.reg.poll_timeout()).chain(
+            (self.regs_pending && !self.config.registrations.is_empty()).then_some(self.created),
+        );
         pings
             .chain(legs)
             .chain(regs)
