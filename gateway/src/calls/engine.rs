@@ -690,7 +690,7 @@ impl Engine {
         match ev {
             LegEvent::Incoming(_) => {}
             LegEvent::Alerting => self.on_alerting(id),
-            LegEvent::Progress { media } => self.on_progress(id, media),
+            LegEvent::Progress { media, attachment } => self.on_progress(id, media, attachment),
             LegEvent::Answered { media, attachment } => {
                 self.on_answered(now, id, media, attachment)
             }
@@ -1539,16 +1539,42 @@ impl Engine {
         }
     }
 
-    fn on_progress(&mut self, id: LegId, media: Option<NegotiatedMedia>) {
-        let Some(media) = media else {
+    fn on_progress(
+        &mut self,
+        id: LegId,
+        media: Option<NegotiatedMedia>,
+        attachment: MediaAttachment,
+    ) {
+        // Early media: negotiated RTP, or a port leg's rings (a TDM B-channel with in-band
+        // information), attached now and kept for the answer.
+        let port = match attachment {
+            MediaAttachment::Port(slot) => Some(slot),
+            _ => None,
+        };
+        if media.is_none() && port.is_none() {
+            return;
+        }
+        let Some(l) = self.legs.get_mut(&id) else {
             return;
         };
-        if let Some(l) = self.legs.get_mut(&id)
-            && l.phase == Phase::Setup
-        {
+        if l.phase == Phase::Setup {
             l.phase = Phase::Early;
         }
-        self.configure(id, media);
+        if let Some(slot) = port
+            && l.attachment != MediaAttachment::Port(slot.clone())
+        {
+            l.media = MediaSlot::Opening;
+            l.attachment = MediaAttachment::Port(slot.clone());
+            let call = l.call;
+            self.media(MediaCommand::AttachPort {
+                leg: id,
+                call,
+                port: slot,
+            });
+        }
+        if let Some(media) = media {
+            self.configure(id, media);
+        }
         let Some((_, a)) = self.is_current_b(id) else {
             return;
         };
@@ -1570,7 +1596,10 @@ impl Engine {
         l.answered_at = Some(now);
         let key = l.call;
         let cdr_index = l.cdr_index;
-        if let MediaAttachment::Port(slot) = &attachment {
+        if let MediaAttachment::Port(slot) = &attachment
+            && l.attachment != attachment
+        {
+            // (A port that came with early media is attached already.)
             l.media = MediaSlot::Opening;
             let port = slot.clone();
             l.attachment = attachment.clone();

@@ -1593,6 +1593,7 @@ impl SipLegs {
                     leg.id,
                     LegEvent::Progress {
                         media: Some(negotiated_media(&n)),
+                        attachment: MediaAttachment::Rtp,
                     },
                 );
             }
@@ -1600,7 +1601,13 @@ impl SipLegs {
                 leg.alerted = true;
                 self.emit(leg.id, LegEvent::Alerting);
             } else if status == 183 && !had_early && leg.negotiated.is_none() {
-                self.emit(leg.id, LegEvent::Progress { media: None });
+                self.emit(
+                    leg.id,
+                    LegEvent::Progress {
+                        media: None,
+                        attachment: MediaAttachment::Rtp,
+                    },
+                );
             }
             return;
         }
