@@ -130,6 +130,19 @@ pub struct SipConfig {
     /// TCP listen address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<SocketAddr>,
+    /// TLS listen address (needs `tls_cert` and `tls_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SocketAddr>,
+    /// PEM certificate chain of the TLS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of the TLS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
+    /// PEM certificates trusted for outbound TLS (trunks with `transport = "tls"`); without it
+    /// outbound TLS is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<String>,
     /// Digest realm for phones.
     #[serde(default = "default_realm")]
     pub realm: String,
@@ -247,12 +260,22 @@ pub struct TrunkConfig {
     /// OPTIONS keepalive interval in seconds (0: off).
     #[serde(default)]
     pub keepalive_s: u64,
+    /// Register the gateway at this trunk (REGISTER as `username`, refreshed before expiry).
+    #[serde(default)]
+    pub register: bool,
+    /// Lifetime asked for in REGISTER, in seconds.
+    #[serde(default = "default_register_expires")]
+    pub register_expires_s: u64,
     /// Pass the other party's hold/resume on to it by re-INVITE.
     #[serde(default = "yes")]
     pub propagate_hold: bool,
     /// Most simultaneous calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_calls: Option<usize>,
+}
+
+fn default_register_expires() -> u64 {
+    3600
 }
 
 /// `[[user]]`: a phone's digest credentials.

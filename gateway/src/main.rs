@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         eprintln!("gateway: {e}");
         return ExitCode::from(2);
     }
+    raise_fd_limit();
     let config = match &args.config {
         Some(path) => Config::load(path),
         None => Config::embedded_default(),
@@ -64,6 +65,20 @@ fn main() -> ExitCode {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Every call holds sockets (two RTP sockets per SIP leg, streams, TDM channels), so the
+/// default soft limit of 1,024 descriptors would cap a gateway at a few hundred calls: raise
+/// the soft limit to the hard one, as media relays do, and say what it is.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!("cannot raise the open-file limit from {soft}: {e}"),
+        },
+        Ok(_) | Err(_) => {}
     }
 }
 
@@ -153,6 +168,35 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
             ),
             None => None,
         },
+        _ => None,
+    };
+    // SIP over WebSocket for browser softphones ([rtc] sip_ws): their calls are WebRTC legs.
+    let _sip_ws = match (&rtc, config.rtc.as_ref().and_then(|r| r.sip_ws)) {
+        (Some(r), Some(listen)) => Some(
+            gateway::rtc::sipws::SipWsServer::start(
+                gateway::rtc::sipws::SipWsConfig {
+                    listen,
+                    realm: config
+                        .sip
+                        .as_ref()
+                        .map_or_else(|| "spanbridge".to_owned(), |s| s.realm.clone()),
+                    users: config
+                        .users
+                        .iter()
+                        .map(|u| (u.name.clone(), u.password.clone()))
+                        .collect(),
+                    timers: gateway::sip::transaction::TimerConfig::default(),
+                },
+                r.handle(),
+            )
+            .await
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot bind the SIP WebSocket listener ([rtc] sip_ws {listen}): {e}"),
+                )
+            })?,
+        ),
         _ => None,
     };
     let state = WebState {

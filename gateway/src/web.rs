@@ -270,7 +270,7 @@ async fn metrics(State(st): State<Arc<WebState>>) -> Response {
                 sw.media.counts(),
                 sw.engine.stats().clone(),
                 sw.sip.transaction_stats().clone(),
-                sw.sip.stats().clone(),
+                (sw.sip.stats().clone(), sw.sip.registrations(now)),
                 by_kind,
                 (
                     jitter_max,
@@ -284,7 +284,16 @@ async fn metrics(State(st): State<Arc<WebState>>) -> Response {
             )
         })
         .await;
-    let Some((counts, media, engine, tx, sip, by_kind, (jmax, javg), (live, done))) = snapshot
+    let Some((
+        counts,
+        media,
+        engine,
+        tx,
+        (sip, registrations),
+        by_kind,
+        (jmax, javg),
+        (live, done),
+    )) = snapshot
     else {
         return no_switch();
     };
@@ -440,6 +449,33 @@ async fn metrics(State(st): State<Arc<WebState>>) -> Response {
             Some(false) => 0.0,
             None => -1.0,
         }),
+    );
+    let registered: Vec<(String, f64)> = registrations
+        .iter()
+        .map(|r| {
+            (
+                format!("trunk=\"{}\"", r.peer),
+                if r.registered { 1.0 } else { 0.0 },
+            )
+        })
+        .collect();
+    metric(
+        &mut out,
+        "gateway_trunk_registered",
+        "gauge",
+        "The gateway's registration at each trunk that has `register = true` is in force (1) or not (0).",
+        &registered,
+    );
+    let accepted: Vec<(String, f64)> = registrations
+        .iter()
+        .map(|r| (format!("trunk=\"{}\"", r.peer), r.accepted as f64))
+        .collect();
+    metric(
+        &mut out,
+        "gateway_trunk_registrations_total",
+        "counter",
+        "REGISTERs (first and refreshes) each registrar accepted.",
+        &accepted,
     );
     metric(
         &mut out,

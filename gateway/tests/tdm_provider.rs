@@ -267,15 +267,28 @@ fn a_pri_call_from_span_1_arrives_on_span_2_with_audio_and_clears_both_ways() {
         );
         assert_eq!(channel, 31, "span group 'out' hunts descending");
         let mut in_port = r.take_incoming_port();
-        // Ringing with early media: ALERTING with in-band information -> progress upstream.
+        // Early media: PROGRESS with in-band information -> progress upstream, carrying the
+        // channel's audio; ringing after it: ALERTING.
         r.command(
             inb,
             LegCommand::Ring {
                 early_media: Some(media()),
             },
         );
+        r.run_until(3, "progress", |r| {
+            r.has(out, |e| {
+                matches!(
+                    e,
+                    LegEvent::Progress {
+                        media: None,
+                        attachment: MediaAttachment::Port(_)
+                    }
+                )
+            })
+        });
+        assert!(!r.has(out, |e| *e == LegEvent::Alerting));
+        r.command(inb, LegCommand::Ring { early_media: None });
         r.run_until(3, "alerting", |r| r.has(out, |e| *e == LegEvent::Alerting));
-        assert!(r.has(out, |e| matches!(e, LegEvent::Progress { media: None })));
         r.command(inb, LegCommand::Answer { media: media() });
         r.run_until(3, "answered", |r| {
             r.has(out, |e| matches!(e, LegEvent::Answered { .. }))

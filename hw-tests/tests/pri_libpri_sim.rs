@@ -178,8 +178,95 @@ fn num(d: &str) -> PartyNumber {
     }
 }
 
+/// Both tests use the simulator's spans 1 and 2: one at a time.
+static SPANS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn up() -> (std::sync::MutexGuard<'static, ()>, SimPri) {
+    let guard = SPANS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut t = SimPri::start();
+    t.expect("READY", Duration::from_secs(5));
+    t.expect("UP", Duration::from_secs(10));
+    let end = Instant::now() + Duration::from_secs(5);
+    while !t.up && Instant::now() < end {
+        t.step();
+    }
+    assert!(t.up, "our layer 2 never came up over the simulator");
+    (guard, t)
+}
+
+/// 30 simultaneous calls fill the E1 over the simulator's D-channels (every B-channel once,
+/// the 31st refused), all clear; then RESTART both ways.
+#[test]
+fn thirty_calls_fill_the_e1_and_restart_works_both_ways_over_dahdi_sim() {
+    let (_guard, mut t) = up();
+    let mut ours = Vec::new();
+    for i in 0..30 {
+        let c = t
+            .stack
+            .calls
+            .setup(
+                Instant::now(),
+                num(&format!("{}", 7000 + i)),
+                Some(num("100")),
+                None,
+                true,
+            )
+            .unwrap();
+        ours.push(c);
+    }
+    let mut chans = Vec::new();
+    for _ in 0..30 {
+        let ring = t.expect("RING", Duration::from_secs(5));
+        chans.push(ring[2].parse::<u8>().unwrap());
+        t.cmd(&format!("answer {}", ring[1]));
+    }
+    chans.sort();
+    let want: Vec<u8> = (1..=15).chain(17..=31).collect();
+    assert_eq!(chans, want, "every B-channel used once");
+    for _ in 0..30 {
+        t.until(Duration::from_secs(5), |e| {
+            matches!(e, CallEvent::Answered { .. })
+        });
+    }
+    assert!(
+        t.stack
+            .calls
+            .setup(Instant::now(), num("1"), None, None, true)
+            .is_err(),
+        "the E1 is full"
+    );
+    for c in ours {
+        t.stack
+            .calls
+            .disconnect(Instant::now(), c, cause::NORMAL_CLEARING)
+            .unwrap();
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while t.stack.calls.live_calls() > 0 && Instant::now() < end {
+        t.step();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(t.stack.calls.live_calls(), 0, "all 30 calls released");
+
+    t.stack.calls.restart(Instant::now(), &[5]);
+    t.expect("RESTART 5", Duration::from_secs(3));
+    t.until(Duration::from_secs(3), |e| {
+        *e == CallEvent::RestartAcknowledged
+    });
+    t.cmd("restart 9");
+    t.until(Duration::from_secs(3), |e| {
+        *e == CallEvent::Restarted { channels: vec![9] }
+    });
+    t.expect("RESTART_ACK 9", Duration::from_secs(3));
+}
+
 #[test]
 fn pri_calls_both_ways_over_dahdi_sim_d_channels() {
+    let _guard = SPANS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut t = SimPri::start();
     t.expect("READY", Duration::from_secs(5));
     t.expect("UP", Duration::from_secs(10));

@@ -238,10 +238,21 @@ fn pri_loopback_through_the_gateways_tdm_provider_over_dahdi() {
                 early_media: Some(media()),
             },
         );
-        r.run_until(3, "alerting with in-band progress", |r| {
-            r.has(out, |e| *e == LegEvent::Alerting)
-                && r.has(out, |e| matches!(e, LegEvent::Progress { .. }))
+        // Early media: PROGRESS with PI 8 reaches span 1 as progress carrying the
+        // B-channel's port (the answer hands on the same one); ringing after it: ALERTING.
+        r.run_until(3, "in-band progress", |r| {
+            r.has(out, |e| {
+                matches!(
+                    e,
+                    LegEvent::Progress {
+                        attachment: MediaAttachment::Port(_),
+                        ..
+                    }
+                )
+            })
         });
+        r.command(inb, LegCommand::Ring { early_media: None });
+        r.run_until(3, "alerting", |r| r.has(out, |e| *e == LegEvent::Alerting));
         r.command(inb, LegCommand::Answer { media: media() });
         r.run_until(3, "answer", |r| {
             r.has(out, |e| matches!(e, LegEvent::Answered { .. }))

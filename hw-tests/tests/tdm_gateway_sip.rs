@@ -15,13 +15,23 @@
 //! sockets, which send 1004 Hz (caller) and 697 Hz (callee) as PCMA through the media plane,
 //! the span-1 and span-2 B-channels and the plane again; each end must hear the other's tone
 //! (judged per 20 ms frame), and the BYE clears both engine calls with 16.
+//!
+//! `early_media_crosses_the_pri_loopback_before_the_answer`: the callee's 183 with SDP
+//! becomes PROGRESS with PI 8 on span 2, span 1's PROGRESS becomes the caller's 183 with SDP,
+//! and the callee's tone reaches the caller before the 200 OK (timed against the moment the
+//! SIPp caller got it).
+//!
+//! `gateway_{network,user}_side_against_libpri_*`: the gateway runs one span only and libpri
+//! (the C harness tdm-driver/tests/c/libpri_peer.c) is the far PRI end on the other span's
+//! D-channel: SIP ↔ libpri calls both ways, busy (17 ↔ 486) and answered calls cleared from
+//! each side.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gateway::calls::leg::LegKind;
 use gateway::calls::plane_media::PlaneMedia;
@@ -466,8 +476,12 @@ fn assert_cdrs(lines: &[serde_json::Value], dialled: &str, q850: u8) {
     }
 }
 
+/// Both tests use spans 1 and 2: one at a time.
+static SPANS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sip_calls_cross_the_pri_loopback_with_their_causes_mapped_both_ways() {
+    let _spans = SPANS.lock().await;
     configure_spans().expect("dahdi_cfg must succeed");
     let dir = tempfile::tempdir().unwrap();
     let cdr = dir.path().join("cdr.jsonl");
@@ -628,4 +642,549 @@ async fn sip_calls_cross_the_pri_loopback_with_their_causes_mapped_both_ways() {
 
     tdm.shutdown().await;
     gw.shutdown().await.unwrap();
+}
+
+/// One 20 ms frame heard, with the time it arrived.
+type Heard = Vec<(SystemTime, Vec<i16>)>;
+
+/// The RTP ends of a call with early media, as the SDPs named them: each starts sending its
+/// tone (`caller` 1004 Hz, `callee` 697 Hz) every 20 ms once the gateway's first packet told
+/// it where the gateway's leg is, keeps what it hears with the arrival time, and stops 1.5 s
+/// after the last packet either got (the call ended) or at `limit`.
+fn timed_exchange(caller: UdpSocket, callee: UdpSocket, limit: Duration) -> (Heard, Heard) {
+    let deadline = Instant::now() + limit;
+    let socks = [caller, callee];
+    for s in &socks {
+        s.set_nonblocking(true).unwrap();
+    }
+    let mut peers: [Option<(SocketAddr, Instant)>; 2] = [None, None];
+    let mut heard: [Heard; 2] = [Vec::new(), Vec::new()];
+    let mut sent = [0u16; 2];
+    let mut phase = [0.0f64; 2];
+    let freqs = [1004.0f64, 697.0];
+    let mut last = None::<Instant>;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        for (i, s) in socks.iter().enumerate() {
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                last = Some(Instant::now());
+                peers[i].get_or_insert((from, Instant::now()));
+                if let Some(a) = rtp_audio(&buf[..n]) {
+                    heard[i].push((SystemTime::now(), a));
+                }
+            }
+            if let Some((to, t)) = peers[i] {
+                let due = (t.elapsed().as_millis() / 20) as u16;
+                while sent[i] <= due {
+                    let frame: Vec<i16> = (0..160)
+                        .map(|_| {
+                            phase[i] = (phase[i] + freqs[i] / 8000.0).fract();
+                            (8000.0 * (phase[i] * std::f64::consts::TAU).sin()) as i16
+                        })
+                        .collect();
+                    let _ = s.send_to(&rtp_packet(sent[i], &frame), to);
+                    sent[i] += 1;
+                }
+            }
+        }
+        if last.is_some_and(|l| l.elapsed() > Duration::from_millis(1500)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let [a, b] = heard;
+    (a, b)
+}
+
+fn samples(frames: &[(SystemTime, Vec<i16>)], keep: impl Fn(SystemTime) -> bool) -> Vec<i16> {
+    frames
+        .iter()
+        .filter(|(t, _)| keep(*t))
+        .flat_map(|(_, f)| f.iter().copied())
+        .collect()
+}
+
+/// Early media across the PRI both ways: the SIP callee behind span 2 answers 183 with SDP
+/// and plays 697 Hz; span 2 (a PRI caller's side, user) sends PROGRESS with "in-band
+/// information available" (PI 8), span 1 (network) gets it and the gateway answers the SIP
+/// caller 183 with SDP; the callee's tone crosses the plane, span 2's and span 1's
+/// B-channels and the plane again and reaches the caller well before the 200 OK (the SIPp
+/// caller notes when the 200 OK arrived). Then the answer, audio both ways, the caller's BYE,
+/// and nothing held afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_media_crosses_the_pri_loopback_before_the_answer() {
+    let _spans = SPANS.lock().await;
+    configure_spans().expect("dahdi_cfg must succeed");
+    let dir = tempfile::tempdir().unwrap();
+    let cdr = dir.path().join("cdr.jsonl");
+    let uas_port = free_port();
+    let callee: SocketAddr = format!("127.0.0.1:{uas_port}").parse().unwrap();
+    let cfg = config(callee, &cdr);
+    let mut gw = GatewayServer::start(
+        ServerOptions {
+            config: cfg.clone(),
+            timers: Some(timers()),
+            seed: Some([8; 32]),
+            external: vec![LegKind::Tdm],
+        },
+        Box::new(PlaneMedia::new(
+            MediaPlane::start(PlaneConfig {
+                workers: 1,
+                ..PlaneConfig::default()
+            })
+            .unwrap(),
+            Duration::from_secs(30),
+            Country::Etsi,
+        )),
+    )
+    .await
+    .unwrap();
+    let port = gw.take_provider(LegKind::Tdm).expect("a TDM provider port");
+    let tdm = gateway::tdm::start(cfg.tdm.as_ref().unwrap(), &cfg.span_groups, port)
+        .expect("the TDM provider opens both spans");
+    let handle = tdm.handle();
+    pri_ready(&handle, true, Duration::from_secs(10)).await;
+    let mut trace = handle.subscribe_trace();
+
+    let (rtp_caller, rtp_callee) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    let (pa, pb) = (
+        rtp_caller.local_addr().unwrap().port(),
+        rtp_callee.local_addr().unwrap().port(),
+    );
+    let answered_file = dir.path().join("answered_at");
+    let audio =
+        std::thread::spawn(move || timed_exchange(rtp_caller, rtp_callee, Duration::from_secs(20)));
+    let (caller, callee) = run_pair_with(
+        &gw,
+        uas_port,
+        "pri_uas_early.xml",
+        "pri_uac_early.xml",
+        "94024",
+        1,
+        &[("rtpport", pb.to_string())],
+        &[
+            ("rtpport", pa.to_string()),
+            ("answered_file", answered_file.display().to_string()),
+        ],
+    )
+    .await;
+    let (caller_heard, callee_heard) = audio
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    assert_n_ok(
+        "caller with early media (183 with SDP, then 200)",
+        &caller,
+        1,
+    );
+    assert_n_ok("callee with early media", &callee, 1);
+    let ns: u64 = std::fs::read_to_string(&answered_file)
+        .expect("the SIPp caller noted the 200 OK")
+        .trim()
+        .parse()
+        .unwrap();
+    let answered = UNIX_EPOCH + Duration::from_nanos(ns);
+    // Early media: the callee's tone before the 200 OK (with 50 ms to spare), at least 0.5 s.
+    let early = samples(&caller_heard, |t| t + Duration::from_millis(50) < answered);
+    assert_tone("the caller before the answer", &early, 697.0);
+    let talk = samples(&caller_heard, |t| t > answered);
+    assert_tone("the caller after the answer", &talk, 697.0);
+    assert_tone(
+        "the callee behind the PRI",
+        &samples(&callee_heard, |_| true),
+        1004.0,
+    );
+
+    // On the D-channels: span 2 sent PROGRESS with PI 8 and span 1 received it, before the
+    // answer; CONNECT came after it.
+    let mut texts = Vec::new();
+    while let Ok(r) = trace.try_recv() {
+        texts.push((r.span, r.dir, r.unix_micros, r.to_text()));
+    }
+    use tdm_driver::pri::trace::Direction as Dir;
+    let answered_us = ns / 1000;
+    let progress = |span: u32, dir: Dir| {
+        texts.iter().find(|(s, d, _, t)| {
+            *s == span && *d == dir && t.contains("PROGRESS") && t.contains("Progress indicator: 8")
+        })
+    };
+    let sent =
+        progress(2, Dir::Tx).unwrap_or_else(|| panic!("span 2 sent no PROGRESS PI 8: {texts:#?}"));
+    let got =
+        progress(1, Dir::Rx).unwrap_or_else(|| panic!("span 1 got no PROGRESS PI 8: {texts:#?}"));
+    assert!(
+        sent.2 < answered_us && got.2 < answered_us,
+        "PROGRESS after the answer"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|(s, d, us, t)| *s == 1 && *d == Dir::Rx && t.contains("CONNECT") && *us > got.2),
+        "no CONNECT on span 1 after the PROGRESS: {texts:#?}"
+    );
+
+    assert_all_released(&gw, &handle).await;
+    let lines = cdrs(&cdr);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for l in &lines {
+        assert_eq!(l["q850"], 16, "{l}");
+        assert!(l["answer"].is_string(), "answered: {l}");
+    }
+    tdm.shutdown().await;
+    gw.shutdown().await.unwrap();
+}
+
+// ---- libpri as the far PRI end, through the gateway ---------------------------------------
+
+/// The libpri harness (tdm-driver/tests/c/libpri_peer.c), compiled for this run.
+fn libpri_harness() -> PathBuf {
+    assert!(
+        Path::new("/usr/include/libpri.h").exists(),
+        "libpri's header is missing: install the Debian package libpri-dev"
+    );
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("libpri_peer_gw.{}", std::process::id()));
+    let src = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tdm-driver/tests/c/libpri_peer.c"
+    );
+    let ok = Command::new("cc")
+        .args(["-O1", "-Wall", "-o"])
+        .arg(&out)
+        .arg(src)
+        .arg("-lpri")
+        .status()
+        .expect("run cc")
+        .success();
+    assert!(
+        ok,
+        "compiling the libpri harness failed (is libpri-dev installed?)"
+    );
+    out
+}
+
+/// libpri on span `span`'s D-channel (the other end of dahdi-sim's cross-connect from the
+/// gateway's span), driven line by line.
+struct Libpri {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Libpri {
+    fn start(span: u32, side: &str) -> Self {
+        use std::io::BufRead;
+        use std::os::fd::AsRawFd;
+        let theirs = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(hw_tests::chan_node(span, 16))
+            .unwrap();
+        nix::fcntl::fcntl(
+            &theirs,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .unwrap();
+        let mut child = Command::new(libpri_harness())
+            .arg(theirs.as_raw_fd().to_string())
+            .args([side, "euro"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the libpri harness");
+        drop(theirs);
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Libpri {
+            child,
+            stdin,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// The first line starting with `prefix` within `within`, split in words (consumed).
+    async fn expect(&mut self, prefix: &str, within: Duration) -> Vec<String> {
+        let end = Instant::now() + within;
+        loop {
+            self.log.extend(self.lines.try_iter());
+            if let Some(i) = self.log.iter().position(|l| l.starts_with(prefix)) {
+                let line = self.log.remove(i);
+                return line.split_whitespace().map(str::to_string).collect();
+            }
+            assert!(
+                Instant::now() < end,
+                "libpri never printed {prefix:?} within {within:?}; it printed {:?}",
+                self.log
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The cause of the call `idx`'s clearing as libpri reported it (HANGUP_REQ: the far end
+    /// disconnected; HANGUP: it released).
+    async fn cleared(&mut self, idx: &str, within: Duration) -> String {
+        let end = Instant::now() + within;
+        loop {
+            self.log.extend(self.lines.try_iter());
+            if let Some(i) = self.log.iter().position(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                matches!(w.first(), Some(&"HANGUP_REQ") | Some(&"HANGUP")) && w.get(1) == Some(&idx)
+            }) {
+                let line = self.log.remove(i);
+                return line.split_whitespace().nth(2).unwrap_or("").to_owned();
+            }
+            assert!(
+                Instant::now() < end,
+                "libpri never saw call {idx} cleared; it printed {:?}",
+                self.log
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn cmd(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.stdin, "{line}").unwrap();
+    }
+
+    /// Forgets what libpri printed about earlier calls (it reuses call indices), keeping
+    /// errors.
+    fn forget(&mut self) {
+        self.log.extend(self.lines.try_iter());
+        self.log
+            .retain(|l| l.starts_with("ERROR") || l.starts_with("CONFIG_ERR"));
+    }
+
+    /// Lines libpri printed that say something went wrong.
+    fn errors(&mut self) -> Vec<String> {
+        self.log.extend(self.lines.try_iter());
+        self.log
+            .iter()
+            .filter(|l| l.starts_with("ERROR") || l.starts_with("CONFIG_ERR"))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Libpri {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = writeln!(self.stdin, "quit");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts SIPp on one side while the test plays libpri's part; (SIPp outcome, what `drive`
+/// returned).
+async fn with_sipp<T>(
+    args: Vec<String>,
+    drive: impl std::future::Future<Output = T>,
+) -> (SippOutcome, T) {
+    let sipp_run = tokio::task::spawn_blocking(move || sipp(&args).finish());
+    let t = drive.await;
+    (sipp_run.await.unwrap(), t)
+}
+
+fn uac_args(gw: &GatewayServer, scenario_name: &str, number: &str) -> Vec<String> {
+    vec![
+        gw.sip_udp_addr().unwrap().to_string(),
+        "-sf".into(),
+        scenario(scenario_name).display().to_string(),
+        "-s".into(),
+        number.into(),
+        "-p".into(),
+        free_port().to_string(),
+        "-mp".into(),
+        free_port().to_string(),
+        "-m".into(),
+        "1".into(),
+        "-key".into(),
+        "caller".into(),
+        CALLER.into(),
+        "-key".into(),
+        "rtpport".into(),
+        free_port().to_string(),
+    ]
+}
+
+fn uas_args(port: u16, scenario_name: &str) -> Vec<String> {
+    vec![
+        "-p".into(),
+        port.to_string(),
+        "-mp".into(),
+        free_port().to_string(),
+        "-m".into(),
+        "1".into(),
+        "-sf".into(),
+        scenario(scenario_name).display().to_string(),
+        "-key".into(),
+        "rtpport".into(),
+        free_port().to_string(),
+    ]
+}
+
+/// The gateway's PRI span `ours` (network side on span 1, or user side on span 2) against
+/// libpri on the other span's D-channel, with SIPp on the SIP side: calls both ways, cleared
+/// from each side, causes mapped (Q.850 17 <-> SIP 486, 16 <-> BYE), nothing held after
+/// each call.
+async fn gateway_pri_against_libpri(ours: u32) {
+    let _spans = SPANS.lock().await;
+    configure_spans().expect("dahdi_cfg must succeed");
+    let (theirs, their_side) = if ours == 1 {
+        (2, "user")
+    } else {
+        (1, "network")
+    };
+    let mut lp = Libpri::start(theirs, their_side);
+    lp.expect("READY", Duration::from_secs(5)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cdr = dir.path().join("cdr.jsonl");
+    let uas_port = free_port();
+    let callee: SocketAddr = format!("127.0.0.1:{uas_port}").parse().unwrap();
+    // Held until the SIPp callee starts, so no RTP socket of the gateway takes the port.
+    let mut hold = UdpSocket::bind(callee).ok();
+    let mut cfg = config(callee, &cdr);
+    if let Some(t) = cfg.tdm.as_mut() {
+        t.spans.retain(|s| s.span == ours);
+    }
+    for g in &mut cfg.span_groups {
+        g.spans = vec![ours];
+    }
+    let mut gw = GatewayServer::start(
+        ServerOptions {
+            config: cfg.clone(),
+            timers: Some(timers()),
+            seed: Some([9; 32]),
+            external: vec![LegKind::Tdm],
+        },
+        Box::new(PlaneMedia::new(
+            MediaPlane::start(PlaneConfig {
+                workers: 1,
+                ..PlaneConfig::default()
+            })
+            .unwrap(),
+            Duration::from_secs(30),
+            Country::Etsi,
+        )),
+    )
+    .await
+    .unwrap();
+    let port = gw.take_provider(LegKind::Tdm).expect("a TDM provider port");
+    let tdm = gateway::tdm::start(cfg.tdm.as_ref().unwrap(), &cfg.span_groups, port)
+        .expect("the TDM provider opens its span");
+    let handle = tdm.handle();
+    lp.expect("UP", Duration::from_secs(10)).await;
+    pri_ready(&handle, true, Duration::from_secs(10)).await;
+
+    // 1. SIP -> libpri, libpri busy (CALL PROCEEDING, then DISCONNECT 17, as a PBX does):
+    // the caller gets 486.
+    let args = uac_args(&gw, "pri_uac_busy.xml", "94021");
+    let (caller, ring) = with_sipp(args, async {
+        let ring = lp.expect("RING", Duration::from_secs(10)).await;
+        lp.cmd(&format!("proceed {}", ring[1]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lp.cmd(&format!("hangup {} 17", ring[1]));
+        ring
+    })
+    .await;
+    assert_n_ok("SIP caller refused busy by libpri", &caller, 1);
+    assert_eq!(
+        (ring[3].as_str(), ring[4].as_str()),
+        ("4021", CALLER),
+        "called and calling number as libpri got them: {ring:?}"
+    );
+    assert_all_released(&gw, &handle).await;
+
+    lp.forget();
+    // 2. SIP -> libpri, libpri rings and answers; the SIP caller hangs up (BYE -> 16).
+    let args = uac_args(&gw, "pri_uac_talk.xml", "94023");
+    let (caller, cause) = with_sipp(args, async {
+        let ring = lp.expect("RING", Duration::from_secs(10)).await;
+        lp.cmd(&format!("alert {}", ring[1]));
+        lp.cmd(&format!("answer {}", ring[1]));
+        lp.cleared(&ring[1], Duration::from_secs(10)).await
+    })
+    .await;
+    assert_n_ok("SIP caller answered by libpri", &caller, 1);
+    assert_eq!(cause, "16", "the BYE reached libpri as normal clearing");
+    assert_all_released(&gw, &handle).await;
+
+    lp.forget();
+    // 3. libpri -> SIP, the SIP callee busy: 486 becomes DISCONNECT 17 at libpri.
+    let args = uas_args(uas_port, "pri_uas_busy.xml");
+    drop(hold.take());
+    let (callee_r, cause) = with_sipp(args, async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        lp.cmd(&format!("call 5 4021 {CALLER} 1"));
+        let placed = lp.expect("CALL ", Duration::from_secs(3)).await;
+        lp.cleared(&placed[1], Duration::from_secs(10)).await
+    })
+    .await;
+    assert_n_ok("SIP callee busy for libpri's call", &callee_r, 1);
+    assert_eq!(cause, "17", "the callee's 486 reached libpri as user busy");
+    assert_all_released(&gw, &handle).await;
+    hold = UdpSocket::bind(callee).ok();
+
+    lp.forget();
+    // 4. libpri -> SIP, answered (180 -> ALERTING, 200 -> CONNECT); libpri hangs up: BYE.
+    let args = uas_args(uas_port, "pri_uas_talk.xml");
+    drop(hold.take());
+    let (callee_r, ()) = with_sipp(args, async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        lp.cmd(&format!("call 7 4023 {CALLER} 1"));
+        let placed = lp.expect("CALL ", Duration::from_secs(3)).await;
+        lp.expect("RINGING", Duration::from_secs(10)).await;
+        lp.expect("ANSWER", Duration::from_secs(10)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        lp.cmd(&format!("hangup {} 16", placed[1]));
+        let cause = lp.cleared(&placed[1], Duration::from_secs(10)).await;
+        assert_eq!(cause, "16");
+    })
+    .await;
+    assert_n_ok(
+        "SIP callee answering libpri's call, hung up by libpri",
+        &callee_r,
+        1,
+    );
+    assert_all_released(&gw, &handle).await;
+
+    assert_eq!(lp.errors(), Vec::<String>::new(), "libpri reported errors");
+    let lines = cdrs(&cdr);
+    let q: Vec<u64> = lines
+        .iter()
+        .map(|l| l["q850"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        q,
+        [17, 16, 17, 16],
+        "one record per call with its cause: {lines:?}"
+    );
+    tdm.shutdown().await;
+    gw.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_network_side_against_libpri_user_side_with_sip_calls_both_ways() {
+    gateway_pri_against_libpri(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_user_side_against_libpri_network_side_with_sip_calls_both_ways() {
+    gateway_pri_against_libpri(2).await;
 }

@@ -77,10 +77,11 @@ impl Interop {
             Role::Network => "user",
             Role::User => "network",
         };
-        let sw = if switch == SwitchType::EuroIsdnE1 {
-            "euro"
-        } else {
-            "ni2"
+        let sw = match switch {
+            SwitchType::EuroIsdnE1 => "euro",
+            SwitchType::Ni2 => "ni2",
+            SwitchType::Att5ess => "5ess",
+            SwitchType::Dms100 => "dms100",
         };
         let mut child = Command::new(bin)
             .arg(theirs.as_raw_fd().to_string())
@@ -423,6 +424,24 @@ fn thirty_simultaneous_calls_on_an_e1() {
 #[test]
 fn twenty_three_simultaneous_calls_on_a_t1_ni2() {
     fill_span(Role::User, SwitchType::Ni2, 23);
+}
+
+/// libpri's own 5ESS (PRI_SWITCH_LUCENT5E) as the user side of our network side.
+#[test]
+fn twenty_three_simultaneous_calls_on_a_t1_5ess() {
+    fill_span(Role::Network, SwitchType::Att5ess, 23);
+}
+
+/// libpri's own DMS-100 as the network side of our user side.
+#[test]
+fn twenty_three_simultaneous_calls_on_a_t1_dms100() {
+    fill_span(Role::User, SwitchType::Dms100, 23);
+}
+
+/// The user side fills an E1 too.
+#[test]
+fn thirty_simultaneous_calls_on_an_e1_user_side() {
+    fill_span(Role::User, SwitchType::EuroIsdnE1, 30);
 }
 
 #[test]

@@ -25,7 +25,8 @@
 //! INFO when its trunk asks for it, else through the plane (RFC 4733 when negotiated, in-band
 //! otherwise). The same press arriving twice by two ways (INFO and RFC 4733) is passed once.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -514,6 +515,8 @@ pub struct Engine {
     cfg: EngineConfig,
     ids: LegIds,
     calls: HashMap<CallKey, Call>,
+    /// No-answer deadlines, earliest first (entries of calls answered or gone are skipped).
+    no_answer_timers: BinaryHeap<Reverse<(Instant, CallKey)>>,
     by_uri: HashMap<CallUri, CallKey>,
     legs: HashMap<LegId, Leg>,
     out: VecDeque<EngineOutput>,
@@ -549,6 +552,7 @@ impl Engine {
             cfg,
             ids,
             calls: HashMap::new(),
+            no_answer_timers: BinaryHeap::new(),
             by_uri: HashMap::new(),
             legs: HashMap::new(),
             out: VecDeque::new(),
@@ -686,7 +690,7 @@ impl Engine {
         match ev {
             LegEvent::Incoming(_) => {}
             LegEvent::Alerting => self.on_alerting(id),
-            LegEvent::Progress { media } => self.on_progress(id, media),
+            LegEvent::Progress { media, attachment } => self.on_progress(id, media, attachment),
             LegEvent::Answered { media, attachment } => {
                 self.on_answered(now, id, media, attachment)
             }
@@ -935,7 +939,9 @@ impl Engine {
         )?;
         if let Some(c) = self.calls.get_mut(&key) {
             c.current_b = Some(leg);
-            c.no_answer_at = Some(now + self.cfg.no_answer_timeout);
+            let at = now + self.cfg.no_answer_timeout;
+            c.no_answer_at = Some(at);
+            self.no_answer_timers.push(Reverse((at, key)));
         }
         Ok(())
     }
@@ -1533,16 +1539,42 @@ impl Engine {
         }
     }
 
-    fn on_progress(&mut self, id: LegId, media: Option<NegotiatedMedia>) {
-        let Some(media) = media else {
+    fn on_progress(
+        &mut self,
+        id: LegId,
+        media: Option<NegotiatedMedia>,
+        attachment: MediaAttachment,
+    ) {
+        // Early media: negotiated RTP, or a port leg's rings (a TDM B-channel with in-band
+        // information), attached now and kept for the answer.
+        let port = match attachment {
+            MediaAttachment::Port(slot) => Some(slot),
+            _ => None,
+        };
+        if media.is_none() && port.is_none() {
+            return;
+        }
+        let Some(l) = self.legs.get_mut(&id) else {
             return;
         };
-        if let Some(l) = self.legs.get_mut(&id)
-            && l.phase == Phase::Setup
-        {
+        if l.phase == Phase::Setup {
             l.phase = Phase::Early;
         }
-        self.configure(id, media);
+        if let Some(slot) = port
+            && l.attachment != MediaAttachment::Port(slot.clone())
+        {
+            l.media = MediaSlot::Opening;
+            l.attachment = MediaAttachment::Port(slot.clone());
+            let call = l.call;
+            self.media(MediaCommand::AttachPort {
+                leg: id,
+                call,
+                port: slot,
+            });
+        }
+        if let Some(media) = media {
+            self.configure(id, media);
+        }
         let Some((_, a)) = self.is_current_b(id) else {
             return;
         };
@@ -1564,7 +1596,10 @@ impl Engine {
         l.answered_at = Some(now);
         let key = l.call;
         let cdr_index = l.cdr_index;
-        if let MediaAttachment::Port(slot) = &attachment {
+        if let MediaAttachment::Port(slot) = &attachment
+            && l.attachment != attachment
+        {
+            // (A port that came with early media is attached already.)
             l.media = MediaSlot::Opening;
             let port = slot.clone();
             l.attachment = attachment.clone();
@@ -1997,17 +2032,25 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.calls.values().filter_map(|c| c.no_answer_at).min()
+        self.no_answer_timers.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Runs the timers due at `now` (no-answer).
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due: Vec<CallKey> = self
-            .calls
-            .values()
-            .filter(|c| c.no_answer_at.is_some_and(|t| t <= now))
-            .map(|c| c.key)
-            .collect();
+        let mut due: Vec<CallKey> = Vec::new();
+        while let Some(&Reverse((at, key))) = self.no_answer_timers.peek() {
+            if at > now {
+                break;
+            }
+            self.no_answer_timers.pop();
+            let is_due = self
+                .calls
+                .get(&key)
+                .is_some_and(|c| c.no_answer_at.is_some_and(|t| t <= now));
+            if is_due && !due.contains(&key) {
+                due.push(key);
+            }
+        }
         for key in due {
             let Some(call) = self.calls.get_mut(&key) else {
                 continue;

@@ -520,9 +520,15 @@ pub enum LegEvent {
     /// A new call arrived on this (new) leg.
     Incoming(IncomingCall),
     /// The far end made progress (SIP 183 with SDP, Q.931 PROGRESS with in-band information).
+    /// Early media flows when it carries negotiated media (RTP legs) or a port (legs whose
+    /// audio lives elsewhere, e.g. a TDM B-channel); the same port comes again in
+    /// [`LegEvent::Answered`] and is then attached already.
     Progress {
-        /// Early media, if negotiated.
+        /// Early media, if negotiated (RTP legs).
         media: Option<NegotiatedMedia>,
+        /// How the leg's early audio attaches: [`MediaAttachment::Port`] for a port leg with
+        /// in-band information, [`MediaAttachment::Rtp`] (the default) otherwise.
+        attachment: MediaAttachment,
     },
     /// The far end is alerting (SIP 180, Q.931 ALERTING).
     Alerting,

@@ -11,14 +11,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls;
 
 use super::cdr::Cdr;
 use super::engine::{Engine, LegNotice};
 use super::leg::{EndCause, LegCommand, LegEvent, LegId, LegIds, LegKind, SipTransportKind};
 use super::routing::IpNet;
-use super::sip_leg::{SipLegs, SipLegsConfig, SipPeer};
+use super::sip_leg::{PeerRegistration, SipLegs, SipLegsConfig, SipPeer};
 use super::switch::{MediaBackend, Switch};
 use crate::config::Config;
 use crate::sip::transaction::TimerConfig;
@@ -160,6 +163,7 @@ impl SwitchHandle {
 pub struct GatewayServer {
     udp: Option<SocketAddr>,
     tcp: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
     handle: SwitchHandle,
     providers: HashMap<LegKind, ProviderPort>,
     stop: Option<oneshot::Sender<()>>,
@@ -181,6 +185,53 @@ fn transport_kind(k: SipTransportKind) -> crate::sip::transport::Transport {
     }
 }
 
+fn pem_error(path: &str, e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("cannot read the PEM file {path} ([sip] TLS): {e}"),
+    )
+}
+
+fn pem_certs(path: &str) -> io::Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if certs.is_empty() {
+        return Err(pem_error(path, "no CERTIFICATE block"));
+    }
+    Ok(certs)
+}
+
+/// The SIP TLS listener's rustls configuration (ring, TLS 1.2 and 1.3) from PEM files.
+fn sip_tls_server(cert: &str, key: &str) -> io::Result<Arc<rustls::ServerConfig>> {
+    let certs = pem_certs(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| pem_error(cert, e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| pem_error(cert, e))?;
+    Ok(Arc::new(cfg))
+}
+
+/// Outbound TLS trusting the certificates in `ca` (PEM).
+fn sip_tls_client(ca: &str) -> io::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pem_certs(ca)? {
+        roots.add(c).map_err(|e| pem_error(ca, e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| pem_error(ca, e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
 impl GatewayServer {
     /// Binds the configured SIP listeners and starts the switch with `media`.
     pub async fn start(
@@ -192,9 +243,22 @@ impl GatewayServer {
             .sip
             .clone()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no [sip] section"))?;
+        let tls = match (&sip.tls, &sip.tls_cert, &sip.tls_key) {
+            (None, _, _) => None,
+            (Some(a), Some(cert), Some(key)) => Some((*a, sip_tls_server(cert, key)?)),
+            (Some(_), _, _) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "[sip] tls needs tls_cert and tls_key (PEM files)",
+                ));
+            }
+        };
+        let tls_client = sip.tls_ca.as_deref().map(sip_tls_client).transpose()?;
         let transport = SipTransport::bind(TransportConfig {
             udp: sip.udp,
             tcp: sip.tcp,
+            tls,
+            tls_client,
             ..TransportConfig::default()
         })
         .await
@@ -206,6 +270,7 @@ impl GatewayServer {
         })?;
         let udp = transport.udp_addr();
         let tcp = transport.tcp_addr();
+        let tls_addr = transport.tls_addr();
         let mut timers = opts.timers.unwrap_or_default();
         if opts.timers.is_none()
             && let Some(t1) = sip.t1_ms
@@ -222,6 +287,7 @@ impl GatewayServer {
             sip_cfg.udp = tcp.unwrap_or(sip_cfg.udp);
         }
         sip_cfg.tcp = tcp;
+        sip_cfg.tls = tls_addr;
         sip_cfg.timers = timers;
         sip_cfg.seed = opts.seed.unwrap_or_else(random_seed);
         sip_cfg.realm = sip.realm.clone();
@@ -246,7 +312,24 @@ impl GatewayServer {
                 keepalive: (t.keepalive_s > 0).then(|| Duration::from_secs(t.keepalive_s)),
             })
             .collect();
+        sip_cfg.registrations = cfg
+            .trunks
+            .iter()
+            .filter(|t| t.register)
+            .map(|t| PeerRegistration {
+                peer: t.name.clone(),
+                host: t.host.clone(),
+                user: t.username.clone().unwrap_or_else(|| "gateway".to_owned()),
+                password: t.password.clone(),
+                expires: Duration::from_secs(t.register_expires_s.max(1)),
+            })
+            .collect();
         for t in &cfg.trunks {
+            if transport_kind(t.transport) == crate::sip::transport::Transport::Tls
+                && sip.tls_ca.is_none()
+            {
+                tracing::warn!(trunk = %t.name, "trunk uses TLS but [sip] has no tls_ca to verify it: calls to it will fail");
+            }
             if transport_kind(t.transport) == crate::sip::transport::Transport::Tcp && tcp.is_none()
             {
                 tracing::warn!(trunk = %t.name, "trunk uses TCP but [sip] has no tcp listener: calls to it will fail");
@@ -342,9 +425,13 @@ impl GatewayServer {
         if let Some(a) = tcp {
             tracing::info!(sip_tcp = %a, "SIP TCP listener up");
         }
+        if let Some(a) = tls_addr {
+            tracing::info!(sip_tls = %a, "SIP TLS listener up");
+        }
         Ok(GatewayServer {
             udp,
             tcp,
+            tls: tls_addr,
             handle,
             providers,
             stop: Some(stop),
@@ -360,6 +447,11 @@ impl GatewayServer {
     /// The SIP TCP address.
     pub fn sip_tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp
+    }
+
+    /// The SIP TLS address.
+    pub fn sip_tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
     }
 
     /// A handle to act on the switch.
@@ -510,6 +602,7 @@ async fn serve(mut sh: Shell) -> io::Result<()> {
     }
     // Shutting down: every call ends with a BYE/CANCEL/final response that goes out now.
     let now = Instant::now();
+    sh.sw.sip.unregister_all(now);
     let calls: Vec<_> = sh.sw.engine.calls(now).into_iter().map(|c| c.uri).collect();
     for uri in calls {
         let _ = sh.sw.with_engine(now, |e| {

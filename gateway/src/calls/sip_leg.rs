@@ -21,7 +21,8 @@
 //! - rport/received on responses (the transaction layer), and in-dialog requests to a NATed
 //!   party sent where its requests came from.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,9 @@ use crate::sip::dialog::{
     ViaTemplate, glare_retry_delay, uri_socket_addr,
 };
 use crate::sip::message::{HeaderName, Method, Request, Response, Uri};
+use crate::sip::registration::{
+    Registration, RegistrationAction, RegistrationConfig, RegistrationState,
+};
 use crate::sip::sdp::{self, Codec, Direction, MediaConfig, NegotiatedAudio, SessionDescription};
 use crate::sip::transaction::{
     Reliability, TimerConfig, TransactionKey, TransactionLayer, TransactionStats, TuEvent,
@@ -111,6 +115,50 @@ pub struct SipLegsConfig {
     pub users: Vec<(String, String)>,
     /// Digest realm.
     pub realm: String,
+    /// Peers the gateway registers to (REGISTER with refresh, RFC 3261 §10.2).
+    pub registrations: Vec<PeerRegistration>,
+}
+
+/// A registration of the gateway at a peer (a PBX or a carrier's registrar).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRegistration {
+    /// The peer's name (a [`SipPeer`]); the REGISTER goes to its address.
+    pub peer: String,
+    /// Host of the registrar URI and the address-of-record (default: the peer's address).
+    pub host: Option<String>,
+    /// User part of the address-of-record and Contact, and the digest user name.
+    pub user: String,
+    /// Digest password (`None`: a challenge fails the registration).
+    pub password: Option<String>,
+    /// Requested lifetime of the binding.
+    pub expires: Duration,
+}
+
+/// Where a registration of the gateway stands (for operators and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationInfo {
+    /// The peer's name.
+    pub peer: String,
+    /// Where it is.
+    pub state: RegistrationState,
+    /// Whether a binding is in force now.
+    pub registered: bool,
+    /// The registrar's last final status.
+    pub last_status: Option<u16>,
+    /// Bindings the registrar accepted (the first one and every refresh).
+    pub accepted: u64,
+    /// The lifetime the registrar granted last.
+    pub granted: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct RegSlot {
+    peer: usize,
+    reg: Registration,
+    dest: SocketAddr,
+    transport: Transport,
+    accepted: u64,
+    granted: Option<Duration>,
 }
 
 impl SipLegsConfig {
@@ -127,6 +175,7 @@ impl SipLegsConfig {
             trusted: vec![IpNet::host(IpAddr::from([127, 0, 0, 1]))],
             users: Vec::new(),
             realm: "spanbridge".to_owned(),
+            registrations: Vec::new(),
         }
     }
 }
@@ -202,6 +251,7 @@ enum Purpose {
     Other,
     StrayBye,
     Ping(usize),
+    Register(usize),
 }
 
 #[derive(Debug)]
@@ -255,9 +305,24 @@ struct Leg {
     reinvite_retry_at: Option<Instant>,
     refer_notify: bool,
     last_ack: Option<(SocketAddr, Vec<u8>)>,
+    /// The deadline last put on the provider's leg timer heap.
+    scheduled: Option<Instant>,
 }
 
 impl Leg {
+    /// When this leg's own timers (2xx retransmission, re-INVITE retry) next need it.
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.answer
+                .as_ref()
+                .and_then(AnswerRetransmit::poll_timeout),
+            self.reinvite_retry_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
     fn finished(&self) -> bool {
         self.phase == Phase::Closing
             && self.bye_key.is_none()
@@ -312,9 +377,16 @@ pub struct SipLegs {
     stats: SipLegStats,
     pings: Vec<PingState>,
     peer_status: VecDeque<PeerStatus>,
+    /// Registrations not started yet (they start at the first timeout, `created`).
+    regs_pending: bool,
+    created: Instant,
+    regs: Vec<RegSlot>,
     /// ACKs of finished UAC legs, resent for a retransmitted 2xx until the INVITE transaction
     /// ends (our ACK may have been lost).
     orphan_acks: HashMap<TransactionKey, (SocketAddr, Transport, Vec<u8>)>,
+    /// Leg deadlines, earliest first; an entry whose leg's deadline has moved is skipped when
+    /// it comes up. Keeps `poll_timeout` independent of the number of legs.
+    leg_timers: BinaryHeap<Reverse<(Instant, LegId)>>,
 }
 
 #[derive(Debug)]
@@ -570,7 +642,11 @@ impl SipLegs {
             stats: SipLegStats::default(),
             pings,
             peer_status: VecDeque::new(),
+            regs_pending: true,
+            created: now,
+            regs: Vec::new(),
             orphan_acks: HashMap::new(),
+            leg_timers: BinaryHeap::new(),
         }
     }
 
@@ -678,7 +754,9 @@ impl SipLegs {
         let text = match t {
             Transport::Udp => format!("sip:gw@{addr}"),
             Transport::Tcp => format!("sip:gw@{addr};transport=tcp"),
-            Transport::Tls => format!("sips:gw@{addr}"),
+            // `sip:` with transport=tls, not `sips:` (RFC 5630 §3.1.3: a request that came with
+            // a `sip:` URI over TLS gets a `sip:` Contact; many UAs cannot send to `sips:`).
+            Transport::Tls => format!("sip:gw@{addr};transport=tls"),
             Transport::Ws => format!("sip:gw@{addr};transport=ws"),
             Transport::Wss => format!("sips:gw@{addr};transport=wss"),
         };
@@ -763,6 +841,14 @@ impl SipLegs {
             }
             return;
         }
+        let mut leg = leg;
+        let next = leg.next_deadline();
+        if let Some(at) = next
+            && next != leg.scheduled
+        {
+            self.leg_timers.push(Reverse((at, leg.id)));
+        }
+        leg.scheduled = next;
         self.legs.insert(leg.id, leg);
     }
 
@@ -1012,6 +1098,7 @@ impl SipLegs {
             reinvite_retry_at: None,
             refer_notify: false,
             last_ack: None,
+            scheduled: None,
         };
         self.legs.insert(id, leg);
         self.emit(id, LegEvent::Incoming(info));
@@ -1433,6 +1520,9 @@ impl SipLegs {
         if let Purpose::Ping(i) = purpose {
             return self.on_ping_response(now, i, &resp);
         }
+        if let Purpose::Register(j) = purpose {
+            return self.on_register_response(now, j, &resp);
+        }
         let Some(mut leg) = self.take(id) else {
             return;
         };
@@ -1459,7 +1549,7 @@ impl SipLegs {
                     leg.phase = Phase::Closing;
                 }
             }
-            Purpose::StrayBye | Purpose::Ping(_) => {}
+            Purpose::StrayBye | Purpose::Ping(_) | Purpose::Register(_) => {}
         }
         self.put(leg);
     }
@@ -1503,6 +1593,7 @@ impl SipLegs {
                     leg.id,
                     LegEvent::Progress {
                         media: Some(negotiated_media(&n)),
+                        attachment: MediaAttachment::Rtp,
                     },
                 );
             }
@@ -1510,7 +1601,13 @@ impl SipLegs {
                 leg.alerted = true;
                 self.emit(leg.id, LegEvent::Alerting);
             } else if status == 183 && !had_early && leg.negotiated.is_none() {
-                self.emit(leg.id, LegEvent::Progress { media: None });
+                self.emit(
+                    leg.id,
+                    LegEvent::Progress {
+                        media: None,
+                        attachment: MediaAttachment::Rtp,
+                    },
+                );
             }
             return;
         }
@@ -1779,6 +1876,9 @@ impl SipLegs {
         if let Purpose::Ping(i) = purpose {
             return self.on_ping_timeout(i);
         }
+        if let Purpose::Register(j) = purpose {
+            return self.on_register_timeout(now, j);
+        }
         let Some(mut leg) = self.take(id) else {
             return;
         };
@@ -1817,6 +1917,198 @@ impl SipLegs {
             _ => {}
         }
         self.put(leg);
+    }
+
+    // ----- registrations --------------------------------------------------------------------
+
+    /// Where each registration of the gateway stands.
+    pub fn registrations(&self, now: Instant) -> Vec<RegistrationInfo> {
+        self.regs
+            .iter()
+            .map(|r| RegistrationInfo {
+                peer: self
+                    .config
+                    .peers
+                    .get(r.peer)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default(),
+                state: r.reg.state(),
+                registered: r.reg.is_registered(now),
+                last_status: r.reg.last_status(),
+                accepted: r.accepted,
+                granted: r.granted,
+            })
+            .collect()
+    }
+
+    /// Sends the un-REGISTER (`Expires: 0`) of every registration (at shutdown).
+    pub fn unregister_all(&mut self, now: Instant) {
+        for j in 0..self.regs.len() {
+            let branch = self.branch();
+            let Some(slot) = self.regs.get_mut(j) else {
+                continue;
+            };
+            if let Some(req) = slot.reg.unregister(&branch) {
+                self.send_register(now, j, req);
+            }
+        }
+    }
+
+    fn start_registrations(&mut self, now: Instant) {
+        self.regs_pending = false;
+        for spec in self.config.registrations.clone() {
+            let Some(i) = self.config.peers.iter().position(|p| p.name == spec.peer) else {
+                tracing::warn!(trunk = %spec.peer, "registration for an unknown trunk: skipped");
+                continue;
+            };
+            let Some(peer) = self.config.peers.get(i).cloned() else {
+                continue;
+            };
+            let transport = match peer.transport {
+                SipTransportKind::Udp => Transport::Udp,
+                SipTransportKind::Tcp => Transport::Tcp,
+                SipTransportKind::Tls => Transport::Tls,
+            };
+            let (Some(local), Some(contact)) =
+                (self.local_addr_for(transport), self.contact_for(transport))
+            else {
+                tracing::warn!(trunk = %spec.peer, "no local listener for the trunk's transport: not registering");
+                continue;
+            };
+            let host = spec
+                .host
+                .clone()
+                .unwrap_or_else(|| peer.address.to_string());
+            let param = if transport == Transport::Tls {
+                ";transport=tls"
+            } else {
+                ""
+            };
+            let (Ok(registrar), Ok(aor)) = (
+                Uri::parse(&format!("sip:{host}{param}")),
+                Uri::parse(&format!("sip:{}@{host}", spec.user)),
+            ) else {
+                tracing::warn!(trunk = %spec.peer, %host, user = %spec.user, "registration: bad registrar host or user");
+                continue;
+            };
+            let contact = Uri::parse(&contact.as_str().replacen(
+                "gw@",
+                &format!("{}@", spec.user),
+                1,
+            ))
+            .unwrap_or(contact);
+            let call_id = format!("{}@{}", self.hex(20), local.ip());
+            let tag = self.hex(8);
+            let mut cfg = RegistrationConfig::new(
+                registrar,
+                aor,
+                contact,
+                ViaTemplate {
+                    transport: transport.via_token().to_owned(),
+                    sent_by: local.to_string(),
+                },
+                &call_id,
+                &tag,
+            );
+            cfg.expires = spec.expires;
+            // Retry soon after a failure: a gateway that cannot take calls should not wait.
+            cfg.retry_after = Duration::from_secs(5).min(spec.expires.max(Duration::from_secs(1)));
+            cfg.retry_max = Duration::from_secs(300);
+            let client = DigestClient::new(&spec.user, spec.password.as_deref().unwrap_or(""));
+            self.regs.push(RegSlot {
+                peer: i,
+                reg: Registration::new(cfg, client),
+                dest: peer.address,
+                transport,
+                accepted: 0,
+                granted: None,
+            });
+            let j = self.regs.len() - 1;
+            let branch = self.branch();
+            if let Some(slot) = self.regs.get_mut(j) {
+                let req = slot.reg.register(&branch);
+                tracing::info!(trunk = %spec.peer, expires_s = spec.expires.as_secs(), "registering");
+                self.send_register(now, j, req);
+            }
+        }
+    }
+
+    fn registration_timers(&mut self, now: Instant) {
+        if self.regs_pending && !self.config.registrations.is_empty() && self.created <= now {
+            self.start_registrations(now);
+        }
+        for j in 0..self.regs.len() {
+            let due = self
+                .regs
+                .get(j)
+                .and_then(|r| r.reg.poll_timeout())
+                .is_some_and(|t| t <= now);
+            if !due {
+                continue;
+            }
+            let branch = self.branch();
+            let req = self
+                .regs
+                .get_mut(j)
+                .and_then(|r| r.reg.handle_timeout(now, &branch));
+            if let Some(req) = req {
+                self.send_register(now, j, req);
+            }
+        }
+    }
+
+    fn send_register(&mut self, now: Instant, j: usize, req: Request) {
+        let Some(slot) = self.regs.get(j) else {
+            return;
+        };
+        let (dest, reliability) = (slot.dest, slot.transport.reliability());
+        match self.layer.send_request(now, req, dest, reliability) {
+            Ok(k) => {
+                self.by_client.insert(k, (LegId(0), Purpose::Register(j)));
+            }
+            Err(e) => tracing::warn!(%dest, "cannot send REGISTER: {e:?}"),
+        }
+    }
+
+    fn reg_peer_name(&self, j: usize) -> String {
+        self.regs
+            .get(j)
+            .and_then(|r| self.config.peers.get(r.peer))
+            .map(|p| p.name.clone())
+            .unwrap_or_default()
+    }
+
+    fn on_register_response(&mut self, now: Instant, j: usize, resp: &Response) {
+        let branch = self.branch();
+        let cnonce = self.hex(16);
+        let name = self.reg_peer_name(j);
+        let Some(slot) = self.regs.get_mut(j) else {
+            return;
+        };
+        match slot.reg.handle_response(now, resp, &branch, &cnonce) {
+            RegistrationAction::Send(req) => self.send_register(now, j, req),
+            RegistrationAction::Registered { expires } => {
+                slot.accepted += 1;
+                slot.granted = Some(expires);
+                tracing::info!(trunk = %name, expires_s = expires.as_secs(), "registered");
+            }
+            RegistrationAction::Failed { status, retry_in } => {
+                tracing::warn!(trunk = %name, status, retry_in_s = retry_in.as_secs(), "registration failed (status 0: credentials refused)");
+            }
+            RegistrationAction::Unregistered => {
+                tracing::info!(trunk = %name, "unregistered");
+            }
+            RegistrationAction::Nothing => {}
+        }
+    }
+
+    fn on_register_timeout(&mut self, now: Instant, j: usize) {
+        let name = self.reg_peer_name(j);
+        if let Some(slot) = self.regs.get_mut(j)
+            && let RegistrationAction::Failed { retry_in, .. } = slot.reg.transaction_timed_out(now)
+        {
+            tracing::warn!(trunk = %name, retry_in_s = retry_in.as_secs(), "registrar does not answer REGISTER");
+        }
     }
 
     // ----- pings ----------------------------------------------------------------------------
@@ -2040,6 +2332,7 @@ impl SipLegs {
             reinvite_retry_at: None,
             refer_notify: false,
             last_ack: None,
+            scheduled: None,
         };
         match self.send_request(now, &leg, inv, dest, Purpose::Invite) {
             Some(k) => {
@@ -2497,21 +2790,20 @@ impl LegProvider for SipLegs {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let legs = self.legs.values().flat_map(|l| {
-            [
-                l.answer.as_ref().and_then(AnswerRetransmit::poll_timeout),
-                l.reinvite_retry_at,
-            ]
-        });
+        let legs = self.leg_timers.peek().map(|Reverse((at, _))| *at);
         let pings = self
             .config
             .peers
             .iter()
             .zip(&self.pings)
             .filter(|(p, _)| p.keepalive.is_some())
-            .map(|(_, s)| Some(s.next_at));
-        legs.chain(pings)
-            .flatten()
+            .map(|(_, s)| s.next_at);
+        let regs = self.regs.iter().filter_map(|r| r.reg.poll_timeout()).chain(
+            (self.regs_pending && !self.config.registrations.is_empty()).then_some(self.created),
+        );
+        pings
+            .chain(legs)
+            .chain(regs)
             .chain(self.layer.poll_timeout())
             .min()
     }
@@ -2519,22 +2811,26 @@ impl LegProvider for SipLegs {
     fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
         self.run(now);
-        let due: Vec<LegId> = self
-            .legs
-            .values()
-            .filter(|l| {
-                l.answer
-                    .as_ref()
-                    .and_then(AnswerRetransmit::poll_timeout)
-                    .is_some_and(|t| t <= now)
-                    || l.reinvite_retry_at.is_some_and(|t| t <= now)
-            })
-            .map(|l| l.id)
-            .collect();
+        let mut due: Vec<LegId> = Vec::new();
+        while let Some(&Reverse((at, id))) = self.leg_timers.peek() {
+            if at > now {
+                break;
+            }
+            self.leg_timers.pop();
+            let is_due = self
+                .legs
+                .get(&id)
+                .and_then(Leg::next_deadline)
+                .is_some_and(|t| t <= now);
+            if is_due && !due.contains(&id) {
+                due.push(id);
+            }
+        }
         for id in due {
             let Some(mut leg) = self.take(id) else {
                 continue;
             };
+            leg.scheduled = None;
             if leg.reinvite_retry_at.is_some_and(|t| t <= now) {
                 leg.reinvite_retry_at = None;
                 self.try_reinvite(now, &mut leg);
@@ -2577,6 +2873,7 @@ impl LegProvider for SipLegs {
                 self.send_ping(now, i);
             }
         }
+        self.registration_timers(now);
         self.run(now);
     }
 

@@ -12,6 +12,8 @@
 //! connect_timeout_s = 20               # ICE + DTLS must be up this long after the SDP exchange
 //! answer_timeout_s = 60                # an outbound leg's endpoint must answer within this
 //! media_timeout_s = 10                 # no RTP from a connected peer this long: it is gone
+//! sip_ws = "127.0.0.1:5066"            # optional SIP over WebSocket listener (JsSIP, SIP.js):
+//!                                      # [[user]]s register and call; calls get WebRTC legs
 //!
 //! [[rtc.ice_servers]]                  # handed to clients; the gateway itself uses none
 //! urls = ["stun:stun.example.net:3478"]
@@ -90,6 +92,10 @@ pub struct RtcSettings {
     /// A connected peer that sends no RTP this long is gone (a closed tab), seconds; 0: never.
     #[serde(default = "default_media_timeout")]
     pub media_timeout_s: u64,
+    /// SIP over WebSocket (`ws://`) listener for browser softphones whose media are WebRTC legs
+    /// ([`super::sipws`]); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_ws: Option<std::net::SocketAddr>,
 }
 
 impl Default for RtcSettings {
@@ -106,6 +112,7 @@ impl Default for RtcSettings {
             connect_timeout_s: default_connect(),
             answer_timeout_s: default_answer(),
             media_timeout_s: default_media_timeout(),
+            sip_ws: None,
         }
     }
 }

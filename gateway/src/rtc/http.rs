@@ -7,6 +7,9 @@
 //! - `DELETE /api/v1/rtc/whip/LEG` → `204`: hangs the call up.
 //! - `GET /api/v1/rtc/ice-servers` → the STUN/TURN servers for the page's
 //!   `RTCPeerConnection`.
+//! - `GET /diag/rtc/legs` → every live WebRTC leg's transport and media figures
+//!   ([`super::RtcLegStats`]: ICE state and selected pair, DTLS state and role, SRTP profile,
+//!   codec, RTT, loss, jitter, grace period left), with its engine leg id (`gwctl calls`).
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -25,6 +28,7 @@ pub fn router(handle: RtcHandle) -> Router {
         .route("/api/v1/rtc/whip", post(whip))
         .route("/api/v1/rtc/whip/{leg}", delete(whip_delete))
         .route("/api/v1/rtc/ice-servers", get(ice_servers))
+        .route("/diag/rtc/legs", get(diag_legs))
         .with_state(handle)
 }
 
@@ -140,4 +144,14 @@ async fn whip_delete(State(h): State<RtcHandle>, Path(leg): Path<String>) -> Res
 
 async fn ice_servers(State(h): State<RtcHandle>) -> Response {
     Json(serde_json::json!({ "ice_servers": h.legs().client_ice_servers() })).into_response()
+}
+
+async fn diag_legs(State(h): State<RtcHandle>) -> Response {
+    let mut legs = Vec::new();
+    for (leg, rtc) in h.live_legs() {
+        let mut v = serde_json::to_value(rtc.stats().await).unwrap_or_default();
+        v["leg"] = serde_json::json!(leg.map(|l| l.0));
+        legs.push(v);
+    }
+    Json(serde_json::json!({ "legs": legs })).into_response()
 }

@@ -27,6 +27,7 @@ pub mod config;
 pub mod http;
 pub mod media;
 pub mod provider;
+pub mod sipws;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -658,6 +659,18 @@ impl RtcLegs {
     /// Legs alive (tests assert 0 after every call ends).
     pub fn live(&self) -> usize {
         self.inner.legs.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    /// Every live leg with its call URI (key), sorted by key.
+    pub fn all(&self) -> Vec<(String, RtcLeg)> {
+        let mut v: Vec<(String, RtcLeg)> = self
+            .inner
+            .legs
+            .lock()
+            .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
     }
 
     /// The leg of a call, if it exists.

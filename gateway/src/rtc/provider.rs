@@ -105,7 +105,23 @@ pub struct OutgoingOffer {
     pub caller_name: Option<String>,
     /// Our SDP offer, with all candidates.
     pub sdp: String,
+    /// What the engine decides about the leg while the endpoint is asked (it hangs up:
+    /// [`LegSignal::Ended`], e.g. to send a SIP CANCEL or BYE).
+    pub signals: mpsc::UnboundedReceiver<LegSignal>,
     reply: oneshot::Sender<Result<String, EndCause>>,
+}
+
+/// What the engine decided about a WebRTC leg, for the signalling layer that carries it (SIP
+/// over WebSocket: 180, 200, a final response, BYE or CANCEL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegSignal {
+    /// The engine rings the caller (the far end alerts).
+    Ringing,
+    /// The engine answered the leg (the far end answered).
+    Answered,
+    /// The leg is over: the engine hung it up or rejected it, or its peer connection closed
+    /// (the grace period after a signalling loss ran out, ICE/DTLS failed, ...).
+    Ended(EndCause),
 }
 
 impl OutgoingOffer {
@@ -139,6 +155,12 @@ enum Internal {
     Rtc { leg: LegId, ev: RtcEvent },
     /// The signalling side hangs a leg up (HTTP DELETE).
     HangUp { leg: LegId },
+    /// A digit the signalling carried (SIP INFO).
+    Digit {
+        leg: LegId,
+        digit: char,
+        duration: Duration,
+    },
 }
 
 #[derive(Debug)]
@@ -156,6 +178,18 @@ struct Entry {
 }
 
 type Endpoints = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<OutgoingOffer>>>>;
+type Signals = Arc<Mutex<HashMap<LegId, mpsc::UnboundedSender<LegSignal>>>>;
+
+fn signal(signals: &Signals, leg: LegId, s: LegSignal) {
+    let mut map = signals.lock().unwrap_or_else(PoisonError::into_inner);
+    let last = matches!(s, LegSignal::Ended(_));
+    if let Some(tx) = map.get(&leg) {
+        let _ = tx.send(s);
+    }
+    if last {
+        map.remove(&leg);
+    }
+}
 
 /// The signalling side's way into a running provider (cheap to clone).
 #[derive(Clone)]
@@ -164,6 +198,7 @@ pub struct RtcHandle {
     ids: LegIds,
     internal: mpsc::UnboundedSender<Internal>,
     endpoints: Endpoints,
+    signals: Signals,
     answer_timeout: Duration,
 }
 
@@ -201,6 +236,15 @@ impl RtcHandle {
     /// stopped.
     pub async fn accept(&self, offer: &str, spec: IncomingSpec) -> Result<Accepted, RtcError> {
         let leg = self.ids.next_id();
+        self.accept_as(leg, offer, spec).await
+    }
+
+    async fn accept_as(
+        &self,
+        leg: LegId,
+        offer: &str,
+        spec: IncomingSpec,
+    ) -> Result<Accepted, RtcError> {
         let new = self.legs.answer(&rtc_key(leg), offer).await?;
         let codec = super::choose_codec(offer, &self.legs.config().codecs)
             .map(audio_codec)
@@ -245,6 +289,85 @@ impl RtcHandle {
             return Err(RtcError::Closed);
         }
         Ok(Accepted { leg, sdp: new.sdp })
+    }
+
+    /// [`RtcHandle::accept`] for a signalling layer that must follow the engine's decisions
+    /// (SIP over WebSocket): the receiver gets [`LegSignal`]s for the new leg (ringing,
+    /// answered, ended), registered before the engine hears of the leg so none is missed.
+    ///
+    /// # Errors
+    /// As [`RtcHandle::accept`].
+    pub async fn accept_signalled(
+        &self,
+        offer: &str,
+        spec: IncomingSpec,
+    ) -> Result<(Accepted, mpsc::UnboundedReceiver<LegSignal>), RtcError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let leg = self.ids.next_id();
+        self.signals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(leg, tx);
+        match self.accept_as(leg, offer, spec).await {
+            Ok(a) => Ok((a, rx)),
+            Err(e) => {
+                self.signals
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&leg);
+                Err(e)
+            }
+        }
+    }
+
+    /// A digit the signalling carried (SIP INFO `application/dtmf-relay` or
+    /// `application/dtmf`): the engine hears [`LegEvent::Digit`] with
+    /// [`DigitSource::SipInfo`](crate::calls::leg::DigitSource::SipInfo).
+    pub fn signalled_digit(&self, leg: LegId, digit: char, duration: Duration) {
+        let _ = self.internal.send(Internal::Digit {
+            leg,
+            digit,
+            duration,
+        });
+    }
+
+    /// The signalling of `leg` went away (its WebSocket closed): the leg and its media stay up
+    /// for the grace period (`[rtc] grace_s`), then end with Q.850 102 unless
+    /// [`RtcHandle::reattach`] is called.
+    ///
+    /// # Errors
+    /// No such leg.
+    pub fn signalling_lost(&self, leg: LegId) -> Result<(), RtcError> {
+        self.legs.signalling_lost(&rtc_key(leg))
+    }
+
+    /// The signalling of `leg` is back (a request of its dialog on a new connection): the
+    /// grace timer stops.
+    ///
+    /// # Errors
+    /// No such leg, or it has ended (the grace period ran out).
+    pub fn reattach(&self, leg: LegId) -> Result<RtcLeg, RtcError> {
+        self.legs.reattach(&rtc_key(leg))
+    }
+
+    /// Every live WebRTC leg, with its engine leg id when it has one (`gwctl calls`).
+    pub fn live_legs(&self) -> Vec<(Option<LegId>, RtcLeg)> {
+        self.legs
+            .all()
+            .into_iter()
+            .map(|(key, leg)| {
+                let id = key
+                    .strip_prefix("webrtc:leg-")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .map(LegId);
+                (id, leg)
+            })
+            .collect()
+    }
+
+    /// The WebRTC leg of `leg` (stats, its local SDP).
+    pub fn rtc_leg(&self, leg: LegId) -> Option<RtcLeg> {
+        self.legs.find(&rtc_key(leg))
     }
 
     /// Answers a browser's offer for a leg the engine adds to a call it has already (an agent
@@ -357,6 +480,7 @@ impl RtcProvider {
                 ids,
                 internal: tx,
                 endpoints: Arc::default(),
+                signals: Arc::default(),
                 answer_timeout: settings.answer_timeout(),
             },
             internal: rx,
@@ -454,6 +578,7 @@ impl RtcProvider {
                 };
                 e.task = None;
                 let rtc = e.rtc.clone();
+                signal(&self.handle.signals, leg, LegSignal::Ended(cause.clone()));
                 self.emit(leg, LegEvent::Failed { cause });
                 if let Some(e) = self.table.get_mut(&leg) {
                     e.released = true;
@@ -471,6 +596,18 @@ impl RtcProvider {
                     r.hangup();
                 }
             }
+            Internal::Digit {
+                leg,
+                digit,
+                duration,
+            } => self.emit(
+                leg,
+                LegEvent::Digit {
+                    digit,
+                    duration,
+                    source: crate::calls::leg::DigitSource::SipInfo,
+                },
+            ),
         }
     }
 
@@ -504,6 +641,11 @@ impl RtcProvider {
                 },
             ),
             RtcEvent::Closed(reason) => {
+                signal(
+                    &self.handle.signals,
+                    leg,
+                    LegSignal::Ended(close_cause(&reason)),
+                );
                 let Some(e) = self.table.remove(&leg) else {
                     return;
                 };
@@ -553,6 +695,12 @@ impl RtcProvider {
             return;
         };
         let h = self.handle.clone();
+        let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+        self.handle
+            .signals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(leg, sig_tx);
         let task = tokio::spawn(async move {
             let tx = h.internal.clone();
             let fail = |cause: EndCause| {
@@ -575,6 +723,7 @@ impl RtcProvider {
                 caller,
                 caller_name: name,
                 sdp: new.sdp,
+                signals: sig_rx,
                 reply,
             };
             if sink.send(offer).is_err() {
@@ -671,13 +820,17 @@ impl LegProvider for RtcProvider {
                     cause: EndCause::q850(111, format!("not a WebRTC target: {target:?}")),
                 },
             )),
-            LegCommand::Ring { .. } => {}
+            LegCommand::Ring { .. } => signal(&self.handle.signals, leg, LegSignal::Ringing),
             LegCommand::Answer { .. } => {
                 if let Some(e) = self.table.get_mut(&leg) {
                     e.answered = true;
                 }
+                signal(&self.handle.signals, leg, LegSignal::Answered);
             }
-            LegCommand::Reject { .. } | LegCommand::HangUp { .. } => self.release(leg),
+            LegCommand::Reject { cause } | LegCommand::HangUp { cause } => {
+                signal(&self.handle.signals, leg, LegSignal::Ended(cause));
+                self.release(leg);
+            }
             LegCommand::SendDigit { digit, .. } => {
                 if let Some(r) = self.table.get(&leg).and_then(|e| e.rtc.as_ref())
                     && let Err(e) = r.send_digit(digit)

@@ -11,9 +11,12 @@
 //!
 //! Mapping to the leg interface: `Originate` to a [`Target::Tdm`] hunts a free channel of the
 //! group (PRI: SETUP on that channel; CAS: seizure and in-band address; a CAS glare re-hunts
-//! another channel); `Ring` sends ALERTING (in-band when the engine has early media), `Answer`
-//! CONNECT or the CAS answer, `Reject`/`HangUp` clear with the Q.850 cause. Up: PRI PROGRESS or
-//! ALERTING with in-band information becomes [`LegEvent::Progress`], ALERTING
+//! another channel); `Ring` sends ALERTING, or PROGRESS with "in-band information available"
+//! (PI 8) when the engine opens early media (the SIP callee's 183 with SDP), `Answer` CONNECT
+//! or the CAS answer, `Reject`/`HangUp` clear with the Q.850 cause. Up: PRI PROGRESS or
+//! ALERTING with in-band information (PI 1 or 8) becomes [`LegEvent::Progress`] carrying the
+//! channel's audio as a port (early media: a SIP caller gets 183 with SDP and hears the
+//! B-channel before the answer; [`LegEvent::Answered`] hands on the same port), ALERTING
 //! [`LegEvent::Alerting`], CONNECT [`LegEvent::Answered`], clearing [`LegEvent::HungUp`] (after
 //! answer) or [`LegEvent::Failed`] (before), with the Q.850 cause — 38 when a span alarm
 //! cleared the call.
@@ -80,6 +83,12 @@ struct Leg {
     answered: bool,
     /// Outbound: group, number, glare retries left.
     retry: Option<(usize, String, u8)>,
+    /// Outbound: the channel's audio, lent with early media (in-band information before
+    /// the answer); the answer hands the same slot on.
+    early: Option<PortSlot>,
+    /// Inbound: early media is open toward the caller (PROGRESS with in-band information was
+    /// sent), so a later ALERTING says in-band too.
+    inband: bool,
 }
 
 /// Why the provider could not start.
@@ -439,6 +448,8 @@ impl<B: Backend + 'static> TdmProvider<B> {
                         outbound: true,
                         answered: false,
                         retry: Some((gi, number.to_owned(), retries)),
+                        early: None,
+                        inband: false,
                     },
                 );
                 return;
@@ -504,6 +515,8 @@ impl<B: Backend + 'static> TdmProvider<B> {
                 outbound: false,
                 answered: false,
                 retry: None,
+                early: None,
+                inband: false,
             },
         );
         let request_uri = format!("tel:{}", if called.is_empty() { "s" } else { &called });
@@ -540,12 +553,48 @@ impl<B: Backend + 'static> TdmProvider<B> {
         match ev {
             TdmEvent::Incoming { .. } | TdmEvent::Proceeding => {}
             TdmEvent::Alerting { .. } => self.events.push_back((id, LegEvent::Alerting)),
-            TdmEvent::Progress { inband: true } => {
-                self.events
-                    .push_back((id, LegEvent::Progress { media: None }));
+            TdmEvent::Progress { inband: true } if outbound && !answered => {
+                // Early media: the far end's tones or announcements are in the B-channel now;
+                // lend its audio once and tell the engine (SIP callers get 183 with SDP).
+                if self.legs.get(&id).is_some_and(|l| l.early.is_some()) {
+                    return;
+                }
+                let port = self
+                    .spans
+                    .get(si)
+                    .and_then(|s| s.chans.get(ci))
+                    .and_then(|c| c.home.lend());
+                let Some(port) = port else {
+                    tracing::warn!(leg = %id, "early media: the channel's audio is still in use");
+                    return;
+                };
+                let slot = PortSlot::new(Box::new(port));
+                if let Some(l) = self.legs.get_mut(&id) {
+                    l.early = Some(slot.clone());
+                }
+                self.events.push_back((
+                    id,
+                    LegEvent::Progress {
+                        media: None,
+                        attachment: MediaAttachment::Port(slot),
+                    },
+                ));
             }
             TdmEvent::Answered => {
                 if !outbound || answered {
+                    return;
+                }
+                if let Some(slot) = self.legs.get_mut(&id).and_then(|l| {
+                    l.answered = true;
+                    l.early.clone()
+                }) {
+                    self.events.push_back((
+                        id,
+                        LegEvent::Answered {
+                            media: None,
+                            attachment: MediaAttachment::Port(slot),
+                        },
+                    ));
                     return;
                 }
                 let port = self
@@ -861,10 +910,21 @@ impl<B: Backend + 'static> LegProvider for TdmProvider<B> {
                 _ => self.fail(leg, 111, "not a TDM target"),
             },
             LegCommand::Ring { early_media } => {
-                if let Some(l) = self.legs.get(&leg) {
+                // With early media (the far end's SIP 183 with SDP, an announcement): PROGRESS
+                // with "in-band information available" (PI 8); without: ALERTING (PI 8 too
+                // once early media is open).
+                if let Some(l) = self.legs.get_mut(&leg) {
+                    if early_media.is_some() {
+                        l.inband = true;
+                    }
+                    let inband = l.inband;
                     if let (Some(span), Some(call)) = (self.spans.get_mut(l.span), l.call) {
                         if let Some((pri, _)) = span.pri.as_mut() {
-                            pri.alerting(now, call, early_media.is_some());
+                            if early_media.is_some() {
+                                pri.progress(now, call);
+                            } else {
+                                pri.alerting(now, call, inband);
+                            }
                         }
                     }
                 }

@@ -12,6 +12,7 @@
 //   {"cmd":"record","seconds":3}             {"type":"recorded","rate":48000,"pcm":base64 i16le}
 //   {"cmd":"dtmf","tones":"123#","duration":100,"gap":70}   {"type":"ok"} (after tonechange "")
 //   {"cmd":"stats"}                          {"type":"stats","stats":{...}}
+//   {"cmd":"load-jssip"}                    {"type":"ok","version":..}  JsSIP + jssip-phone.js
 //   {"cmd":"eval","js":"..."}                {"type":"value","value":...}  (for other tests)
 //   {"cmd":"close"}                          {"type":"closed"}, then exit
 // Errors: {"type":"error","message":...}. Chromium is launched with the flags of
@@ -200,6 +201,16 @@ async function main() {
         case 'record': out({ type: 'recorded', ...(await page.evaluate((s) => window.sb.record(s), m.seconds || 3)) }); break;
         case 'dtmf': await page.evaluate(([t, d, g]) => window.sb.dtmf(t, d, g), [m.tones, m.duration || 100, m.gap || 70]); out({ type: 'ok' }); break;
         case 'stats': out({ type: 'stats', stats: await page.evaluate(() => window.sb.stats()) }); break;
+        case 'load-jssip': {
+          // JsSIP bundled by setup.sh (esbuild) and the test softphone; missing: an error.
+          const here = path.dirname(new URL(import.meta.url).pathname);
+          for (const f of ['jssip.bundle.js', 'jssip-phone.js']) {
+            if (!fs.existsSync(path.join(here, f))) throw new Error(`${f} missing in ${here}: run gateway/tests/browser/setup.sh`);
+            await page.addScriptTag({ path: path.join(here, f) });
+          }
+          out({ type: 'ok', version: await page.evaluate(() => JsSIP.version) });
+          break;
+        }
         case 'eval': out({ type: 'value', value: await page.evaluate(m.js) }); break;
         case 'close': await page.evaluate(() => window.sb.pc && window.sb.pc.close()); await cleanup(); out({ type: 'closed' }); process.exit(0);
         default: out({ type: 'error', message: 'unknown cmd ' + m.cmd });

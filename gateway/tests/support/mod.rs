@@ -1,10 +1,14 @@
-//! Shared helpers for tests with real WebRTC peers: the speech reference, a 48 kHz fake-capture
-//! WAV, peer processes driven by JSON lines (headless Chromium through
+//! Shared helpers for tests with real peers: a baresip SIP agent ([`baresip`]), Kamailio as
+//! registrar and trunk ([`kamailio`]), the speech reference, a 48 kHz fake-capture WAV, WebRTC
+//! peer processes driven by JSON lines (headless Chromium through
 //! `gateway/tests/browser/peer.mjs`, aiortc through `gateway/tests/peers/aiortc_peer.py`), an
 //! echo bridge, and alignment by normalised cross-correlation.
 //!
 //! Use from a test file with `mod support;`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod baresip;
+pub mod kamailio;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 /* libpri on one end of a SOCK_SEQPACKET socketpair, for spanbridge's Q.921/Q.931 interop tests.
  *
- * Usage: libpri_peer FD network|user euro|ni2
+ * Usage: libpri_peer FD network|user euro|ni2|5ess|dms100
  * FD is the harness's end of the socketpair (inherited). Commands arrive on stdin, one per line:
  *   call CHAN CALLED CALLING COMPLETE(0|1)   place a call (prints "CALL IDX")
  *   proceed IDX | setupack IDX | alert IDX | answer IDX
@@ -103,10 +103,13 @@ static void command(struct pri *pri, char *line, int *done) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) { fprintf(stderr, "usage: %s FD network|user euro|ni2\n", argv[0]); return 2; }
+    if (argc != 4) { fprintf(stderr, "usage: %s FD network|user euro|ni2|5ess|dms100\n", argv[0]); return 2; }
     int fd = atoi(argv[1]);
     int node = !strcmp(argv[2], "network") ? PRI_NETWORK : PRI_CPE;
-    int sw = !strcmp(argv[3], "ni2") ? PRI_SWITCH_NI2 : PRI_SWITCH_EUROISDN_E1;
+    int sw = !strcmp(argv[3], "ni2")      ? PRI_SWITCH_NI2
+             : !strcmp(argv[3], "5ess")   ? PRI_SWITCH_LUCENT5E
+             : !strcmp(argv[3], "dms100") ? PRI_SWITCH_DMS100
+                                          : PRI_SWITCH_EUROISDN_E1;
     pri_set_error(quiet);
     pri_set_message(quiet);
     struct pri *pri = pri_new(fd, node, sw);

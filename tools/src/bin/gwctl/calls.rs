@@ -89,6 +89,15 @@ pub fn calls(gateway: &str, json: bool) -> Result<String, Error> {
         return Ok(format!("{}\n", serde_json::to_string_pretty(&v)?));
     }
     let calls = v["calls"].as_array().cloned().unwrap_or_default();
+    // WebRTC transport figures, when the gateway runs WebRTC legs ([rtc]); absent otherwise.
+    let rtc = if calls.is_empty() {
+        Vec::new()
+    } else {
+        get_json(gateway, "/diag/rtc/legs")
+            .ok()
+            .and_then(|r| r["legs"].as_array().cloned())
+            .unwrap_or_default()
+    };
     let mut out = String::new();
     if calls.is_empty() {
         out.push_str("no live calls\n");
@@ -131,9 +140,46 @@ pub fn calls(gateway: &str, json: bool) -> Result<String, Error> {
                     ""
                 }
             );
+            if let Some(r) = rtc
+                .iter()
+                .find(|r| r["leg"].as_u64().is_some() && r["leg"].as_u64() == l["id"].as_u64())
+            {
+                out.push_str(&rtc_line(r));
+            }
         }
     }
     Ok(out)
+}
+
+/// The transport of a WebRTC leg under its leg line: ICE state and selected candidate pair,
+/// DTLS state and role, SRTP profile, codec, RTT and loss (and the grace period left when its
+/// signalling is gone).
+fn rtc_line(r: &Value) -> String {
+    let pair = match r["selected_pair"].as_array().map(Vec::as_slice) {
+        Some([local, remote]) => format!("{} <-> {}", s(local), s(remote)),
+        _ => "none".to_owned(),
+    };
+    let rtt = r["rtt_ms"]
+        .as_f64()
+        .map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"));
+    let mut line = format!(
+        "           webrtc: ice {} pair {}  dtls {} ({})  srtp {}  codec {}  rtt {}  loss {:.2} % ({} lost of {} rx)",
+        s(&r["ice_state"]),
+        pair,
+        s(&r["dtls_state"]),
+        s(&r["dtls_role"]),
+        s(&r["srtp_profile"]),
+        s(&r["codec"]),
+        rtt,
+        r["loss_percent"].as_f64().unwrap_or(0.0),
+        s(&r["packets_lost"]),
+        s(&r["packets_received"]),
+    );
+    if let Some(g) = r["grace_left_s"].as_f64() {
+        let _ = write!(line, "  signalling lost: {g:.1} s of grace left");
+    }
+    line.push('\n');
+    line
 }
 
 /// `gwctl sip trace`: the SIP messages the gateway saw (of one call with `call`), as text or as
