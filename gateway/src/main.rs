@@ -171,11 +171,25 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
         _ => None,
     };
     // SIP over WebSocket for browser softphones ([rtc] sip_ws): their calls are WebRTC legs.
-    let _sip_ws = match (&rtc, config.rtc.as_ref().and_then(|r| r.sip_ws)) {
-        (Some(r), Some(listen)) => Some(
+    // [rtc] sip_wss adds the wss:// listener (certificate and key loaded and checked with the
+    // configuration).
+    let sip_wss = match config.rtc.as_ref().map(|r| r.wss_tls()) {
+        Some(Err(e)) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("[rtc] {e}"),
+            ));
+        }
+        Some(Ok(w)) => w,
+        None => None,
+    };
+    let sip_ws_listen = config.rtc.as_ref().and_then(|r| r.sip_ws);
+    let _sip_ws = match (&rtc, sip_ws_listen.is_some() || sip_wss.is_some()) {
+        (Some(r), true) => Some(
             gateway::rtc::sipws::SipWsServer::start(
                 gateway::rtc::sipws::SipWsConfig {
-                    listen,
+                    listen: sip_ws_listen,
+                    wss: sip_wss,
                     realm: config
                         .sip
                         .as_ref()
@@ -193,7 +207,11 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
             .map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
-                    format!("cannot bind the SIP WebSocket listener ([rtc] sip_ws {listen}): {e}"),
+                    format!(
+                        "cannot bind the SIP WebSocket listener ([rtc] sip_ws {sip_ws_listen:?} \
+                         sip_wss {:?}): {e}",
+                        config.rtc.as_ref().and_then(|r| r.sip_wss)
+                    ),
                 )
             })?,
         ),

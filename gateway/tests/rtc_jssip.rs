@@ -442,6 +442,12 @@ impl Rig {
     /// The gateway on the real plane with the WebRTC provider and SIP over WebSocket; user
     /// alice may register; `1000` routes to a SIP UAS at `uas`, `alice` to her page.
     async fn start(uas_port: u16) -> Rig {
+        Rig::start_with(uas_port, "").await
+    }
+
+    /// Like [`Rig::start`] with `rtc_extra` added to the `[rtc]` section; with `sip_wss` in it
+    /// the server listens on `wss://` only (no `ws://`), from the configuration's TLS files.
+    async fn start_with(uas_port: u16, rtc_extra: &str) -> Rig {
         let text = format!(
             r#"
     [http]
@@ -454,6 +460,7 @@ impl Rig {
     [rtc]
     codecs = ["pcmu", "opus"]
     grace_s = {GRACE_S}
+    {rtc_extra}
 
     [[user]]
     name = "alice"
@@ -500,9 +507,15 @@ impl Rig {
         .unwrap();
         let port = gw.take_provider(LegKind::WebRtc).unwrap();
         let rtc = gateway::rtc::provider::start(config.rtc.as_ref().unwrap(), port).unwrap();
+        let wss = config.rtc.as_ref().unwrap().wss_tls().unwrap();
         let ws = SipWsServer::start(
             SipWsConfig {
-                listen: "127.0.0.1:0".parse().unwrap(),
+                listen: if wss.is_some() {
+                    None
+                } else {
+                    Some("127.0.0.1:0".parse().unwrap())
+                },
+                wss,
                 realm: "spanbridge".into(),
                 users: config
                     .users
@@ -575,15 +588,41 @@ fn js(p: &mut Peer, code: &str) -> Value {
 
 /// Headless Chromium with JsSIP loaded, registered as alice over `ws`.
 fn browser(wav: &std::path::Path, ws: SocketAddr) -> Peer {
-    let mut p = Peer::chromium(wav);
+    register(Peer::chromium(wav), &format!("ws://{ws}"))
+}
+
+/// Loads JsSIP in `p` and registers alice at `url`.
+fn register(mut p: Peer, url: &str) -> Peer {
     let r = p.request(json!({"cmd": "load-jssip"}), Duration::from_secs(20));
     eprintln!("JsSIP {} loaded", r["version"]);
     let reg = js(
         &mut p,
-        &format!("phone.start('ws://{ws}', 'alice', 'wonderland', '127.0.0.1')"),
+        &format!("phone.start('{url}', 'alice', 'wonderland', '127.0.0.1')"),
     );
-    assert_eq!(reg, "registered");
+    assert_eq!(reg, "registered", "JsSIP registration over {url}");
     p
+}
+
+/// Base64 (RFC 4648, padded) of `data`.
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
@@ -870,5 +909,90 @@ async fn signalling_loss() {
         .expect("a WebRTC leg in the CDR");
     assert_eq!(rtc_leg.q850, Some(102), "{line}");
     blocking(move || page.close()).await;
+    rig.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jssip_over_wss_with_a_test_certificate_registers_calls_sipp_audio_both_ways_nothing_left()
+{
+    tokio::time::timeout(Duration::from_secs(55), browser_calls_sipp_over_wss())
+        .await
+        .expect("the whole scenario within 55 s");
+}
+
+/// `[rtc] sip_wss` with a self-signed certificate made now: Chromium trusts exactly that key
+/// (`--ignore-certificate-errors-spki-list`), JsSIP registers over `wss://` with digest (the
+/// server has no `ws://` listener), calls the SIPp UAS; each side hears the other (≥ 0.9 after
+/// G.711); the page's BYE reaches SIPp; nothing is left, the TLS WebSocket closes.
+async fn browser_calls_sipp_over_wss() {
+    use sha2::Digest;
+    let reference = speech_8k();
+    let dir = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let spki = base64(&sha2::Sha256::digest(ck.key_pair.public_key_der()));
+    let cert = dir.path().join("wss.pem");
+    let key = dir.path().join("wss.key");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let backwards: Vec<i16> = reference.iter().rev().copied().collect();
+    let wav = support::write_capture_wav(dir.path(), &backwards);
+    let media = Media::start(Some(reference.clone())).await;
+    let uas_port = free_port();
+    let rig = Rig::start_with(
+        uas_port,
+        &format!(
+            "sip_wss = \"127.0.0.1:0\"\n    sip_wss_cert = {:?}\n    sip_wss_key = {:?}",
+            cert.to_str().unwrap(),
+            key.to_str().unwrap()
+        ),
+    )
+    .await;
+    let wss = rig.ws.wss_addr().expect("the wss:// listener");
+    assert_eq!(rig.ws.addr(), wss, "no ws:// listener in this rig");
+    let sipp = Sipp::start(&uas_scenario(media.addr.port()), uas_port, None);
+    let page = blocking(move || {
+        register(
+            Peer::chromium_trusting(&wav, &spki),
+            &format!("wss://127.0.0.1:{}", wss.port()),
+        )
+    })
+    .await;
+    assert_eq!(rig.ws.counters().bindings.load(Ordering::Relaxed), 1);
+    let (mut page, at_page) = blocking(move || {
+        let mut page = page;
+        js(&mut page, "phone.call('sip:1000@127.0.0.1')");
+        js(&mut page, "phone.waitFor('confirmed', 10000)");
+        std::thread::sleep(Duration::from_millis(1500));
+        let rec = page.record(3.0);
+        (page, rec)
+    })
+    .await;
+    let c = best_windows(&reference, &at_page);
+    eprintln!("wss: SIP side's speech in the page: correlation {c:.3}");
+    assert!(c >= 0.9, "SIP -> page over wss: correlation {c:.3}");
+    let at_sip = media.last(2.5);
+    let c = best_windows(&backwards, &at_sip);
+    eprintln!("wss: page's speech at the SIP side: correlation {c:.3}");
+    assert!(c >= 0.9, "page -> SIP over wss: correlation {c:.3}");
+    let page = blocking(move || {
+        js(&mut page, "phone.hangup()");
+        page
+    })
+    .await;
+    let (code, err) = sipp.finish(Duration::from_secs(10)).await;
+    assert_eq!(
+        code,
+        Some(0),
+        "SIPp UAS (BYE from the page over wss): {err}"
+    );
+    rig.wait_nothing_left().await;
+    blocking(move || page.close()).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rig.ws.counters().connections.load(Ordering::Relaxed) != 0 {
+        assert!(Instant::now() < deadline, "TLS WebSocket left open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     rig.shutdown().await;
 }

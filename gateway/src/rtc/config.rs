@@ -14,6 +14,9 @@
 //! media_timeout_s = 10                 # no RTP from a connected peer this long: it is gone
 //! sip_ws = "127.0.0.1:5066"            # optional SIP over WebSocket listener (JsSIP, SIP.js):
 //!                                      # [[user]]s register and call; calls get WebRTC legs
+//! sip_wss = "0.0.0.0:7443"             # optional SIP over secure WebSocket (wss://), the same
+//! sip_wss_cert = "/etc/spanbridge/wss.pem"  # server; PEM certificate chain and PEM private key
+//! sip_wss_key = "/etc/spanbridge/wss.key"   # (both needed with sip_wss)
 //!
 //! [[rtc.ice_servers]]                  # handed to clients; the gateway itself uses none
 //! urls = ["stun:stun.example.net:3478"]
@@ -96,6 +99,16 @@ pub struct RtcSettings {
     /// ([`super::sipws`]); absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip_ws: Option<std::net::SocketAddr>,
+    /// SIP over secure WebSocket (`wss://`) listener of the same server; needs `sip_wss_cert`
+    /// and `sip_wss_key`; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_wss: Option<std::net::SocketAddr>,
+    /// PEM certificate chain (leaf first) of the `wss://` listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_wss_cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the `wss://` listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip_wss_key: Option<String>,
 }
 
 impl Default for RtcSettings {
@@ -113,6 +126,9 @@ impl Default for RtcSettings {
             answer_timeout_s: default_answer(),
             media_timeout_s: default_media_timeout(),
             sip_ws: None,
+            sip_wss: None,
+            sip_wss_cert: None,
+            sip_wss_key: None,
         }
     }
 }
@@ -128,8 +144,10 @@ impl RtcSettings {
     ///
     /// # Errors
     /// A wildcard or missing host address, a bad port range, an unknown codec, an ICE server
-    /// URL that is not `stun:`/`turn:`/`turns:`, zero timeouts.
+    /// URL that is not `stun:`/`turn:`/`turns:`, zero timeouts, `sip_wss` without a certificate
+    /// and key that load (or a certificate/key without `sip_wss`).
     pub fn validate(&self) -> Result<(), String> {
+        self.wss_tls()?;
         if self.host_addresses.is_empty() {
             return Err("host_addresses is empty: name at least one interface address".into());
         }
@@ -188,6 +206,38 @@ impl RtcSettings {
             return Err("connect_timeout_s and answer_timeout_s must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// The `wss://` listener: its address and TLS configuration loaded from the PEM files, or
+    /// `None` without `sip_wss`.
+    ///
+    /// # Errors
+    /// `sip_wss` without `sip_wss_cert`/`sip_wss_key`, those without `sip_wss`, or files that do
+    /// not load (the message names the file).
+    pub fn wss_tls(
+        &self,
+    ) -> Result<
+        Option<(
+            std::net::SocketAddr,
+            std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+        )>,
+        String,
+    > {
+        match (self.sip_wss, &self.sip_wss_cert, &self.sip_wss_key) {
+            (None, None, None) => Ok(None),
+            (None, _, _) => Err(
+                "sip_wss_cert/sip_wss_key given without sip_wss: add sip_wss = \"ADDR:PORT\" or \
+                 remove them"
+                    .into(),
+            ),
+            (Some(a), Some(cert), Some(key)) => super::sipws::wss_tls_config(cert, key)
+                .map(|c| Some((a, c)))
+                .map_err(|e| format!("sip_wss {a}: cannot load its TLS certificate/key: {e}")),
+            (Some(a), _, _) => Err(format!(
+                "sip_wss {a} needs sip_wss_cert and sip_wss_key (PEM certificate chain and \
+                 private key files)"
+            )),
+        }
     }
 
     /// The ICE port range, if configured.

@@ -36,8 +36,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::ServerConfig;
 
 use super::provider::{Accepted, IncomingSpec, LegSignal, OutgoingOffer, RtcHandle};
 use crate::calls::leg::{EndCause, LegId};
@@ -51,16 +54,58 @@ use crate::sip::transaction::{
 use crate::sip::transport::{ConnectionId, SipTransport, Transport, TransportConfig};
 
 /// How to start a [`SipWsServer`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SipWsConfig {
-    /// `ws://` listen address (port 0: ephemeral).
-    pub listen: SocketAddr,
+    /// `ws://` listen address (port 0: ephemeral); `None`: no plain WebSocket listener.
+    pub listen: Option<SocketAddr>,
+    /// `wss://` listen address and its TLS server configuration (see [`wss_tls_config`]);
+    /// `None`: no secure WebSocket listener. At least one of `listen` and `wss` is needed.
+    pub wss: Option<(SocketAddr, Arc<ServerConfig>)>,
     /// Digest realm.
     pub realm: String,
     /// Users who may register and call: (name, password).
     pub users: Vec<(String, String)>,
     /// Transaction timers.
     pub timers: TimerConfig,
+}
+
+impl std::fmt::Debug for SipWsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipWsConfig")
+            .field("listen", &self.listen)
+            .field("wss", &self.wss.as_ref().map(|w| w.0))
+            .field("realm", &self.realm)
+            .field("users", &self.users.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `wss://` listener's rustls configuration (ring; TLS 1.2 and 1.3) from a PEM certificate
+/// chain and a PEM private key; the error names the file and what is wrong with it.
+///
+/// # Errors
+/// A file cannot be read, holds no certificate / no private key, or the key does not fit.
+pub fn wss_tls_config(cert: &str, key: &str) -> std::io::Result<Arc<ServerConfig>> {
+    let bad = |path: &str, what: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{path}: {what}"))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad(cert, &"no CERTIFICATE block (PEM expected)"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| bad(key, &format!("no usable PEM private key: {e}")))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(cert, &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| bad(key, &format!("does not fit the certificate in {cert}: {e}")))?;
+    Ok(Arc::new(cfg))
 }
 
 /// Live figures of a [`SipWsServer`] (tests assert 0 after calls).
@@ -82,6 +127,7 @@ pub struct SipWsCounters {
 #[derive(Debug)]
 pub struct SipWsServer {
     addr: SocketAddr,
+    wss_addr: Option<SocketAddr>,
     counters: Arc<SipWsCounters>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -91,15 +137,24 @@ impl SipWsServer {
     /// Binds the listener and starts the server on `rtc` (the running WebRTC provider).
     ///
     /// # Errors
-    /// The listener cannot be bound.
+    /// A listener cannot be bound, or neither `ws` nor `wss` is configured.
     pub async fn start(cfg: SipWsConfig, rtc: RtcHandle) -> std::io::Result<SipWsServer> {
+        if cfg.listen.is_none() && cfg.wss.is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "SIP over WebSocket needs a ws or a wss listen address",
+            ));
+        }
         let transport = SipTransport::bind(TransportConfig {
-            ws: Some(cfg.listen),
+            ws: cfg.listen,
+            wss: cfg.wss.clone(),
             ..TransportConfig::default()
         })
         .await?;
-        let addr = transport
-            .ws_addr()
+        let ws_addr = transport.ws_addr();
+        let wss_addr = transport.wss_addr();
+        let addr = ws_addr
+            .or(wss_addr)
             .ok_or_else(|| std::io::Error::other("no WebSocket listener"))?;
         let counters = Arc::new(SipWsCounters::default());
         let (stop, stopped) = oneshot::channel();
@@ -126,6 +181,8 @@ impl SipWsServer {
             closed,
             rtc,
             addr,
+            ws_addr,
+            wss_addr,
             flows: HashMap::new(),
             calls: HashMap::new(),
             by_leg: HashMap::new(),
@@ -138,18 +195,28 @@ impl SipWsServer {
             sends: Vec::new(),
         };
         let task = tokio::spawn(server.run(stopped));
-        tracing::info!(sip_ws = %addr, "SIP over WebSocket listener up (WebRTC legs)");
+        tracing::info!(
+            sip_ws = ?ws_addr,
+            sip_wss = ?wss_addr,
+            "SIP over WebSocket listener up (WebRTC legs)"
+        );
         Ok(SipWsServer {
             addr,
+            wss_addr,
             counters,
             stop: Some(stop),
             task,
         })
     }
 
-    /// The `ws://` address.
+    /// The `ws://` address (the `wss://` one when there is no plain listener).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The `wss://` address, if that listener runs.
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.wss_addr
     }
 
     /// Live figures.
@@ -220,6 +287,8 @@ struct Server {
     closed: mpsc::UnboundedReceiver<ConnectionId>,
     rtc: RtcHandle,
     addr: SocketAddr,
+    ws_addr: Option<SocketAddr>,
+    wss_addr: Option<SocketAddr>,
     flows: HashMap<SocketAddr, Flow>,
     calls: HashMap<String, Call>,
     by_leg: HashMap<LegId, String>,
@@ -317,15 +386,29 @@ impl Server {
         )
     }
 
-    fn via(&self) -> ViaTemplate {
-        ViaTemplate {
-            transport: Transport::Ws.via_token().to_owned(),
-            sent_by: self.addr.to_string(),
+    /// Our transport and address as seen on a flow of `transport` (WSS flows name the `wss://`
+    /// listener).
+    fn local(&self, transport: Transport) -> (Transport, SocketAddr) {
+        match (transport, self.wss_addr, self.ws_addr) {
+            (Transport::Wss, Some(a), _) => (Transport::Wss, a),
+            (_, _, Some(a)) => (Transport::Ws, a),
+            (_, Some(a), None) => (Transport::Wss, a),
+            (_, None, None) => (Transport::Ws, self.addr),
         }
     }
 
-    fn contact(&self) -> Option<Uri> {
-        Uri::parse(&format!("sip:gw@{};transport=ws", self.addr)).ok()
+    fn via(&self, transport: Transport) -> ViaTemplate {
+        let (t, a) = self.local(transport);
+        ViaTemplate {
+            transport: t.via_token().to_owned(),
+            sent_by: a.to_string(),
+        }
+    }
+
+    fn contact(&self, transport: Transport) -> Option<Uri> {
+        let (t, a) = self.local(transport);
+        let param = if t == Transport::Wss { "wss" } else { "ws" };
+        Uri::parse(&format!("sip:gw@{a};transport={param}")).ok()
     }
 
     async fn flush(&mut self) {
@@ -343,7 +426,7 @@ impl Server {
                 Some(c) => self.transport.send_on(c, bytes).await,
                 None => {
                     self.transport
-                        .send(flow.remote, Transport::Ws, bytes, None)
+                        .send(flow.remote, flow.transport, bytes, None)
                         .await
                 }
             };
@@ -509,7 +592,7 @@ impl Server {
             return self.take_over(now, key, req, flow, call_id, replaced);
         }
         let local_tag = format!("sbws{}", self.next());
-        let (Some(contact), via) = (self.contact(), self.via()) else {
+        let (Some(contact), via) = (self.contact(flow.transport), self.via(flow.transport)) else {
             return self.plain(now, &key, &req, 500);
         };
         let Ok(dialog) = Dialog::new_uas(&req, &local_tag, contact, via) else {
@@ -591,7 +674,7 @@ impl Server {
             return self.plain(now, &key, &req, 481);
         };
         let local_tag = format!("sbws{}", self.next());
-        let (Some(contact), via) = (self.contact(), self.via()) else {
+        let (Some(contact), via) = (self.contact(flow.transport), self.via(flow.transport)) else {
             self.calls.insert(replaced, old);
             return self.plain(now, &key, &req, 500);
         };
@@ -928,7 +1011,7 @@ impl Server {
         let call_id = format!("sbws{n}-{}", uuid::Uuid::new_v4().simple());
         let local_tag = format!("sbwsf{n}");
         let mut inv = Request::new(Method::Invite, target.uri.clone());
-        let via = self.via();
+        let via = self.via(flow.transport);
         inv.headers.push(
             HeaderName::Via,
             format!("SIP/2.0/{} {};branch={branch}", via.transport, via.sent_by),
@@ -958,7 +1041,7 @@ impl Server {
         inv.headers.push(HeaderName::To, format!("<{aor}>"));
         inv.headers.push(HeaderName::CallId, call_id.clone());
         inv.headers.push(HeaderName::CSeq, "1 INVITE");
-        if let Some(c) = self.contact() {
+        if let Some(c) = self.contact(flow.transport) {
             inv.headers.push(HeaderName::Contact, format!("<{c}>"));
         }
         inv.headers.push(
@@ -1019,7 +1102,9 @@ impl Server {
                 self.calls.insert(call_id, call);
             } else if resp.status < 300 {
                 // Answered as we gave up: ACK and BYE.
-                if let Ok(mut d) = Dialog::new_uac(&call.invite, &resp, self.via()) {
+                if let Ok(mut d) =
+                    Dialog::new_uac(&call.invite, &resp, self.via(call.flow.transport))
+                {
                     let branch = self.branch();
                     if let Ok(ack) = d.ack_for_2xx(&resp, &branch, None) {
                         self.sends.push((call.flow, ack.to_bytes()));
@@ -1043,7 +1128,7 @@ impl Server {
             }
             return;
         }
-        let Ok(mut d) = Dialog::new_uac(&call.invite, &resp, self.via()) else {
+        let Ok(mut d) = Dialog::new_uac(&call.invite, &resp, self.via(call.flow.transport)) else {
             if let Some(o) = call.offer.take() {
                 o.decline(EndCause::q850(111, "unusable 2xx from the browser"));
             }

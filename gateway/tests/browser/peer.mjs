@@ -31,6 +31,9 @@ const opt = (name, dflt) => {
 };
 const wav = opt('--wav');
 const executable = opt('--chromium', '/usr/lib/chromium/chromium');
+// --trust-spki B64: accept (only) TLS certificates with this SubjectPublicKeyInfo SHA-256,
+// e.g. a test's self-signed wss:// certificate generated at test time.
+const trustSpki = opt('--trust-spki');
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
 
 const PAGE = `<!doctype html><meta charset="utf-8"><title>spanbridge test peer</title>
@@ -176,6 +179,7 @@ async function main() {
       '--disable-default-apps', '--disable-extensions', '--use-fake-ui-for-media-stream',
       '--use-fake-device-for-media-stream', `--use-file-for-fake-audio-capture=${wav}`,
       '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
+      ...(trustSpki ? [`--ignore-certificate-errors-spki-list=${trustSpki}`] : []),
     ],
   });
   const cleanup = async () => {

@@ -188,6 +188,24 @@ impl Peer {
         )
     }
 
+    /// Headless Chromium like [`Peer::chromium`] that also accepts TLS certificates whose
+    /// SubjectPublicKeyInfo has SHA-256 `spki_b64` (base64): a test's self-signed certificate.
+    pub fn chromium_trusting(wav: &Path, spki_b64: &str) -> Peer {
+        let dir = browser_harness();
+        let script = dir.join("peer.mjs");
+        Peer::spawn(
+            "chromium",
+            "node",
+            &[
+                script.to_str().unwrap(),
+                "--wav",
+                wav.to_str().unwrap(),
+                "--trust-spki",
+                spki_b64,
+            ],
+        )
+    }
+
     /// aiortc (Debian's python3-aiortc) with `wav` as its microphone.
     pub fn aiortc(wav: &Path) -> Peer {
         let script = root().join("gateway/tests/peers/aiortc_peer.py");
