@@ -56,6 +56,22 @@ pub enum LegEvent {
     },
     /// The far end answered (outgoing legs).
     Answered,
+    /// The far user put the call on hold (PRI NOTIFY "user suspended").
+    Held,
+    /// The far user took the call off hold (PRI NOTIFY "user resumed").
+    Resumed,
+    /// Another notification (PRI NOTIFY, e.g. 0x02 bearer service change).
+    Notified {
+        /// Notification description (Q.931 §4.5.22 octet 3 without the extension bit).
+        indicator: u8,
+    },
+    /// A message during the call carried display or facility elements (PRI).
+    Elements {
+        /// Display contents.
+        display: Option<Vec<u8>>,
+        /// Facility elements' contents, passed through opaquely.
+        facility: Vec<Vec<u8>>,
+    },
     /// The leg is gone and its channel free (or blocked); `cause` says why.
     Released {
         /// Q.850 cause.

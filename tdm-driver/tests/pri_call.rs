@@ -283,13 +283,13 @@ fn overlap_dialling_restart_and_status() {
     p.pump();
     let (ncall, _, called, _) = Pair::incoming(&p.net_events)[0].clone();
     assert_eq!(called, "12");
-    p.net.setup_acknowledge(ncall).unwrap();
+    p.net.setup_acknowledge(p.now, ncall).unwrap();
     p.pump();
     assert!(matches!(
         p.user_events.last(),
         Some(CallEvent::MoreDigitsWanted { .. })
     ));
-    p.user.send_digits(call, "34", true).unwrap();
+    p.user.send_digits(p.now, call, "34", true).unwrap();
     p.pump();
     assert!(p.net_events.contains(&CallEvent::Digits {
         call: ncall,
@@ -422,4 +422,231 @@ fn unknown_call_reference_gets_release_complete_81() {
         reply.cause().map(|c| c.value),
         Some(cause::INVALID_CALL_REFERENCE)
     );
+}
+
+/// A call from the user side with `digits` and no sending complete, acknowledged by the
+/// network (overlap: network in state 25 under T302, user in state 2 under T304).
+fn overlap_call(p: &mut Pair, digits: &str) -> (CallId, CallId) {
+    let call = p
+        .user
+        .setup(p.now, number(digits), None, None, false)
+        .unwrap();
+    p.pump();
+    let ncall = Pair::incoming(&p.net_events)[0].0;
+    p.net.setup_acknowledge(p.now, ncall).unwrap();
+    p.pump();
+    assert_eq!(p.net.state(ncall), CallState::OverlapReceiving);
+    assert_eq!(p.user.state(call), CallState::OverlapSending);
+    (call, ncall)
+}
+
+#[test]
+fn t302_restarts_on_each_information_then_reports_overlap_timeout() {
+    let mut p = Pair::new(SwitchType::EuroIsdnE1);
+    let (call, ncall) = overlap_call(&mut p, "");
+    // Digits every 10 s keep the network waiting (T302 15 s restarts on each INFORMATION).
+    for d in ["1", "2", "3"] {
+        p.advance(Duration::from_secs(10));
+        p.user.send_digits(p.now, call, d, false).unwrap();
+        p.pump();
+    }
+    assert!(
+        !p.net_events
+            .iter()
+            .any(|e| matches!(e, CallEvent::OverlapTimeout { .. })),
+        "{:?}",
+        p.net_events
+    );
+    p.advance(Duration::from_millis(14_990));
+    assert!(
+        !p.net_events
+            .iter()
+            .any(|e| matches!(e, CallEvent::OverlapTimeout { .. }))
+    );
+    p.advance(Duration::from_millis(20));
+    assert!(
+        p.net_events
+            .contains(&CallEvent::OverlapTimeout { call: ncall })
+    );
+    // The number is complete enough: the network proceeds; the user's T304 stops.
+    p.net.proceeding(ncall).unwrap();
+    p.pump();
+    assert_eq!(p.user.state(call), CallState::OutgoingCallProceeding);
+    assert_eq!(p.net.state(ncall), CallState::IncomingCallProceeding);
+    let digits: String = p
+        .net_events
+        .iter()
+        .filter_map(|e| match e {
+            CallEvent::Digits { digits, .. } => Some(digits.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digits, "123");
+}
+
+#[test]
+fn t302_clears_with_cause_28_when_the_application_does_not_proceed() {
+    let mut p = Pair::new(SwitchType::EuroIsdnE1);
+    // The caller waits longer than the network (its T304 would clear first otherwise).
+    p.user.timers_mut().t304 = Duration::from_secs(60);
+    let (call, ncall) = overlap_call(&mut p, "5");
+    p.advance(Duration::from_secs(16));
+    assert!(
+        p.net_events
+            .contains(&CallEvent::OverlapTimeout { call: ncall })
+    );
+    assert_eq!(p.net.state(ncall), CallState::OverlapReceiving);
+    // Nobody decides: after another T302 the network clears, cause 28, toward the caller.
+    p.advance(Duration::from_secs(15));
+    assert!(p.user_events.contains(&CallEvent::Disconnecting {
+        call,
+        cause: cause::INVALID_NUMBER_FORMAT
+    }));
+    p.user
+        .release(p.now, call, cause::INVALID_NUMBER_FORMAT)
+        .unwrap();
+    p.pump();
+    assert_eq!(p.net.live_calls() + p.user.live_calls(), 0);
+}
+
+#[test]
+fn t304_clears_overlap_sending_when_the_network_stays_silent() {
+    let mut p = Pair::new(SwitchType::Ni2);
+    let (call, _ncall) = overlap_call(&mut p, "9");
+    p.cut = true;
+    // T304 (20 s) restarts with each INFORMATION sent.
+    p.advance(Duration::from_secs(15));
+    p.user.send_digits(p.now, call, "1", false).unwrap();
+    p.advance(Duration::from_millis(19_990));
+    assert_eq!(p.user.state(call), CallState::OverlapSending);
+    p.advance(Duration::from_millis(20));
+    assert_eq!(p.user.state(call), CallState::DisconnectRequest);
+    assert!(p.user_events.contains(&CallEvent::Disconnecting {
+        call,
+        cause: cause::TIMER_EXPIRY
+    }));
+    assert!(
+        p.trace
+            .iter()
+            .any(|(from_net, k)| !from_net && *k == MessageType::Disconnect)
+    );
+}
+
+/// An active call placed by the network toward the user.
+fn active_call(p: &mut Pair) -> (CallId, CallId) {
+    let call = p.net.setup(p.now, number("1"), None, None, true).unwrap();
+    p.pump();
+    let ucall = Pair::incoming(&p.user_events)[0].0;
+    p.user.connect(p.now, ucall).unwrap();
+    p.pump();
+    assert_eq!(p.net.state(call), CallState::Active);
+    assert_eq!(p.user.state(ucall), CallState::Active);
+    (call, ucall)
+}
+
+#[test]
+fn notify_hold_and_resume_reach_the_other_side() {
+    use tdm_driver::pri::call::notification;
+    let mut p = Pair::new(SwitchType::EuroIsdnE1);
+    let (call, ucall) = active_call(&mut p);
+    p.user.notify(ucall, notification::USER_SUSPENDED).unwrap();
+    p.pump();
+    p.net.notify(call, notification::USER_RESUMED).unwrap();
+    p.pump();
+    assert!(p.net_events.contains(&CallEvent::Notify {
+        call,
+        indicator: notification::USER_SUSPENDED
+    }));
+    assert!(p.user_events.contains(&CallEvent::Notify {
+        call: ucall,
+        indicator: notification::USER_RESUMED
+    }));
+    // NOTIFY is for calls that are set up.
+    let pending = p.net.setup(p.now, number("2"), None, None, true).unwrap();
+    assert!(p.net.notify(pending, notification::USER_SUSPENDED).is_err());
+    // A NOTIFY without its notification indicator is answered with STATUS cause 96.
+    let bare = Message::new(
+        MessageType::Notify,
+        tdm_driver::pri::q931::CallReference {
+            value: call.value,
+            from_destination: true,
+        },
+    );
+    p.pump();
+    p.net.receive(p.now, &bare);
+    let reply = p.net.poll_transmit().unwrap();
+    assert_eq!(reply.kind, MessageType::Status);
+    assert_eq!(
+        reply.cause().map(|c| c.value),
+        Some(cause::MANDATORY_IE_MISSING)
+    );
+    assert_eq!(p.net.state(call), CallState::Active);
+}
+
+#[test]
+fn redirecting_number_display_and_facility_reach_the_called_side() {
+    use tdm_driver::pri::call::SetupInfo;
+    let mut p = Pair::new(SwitchType::EuroIsdnE1);
+    let redirecting = PartyNumber {
+        number_type: 2,
+        plan: 1,
+        presentation: Some((0, 3)),
+        reason: Some(2), // no reply
+        digits: "3001".into(),
+    };
+    let calling = PartyNumber {
+        presentation: Some((1, 3)), // restricted
+        ..number("2155551000")
+    };
+    let info = SetupInfo {
+        calling: Some(calling.clone()),
+        redirecting: Some(redirecting.clone()),
+        display: Some(b"Alice".to_vec()),
+        facility: vec![vec![0x91, 0xa1, 0x03, 0x02, 0x01, 0x07]],
+    };
+    p.net
+        .setup_with(p.now, number("4000"), info.clone(), None, true)
+        .unwrap();
+    p.pump();
+    let got = p
+        .user_events
+        .iter()
+        .find_map(|e| match e {
+            CallEvent::Incoming { info, calling, .. } => Some((info.clone(), calling.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(got.0, info);
+    assert_eq!(got.1, Some(calling));
+    // Display and facility on a later message are reported too (before the message's event).
+    let ucall = Pair::incoming(&p.user_events)[0].0;
+    let mut alerting = Message::new(
+        MessageType::Alerting,
+        tdm_driver::pri::q931::CallReference {
+            value: ucall.value,
+            from_destination: true,
+        },
+    );
+    alerting
+        .ies
+        .push(tdm_driver::pri::q931::Ie::Display(b"Bob".to_vec()));
+    let call = p.net.calls()[0];
+    p.net.receive(p.now, &alerting);
+    p.pump();
+    let idx = p
+        .net_events
+        .iter()
+        .position(|e| {
+            *e == CallEvent::Elements {
+                call,
+                message: MessageType::Alerting,
+                display: Some(b"Bob".to_vec()),
+                facility: vec![],
+            }
+        })
+        .unwrap();
+    assert!(matches!(
+        p.net_events.get(idx + 1),
+        Some(CallEvent::Alerting { .. })
+    ));
 }

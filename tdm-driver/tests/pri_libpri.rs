@@ -470,7 +470,10 @@ fn overlap_dialling_from_libpri() {
     });
     let (call, _, called, _) = incoming(&ev).unwrap();
     assert_eq!(called, "55");
-    t.stack.calls.setup_acknowledge(call).unwrap();
+    t.stack
+        .calls
+        .setup_acknowledge(Instant::now(), call)
+        .unwrap();
     let ack = fields(&t.expect("SETUP_ACK", Duration::from_secs(2)));
     t.cmd(&format!("info {} 678", ack[1]));
     let mut digits = String::new();
@@ -534,4 +537,122 @@ fn glare_on_one_b_channel_network_wins() {
     });
     assert_eq!(t.stack.calls.channel(ours), Some(5));
     assert_eq!(t.stack.calls.live_calls(), 1);
+}
+
+#[test]
+fn notify_hold_and_resume_both_ways_with_libpri() {
+    use tdm_driver::pri::call::notification;
+    let mut t = Interop::start(Role::Network, SwitchType::EuroIsdnE1);
+    t.wait_up();
+    let call = t
+        .stack
+        .calls
+        .setup(Instant::now(), num("4001"), None, Some(5), true)
+        .unwrap();
+    let ring = fields(&t.expect("RING", Duration::from_secs(2)));
+    let idx = ring[1].clone();
+    t.cmd(&format!("answer {idx}"));
+    t.until("answer", Duration::from_secs(2), |e| {
+        *e == CallEvent::Answered { call }
+    });
+    t.run_for(Duration::from_millis(50));
+    // Ours → libpri: user suspended, then resumed.
+    t.stack
+        .calls
+        .notify(call, notification::USER_SUSPENDED)
+        .unwrap();
+    let n = fields(&t.expect("NOTIFY", Duration::from_secs(2)));
+    assert_eq!(n, ["NOTIFY", idx.as_str(), "0"], "libpri saw {n:?}");
+    t.stack
+        .calls
+        .notify(call, notification::USER_RESUMED)
+        .unwrap();
+    let n = fields(&t.expect("NOTIFY", Duration::from_secs(2)));
+    assert_eq!(n, ["NOTIFY", idx.as_str(), "1"], "libpri saw {n:?}");
+    // libpri → ours.
+    t.cmd(&format!("notify {idx} 0"));
+    t.until("notify suspended", Duration::from_secs(2), |e| {
+        *e == CallEvent::Notify {
+            call,
+            indicator: notification::USER_SUSPENDED,
+        }
+    });
+    t.cmd(&format!("notify {idx} 1"));
+    t.until("notify resumed", Duration::from_secs(2), |e| {
+        *e == CallEvent::Notify {
+            call,
+            indicator: notification::USER_RESUMED,
+        }
+    });
+    // Nothing about NOTIFY upset either side: the call is still up and clears normally.
+    t.stack
+        .calls
+        .disconnect(Instant::now(), call, cause::NORMAL_CLEARING)
+        .unwrap();
+    t.expect("HANGUP", Duration::from_secs(2));
+    t.until("released", Duration::from_secs(2), |e| {
+        matches!(e, CallEvent::Released { .. })
+    });
+    assert_eq!(t.stack.calls.live_calls(), 0);
+}
+
+#[test]
+fn redirecting_number_and_name_from_libpri_network() {
+    let mut t = Interop::start(Role::User, SwitchType::EuroIsdnE1);
+    t.wait_up();
+    // Forwarded on busy (reason 1) by 3001.
+    t.cmd("callx 4 5551234 2125550199 Alice 3001 1");
+    let ev = t.until("incoming", Duration::from_secs(2), |e| {
+        incoming(e).is_some()
+    });
+    let CallEvent::Incoming { call, info, .. } = ev else {
+        unreachable!()
+    };
+    let redirecting = info.redirecting.expect("redirecting number");
+    assert_eq!(
+        (redirecting.digits.as_str(), redirecting.reason),
+        ("3001", Some(1))
+    );
+    assert_eq!(info.display.as_deref(), Some(&b"Alice"[..]));
+    t.stack
+        .calls
+        .disconnect(Instant::now(), call, cause::USER_BUSY)
+        .unwrap();
+    t.until("released", Duration::from_secs(2), |e| {
+        matches!(e, CallEvent::Released { .. })
+    });
+}
+
+#[test]
+fn redirecting_number_and_display_to_libpri_user() {
+    use tdm_driver::pri::call::SetupInfo;
+    let mut t = Interop::start(Role::Network, SwitchType::EuroIsdnE1);
+    t.wait_up();
+    let info = SetupInfo {
+        calling: Some(num("2125550100")),
+        redirecting: Some(PartyNumber {
+            reason: Some(15), // unconditional
+            ..num("3002")
+        }),
+        display: Some(b"Bob".to_vec()),
+        facility: Vec::new(),
+    };
+    let call = t
+        .stack
+        .calls
+        .setup_with(Instant::now(), num("4001"), info, Some(6), true)
+        .unwrap();
+    let ring = fields(&t.expect("RING", Duration::from_secs(2)));
+    assert_eq!(&ring[2..5], ["6", "4001", "2125550100"], "{ring:?}");
+    let redir = fields(&t.expect("REDIR", Duration::from_secs(2)));
+    assert_eq!(&redir[2..], ["3002", "15"], "{redir:?}");
+    let name = t.expect("NAME", Duration::from_secs(2));
+    assert!(name.ends_with(" Bob"), "{name:?}");
+    t.stack
+        .calls
+        .disconnect(Instant::now(), call, cause::NORMAL_CLEARING)
+        .unwrap();
+    t.until("released", Duration::from_secs(2), |e| {
+        matches!(e, CallEvent::Released { .. })
+    });
 }

@@ -1,7 +1,42 @@
 //! Q.931 call control for one PRI D-channel, sans IO: a state machine per call (U0–U19 /
-//! N0–N19 with overlap states 2/25), B-channel selection and glare, RESTART, STATUS, and the
-//! Q.931 timers on time passed in. Messages in and out are [`Message`]s; a [`super::q921::Link`]
-//! carries them.
+//! N0–N19 with overlap states 2/25), B-channel selection and glare, RESTART, STATUS, NOTIFY,
+//! and the Q.931 timers on time passed in. Messages in and out are [`Message`]s; a
+//! [`super::q921::Link`] carries them.
+//!
+//! # Timers (Q.931 §9, Tables 9-1 and 9-2)
+//!
+//! Run here (values in [`Timers`]):
+//! - T301 — ALERTING received, waiting for CONNECT; expiry clears with cause 19.
+//! - T302 — overlap receiving (state 25): SETUP ACKNOWLEDGE sent, restarted by each
+//!   INFORMATION. Expiry reports [`CallEvent::OverlapTimeout`]: the application proceeds if
+//!   the number is complete enough, else clears with cause 28; if it does neither within
+//!   another T302, call control clears the call with cause 28 itself.
+//! - T303 — SETUP sent; one retransmission, then RELEASE COMPLETE and cause 18.
+//! - T304 — overlap sending (state 2): SETUP ACKNOWLEDGE received, restarted by each
+//!   INFORMATION sent, waiting for CALL PROCEEDING/ALERTING/CONNECT; expiry clears with
+//!   cause 102.
+//! - T305 — DISCONNECT sent; expiry sends RELEASE.
+//! - T308 — RELEASE sent; one retransmission, then the call reference is freed.
+//! - T309 — the data link failed with the call active; expiry clears with cause 41.
+//! - T310 — CALL PROCEEDING received; expiry clears with cause 102.
+//! - T313 — user side, CONNECT sent; expiry clears with cause 102.
+//! - T316 — RESTART sent; one retransmission, then given up.
+//! - T322 — STATUS ENQUIRY sent; expiry clears with cause 102.
+//!
+//! Not run, because the procedure they supervise is not used on a PRI here:
+//! - T306 — network DISCONNECT with in-band tones (progress indicator 8): our DISCONNECT never
+//!   carries one, so T305 supervises every DISCONNECT.
+//! - T307 — a suspended call (SUSPEND/RESUME): terminal portability is a basic-rate service;
+//!   SUSPEND and RESUME are not implemented.
+//! - T312 — a SETUP sent on a broadcast (point-to-multipoint) data link: a PRI is
+//!   point-to-point with a fixed TEI.
+//! - T314 — reassembly of segmented messages: segmentation is not implemented (every message
+//!   here fits one I frame).
+//! - T317 — internal clearing of call references after RESTART received: done at once
+//!   (synchronously) when the RESTART arrives, so there is nothing to time.
+//! - T318, T319 — RESUME and SUSPEND sent (user side): not implemented, as for T307.
+//! - T320, T321 — on-demand data-link establishment and D-channel backup (Q.931 Annex F,
+//!   NFAS): one D-channel per span here, established permanently by Q.921.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -16,6 +51,8 @@ use super::q931::{
 pub mod cause {
     /// Normal call clearing.
     pub const NORMAL_CLEARING: u8 = 16;
+    /// Invalid number format (address incomplete): T302 ran out on too few digits.
+    pub const INVALID_NUMBER_FORMAT: u8 = 28;
     /// User busy.
     pub const USER_BUSY: u8 = 17;
     /// No user responding.
@@ -40,6 +77,31 @@ pub mod cause {
     pub const TIMER_EXPIRY: u8 = 102;
     /// Response to STATUS ENQUIRY.
     pub const STATUS_ENQUIRY_RESPONSE: u8 = 30;
+}
+
+/// Notification descriptions of the notification indicator element (Q.931 §4.5.22, octet 3
+/// without its extension bit: on the wire 0x80, 0x81, 0x82).
+pub mod notification {
+    /// The user suspended the call (put it on hold).
+    pub const USER_SUSPENDED: u8 = 0x00;
+    /// The user resumed the call.
+    pub const USER_RESUMED: u8 = 0x01;
+    /// The bearer service changed.
+    pub const BEARER_SERVICE_CHANGE: u8 = 0x02;
+}
+
+/// What a SETUP carries besides bearer, channel and called number, in either direction:
+/// given to [`CallControl::setup_with`], reported in [`CallEvent::Incoming`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetupInfo {
+    /// Calling party number (with presentation and screening).
+    pub calling: Option<PartyNumber>,
+    /// Redirecting number (with its redirection reason), for a diverted call.
+    pub redirecting: Option<PartyNumber>,
+    /// Display contents (the calling name on most switches), as octets.
+    pub display: Option<Vec<u8>>,
+    /// Facility elements' contents (supplementary services), passed through opaquely.
+    pub facility: Vec<Vec<u8>>,
 }
 
 /// The switch the span talks to: decides B-channel numbering and bearer defaults.
@@ -79,8 +141,13 @@ impl SwitchType {
 pub struct Timers {
     /// T301: alerting received, waiting for CONNECT (≥ 3 min).
     pub t301: Duration,
+    /// T302: SETUP ACKNOWLEDGE sent (overlap receiving), waiting for more digits (15 s).
+    pub t302: Duration,
     /// T303: SETUP sent, waiting for a response (4 s, one retry).
     pub t303: Duration,
+    /// T304: SETUP ACKNOWLEDGE received (overlap sending), waiting for CALL PROCEEDING,
+    /// ALERTING or CONNECT after the last INFORMATION (20 s).
+    pub t304: Duration,
     /// T305: DISCONNECT sent, waiting for RELEASE/DISCONNECT (30 s).
     pub t305: Duration,
     /// T308: RELEASE sent, waiting for RELEASE COMPLETE (4 s, one retry).
@@ -101,7 +168,9 @@ impl Default for Timers {
     fn default() -> Self {
         Self {
             t301: Duration::from_secs(180),
+            t302: Duration::from_secs(15),
             t303: Duration::from_secs(4),
+            t304: Duration::from_secs(20),
             t305: Duration::from_secs(30),
             t308: Duration::from_secs(4),
             t309: Duration::from_secs(6),
@@ -193,6 +262,35 @@ pub enum CallEvent {
         calling: Option<PartyNumber>,
         /// Sending complete was indicated (no more digits follow).
         complete: bool,
+        /// Redirecting number, display and facility elements of the SETUP.
+        info: SetupInfo,
+    },
+    /// T302 ran out in overlap receiving: no more digits came. Proceed
+    /// ([`CallControl::proceeding`], ...) if the number is complete enough, else clear with
+    /// [`cause::INVALID_NUMBER_FORMAT`]; after another T302 call control clears it with 28.
+    OverlapTimeout {
+        /// The call.
+        call: CallId,
+    },
+    /// A message of an existing call carried display or facility elements (reported before
+    /// the event of the message itself).
+    Elements {
+        /// The call.
+        call: CallId,
+        /// The message that carried them.
+        message: MessageType,
+        /// Display contents.
+        display: Option<Vec<u8>>,
+        /// Facility elements' contents.
+        facility: Vec<Vec<u8>>,
+    },
+    /// NOTIFY received: e.g. [`notification::USER_SUSPENDED`] (the far user holds the call),
+    /// [`notification::USER_RESUMED`].
+    Notify {
+        /// The call.
+        call: CallId,
+        /// Notification description (see [`notification`]).
+        indicator: u8,
     },
     /// More called-number digits (INFORMATION in overlap receiving).
     Digits {
@@ -295,9 +393,12 @@ pub enum CallError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimerKind {
     T301,
+    T302,
     T303,
+    T304,
     T305,
     T308,
+    T309,
     T310,
     T313,
     T322,
@@ -350,6 +451,11 @@ impl CallControl {
             events: VecDeque::new(),
             unavailable: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// The timer values, to change them (a change applies to timers started afterwards).
+    pub fn timers_mut(&mut self) -> &mut Timers {
+        &mut self.timers
     }
 
     /// Takes `channel` out of service (`false`) or back (`true`). A call on it is not affected.
@@ -477,7 +583,10 @@ impl CallControl {
     fn set_timer(&mut self, call: CallId, kind: TimerKind, now: Instant) {
         let after = match kind {
             TimerKind::T301 => self.timers.t301,
+            TimerKind::T302 => self.timers.t302,
             TimerKind::T303 => self.timers.t303,
+            TimerKind::T304 => self.timers.t304,
+            TimerKind::T309 => self.timers.t309,
             TimerKind::T305 => self.timers.t305,
             TimerKind::T308 => self.timers.t308,
             TimerKind::T310 => self.timers.t310,
@@ -515,6 +624,23 @@ impl CallControl {
         channel: Option<u8>,
         complete: bool,
     ) -> Result<CallId, CallError> {
+        let info = SetupInfo {
+            calling,
+            ..SetupInfo::default()
+        };
+        self.setup_with(now, called, info, channel, complete)
+    }
+
+    /// As [`CallControl::setup`], the SETUP also carrying `info`'s redirecting number,
+    /// display and facility elements.
+    pub fn setup_with(
+        &mut self,
+        now: Instant,
+        called: PartyNumber,
+        info: SetupInfo,
+        channel: Option<u8>,
+        complete: bool,
+    ) -> Result<CallId, CallError> {
         let ch = self
             .free_channel(channel)
             .ok_or(CallError::NoChannel { requested: channel })?;
@@ -533,10 +659,20 @@ impl CallControl {
         let mut msg = Message::new(MessageType::Setup, Self::call_ref(call))
             .with(Ie::BearerCapability(self.switch.speech_bearer()))
             .with(self.channel_ie(ch));
-        if let Some(calling) = calling {
+        // Codeset 0 elements in ascending identifier order (Q.931 §4.5.1).
+        for f in info.facility {
+            msg = msg.with(Ie::Facility(f));
+        }
+        if let Some(d) = info.display {
+            msg = msg.with(Ie::Display(d));
+        }
+        if let Some(calling) = info.calling {
             msg = msg.with(Ie::CallingNumber(calling));
         }
         msg = msg.with(Ie::CalledNumber(called));
+        if let Some(r) = info.redirecting {
+            msg = msg.with(Ie::RedirectingNumber(r));
+        }
         if complete {
             msg = msg.with(Ie::SendingComplete);
         }
@@ -575,8 +711,9 @@ impl CallControl {
         }
     }
 
-    /// Overlap receiving: answers an incomplete SETUP with SETUP ACKNOWLEDGE.
-    pub fn setup_acknowledge(&mut self, call: CallId) -> Result<(), CallError> {
+    /// Overlap receiving: answers an incomplete SETUP with SETUP ACKNOWLEDGE and starts T302
+    /// (restarted by each INFORMATION; see [`CallEvent::OverlapTimeout`]).
+    pub fn setup_acknowledge(&mut self, now: Instant, call: CallId) -> Result<(), CallError> {
         self.expect_state(call, "acknowledge", &[CallState::CallPresent])?;
         let ch = self.channel(call).map(|c| self.channel_ie(c));
         self.send(
@@ -585,12 +722,17 @@ impl CallControl {
             ch.into_iter().collect(),
         );
         self.set_state(call, CallState::OverlapReceiving);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.retried = false;
+        }
+        self.set_timer(call, TimerKind::T302, now);
         Ok(())
     }
 
-    /// Overlap sending: sends more called-number digits in INFORMATION.
+    /// Overlap sending: sends more called-number digits in INFORMATION (T304 restarts).
     pub fn send_digits(
         &mut self,
+        now: Instant,
         call: CallId,
         digits: &str,
         complete: bool,
@@ -607,6 +749,19 @@ impl CallControl {
             ies.push(Ie::SendingComplete);
         }
         self.send(call, MessageType::Information, ies);
+        self.set_timer(call, TimerKind::T304, now);
+        Ok(())
+    }
+
+    /// Sends NOTIFY with `indicator` (see [`notification`]) on an active call: e.g. our user
+    /// put the call on hold ([`notification::USER_SUSPENDED`]) or took it off.
+    pub fn notify(&mut self, call: CallId, indicator: u8) -> Result<(), CallError> {
+        self.expect_state(call, "notify", &[CallState::Active])?;
+        self.send(
+            call,
+            MessageType::Notify,
+            vec![Ie::Notification(indicator & 0x7f)],
+        );
         Ok(())
     }
 
@@ -795,18 +950,15 @@ impl CallControl {
             let state = self.state(call);
             if up {
                 if let Some(c) = self.calls.get_mut(&call)
-                    && c.timer.is_some_and(|(k, _)| k == TimerKind::T301)
-                    && state == CallState::Active
+                    && c.timer.is_some_and(|(k, _)| k == TimerKind::T309)
                 {
                     c.timer = None;
                 }
                 continue;
             }
             if state == CallState::Active {
-                // T309, kept in the T301 slot of an active call (it has no other timer).
-                if let Some(c) = self.calls.get_mut(&call) {
-                    c.timer = Some((TimerKind::T301, now + self.timers.t309));
-                }
+                // T309 (an active call runs no other timer).
+                self.set_timer(call, TimerKind::T309, now);
             } else {
                 self.remove(call, cause::TEMPORARY_FAILURE);
             }
@@ -863,11 +1015,27 @@ impl CallControl {
                     self.remove(call, cause::NO_USER_RESPONDING);
                 }
             }
-            TimerKind::T301 if state == CallState::Active => {
-                // T309 expired: the link did not come back.
+            TimerKind::T309 => {
+                // The link did not come back.
                 self.remove(call, cause::TEMPORARY_FAILURE);
             }
-            TimerKind::T301 | TimerKind::T310 | TimerKind::T313 => {
+            TimerKind::T302 if state == CallState::OverlapReceiving => {
+                if retried {
+                    // The application neither proceeded nor cleared: the number is incomplete.
+                    let value = cause::INVALID_NUMBER_FORMAT;
+                    let _ = self.disconnect(now, call, value);
+                    self.events
+                        .push_back(CallEvent::Disconnecting { call, cause: value });
+                } else {
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.retried = true;
+                    }
+                    self.set_timer(call, TimerKind::T302, now);
+                    self.events.push_back(CallEvent::OverlapTimeout { call });
+                }
+            }
+            TimerKind::T302 => {}
+            TimerKind::T301 | TimerKind::T304 | TimerKind::T310 | TimerKind::T313 => {
                 let value = match kind {
                     TimerKind::T301 => cause::NO_ANSWER,
                     _ => cause::TIMER_EXPIRY,
@@ -921,10 +1089,20 @@ impl CallControl {
             return;
         }
         let state = self.state(call);
+        let (display, facility) = Self::display_and_facility(msg);
+        if display.is_some() || !facility.is_empty() {
+            self.events.push_back(CallEvent::Elements {
+                call,
+                message: msg.kind,
+                display,
+                facility,
+            });
+        }
         match msg.kind {
             MessageType::SetupAcknowledge if state == CallState::CallInitiated => {
                 self.confirm_channel(call, msg);
                 self.set_state(call, CallState::OverlapSending);
+                self.set_timer(call, TimerKind::T304, now);
                 let channel = self.channel(call);
                 self.events
                     .push_back(CallEvent::MoreDigitsWanted { call, channel });
@@ -977,6 +1155,12 @@ impl CallControl {
             }
             MessageType::ConnectAcknowledge => {}
             MessageType::Information => {
+                if state == CallState::OverlapReceiving {
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.retried = false;
+                    }
+                    self.set_timer(call, TimerKind::T302, now);
+                }
                 if let Some(called) = msg.called() {
                     self.events.push_back(CallEvent::Digits {
                         call,
@@ -984,7 +1168,25 @@ impl CallControl {
                     });
                 }
             }
-            MessageType::Notify => {}
+            MessageType::Notify => {
+                let indicator = msg.ies.iter().find_map(|ie| match ie {
+                    Ie::Notification(n) => Some(*n),
+                    _ => None,
+                });
+                match indicator {
+                    Some(indicator) => {
+                        self.events.push_back(CallEvent::Notify { call, indicator });
+                    }
+                    None => {
+                        // Q.931 §5.8.6.1: mandatory element missing.
+                        let ies = vec![
+                            self.cause_ie(cause::MANDATORY_IE_MISSING),
+                            Ie::CallState(state.number()),
+                        ];
+                        self.send(call, MessageType::Status, ies);
+                    }
+                }
+            }
             MessageType::Disconnect => {
                 let value = msg.cause().map_or(cause::NORMAL_CLEARING, |c| c.value);
                 if matches!(state, CallState::DisconnectRequest) {
@@ -1057,6 +1259,22 @@ impl CallControl {
                 self.send(call, MessageType::Status, ies);
             }
         }
+    }
+
+    fn display_and_facility(msg: &Message) -> (Option<Vec<u8>>, Vec<Vec<u8>>) {
+        let display = msg.ies.iter().find_map(|ie| match ie {
+            Ie::Display(d) => Some(d.clone()),
+            _ => None,
+        });
+        let facility = msg
+            .ies
+            .iter()
+            .filter_map(|ie| match ie {
+                Ie::Facility(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        (display, facility)
     }
 
     fn inband(msg: &Message) -> bool {
@@ -1171,12 +1389,24 @@ impl CallControl {
             },
         );
         let complete = msg.ies.iter().any(|ie| matches!(ie, Ie::SendingComplete));
+        let (display, facility) = Self::display_and_facility(msg);
+        let redirecting = msg.ies.iter().find_map(|ie| match ie {
+            Ie::RedirectingNumber(n) => Some(n.clone()),
+            _ => None,
+        });
+        let calling = msg.calling().cloned();
         self.events.push_back(CallEvent::Incoming {
             call,
             channel,
             called,
-            calling: msg.calling().cloned(),
+            calling: calling.clone(),
             complete,
+            info: SetupInfo {
+                calling,
+                redirecting,
+                display,
+                facility,
+            },
         });
     }
 

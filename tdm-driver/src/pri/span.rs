@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::call::{CallEvent, CallId, CallState, SwitchType};
+use super::call::{CallEvent, CallId, CallState, SetupInfo, SwitchType, Timers, notification};
 use super::q921::{LinkState, Role};
 use super::q931::PartyNumber;
 use super::stack::{PriStack, StackEvent};
@@ -32,14 +32,16 @@ pub struct PriSpanConfig {
     pub b_channels: Vec<u8>,
     /// Send RESTART for the whole interface whenever layer 2 comes up.
     pub restart_on_link_up: bool,
-    /// Overlap receiving: how long to wait for more digits after the last one.
+    /// Overlap receiving: how long to wait for more digits after the last one (Q.931 T302,
+    /// 15 s by default). When it runs out a call with digits is presented as it is; one with
+    /// none is cleared with cause 28.
     pub overlap_timeout: Duration,
     /// Keep trace records (drained with [`PriSpan::poll_trace`]).
     pub trace: bool,
 }
 
 impl PriSpanConfig {
-    /// Every B-channel of `switch`, RESTART on link up, 4 s overlap timeout, no trace.
+    /// Every B-channel of `switch`, RESTART on link up, T302 15 s, no trace.
     pub fn new(span: u32, role: Role, switch: SwitchType) -> Self {
         Self {
             span,
@@ -47,7 +49,7 @@ impl PriSpanConfig {
             switch,
             b_channels: switch.b_channels(),
             restart_on_link_up: true,
-            overlap_timeout: Duration::from_secs(4),
+            overlap_timeout: Timers::default().t302,
             trace: false,
         }
     }
@@ -92,7 +94,9 @@ struct Call {
     /// The leg has been reported released (further call events are not passed on).
     ended: bool,
     /// Incoming, not yet presented: digits so far (overlap receiving) and the calling number.
-    overlap: Option<(String, Option<String>, Instant)>,
+    overlap: Option<(String, Option<String>)>,
+    /// What the SETUP carried besides the numbers (incoming calls).
+    info: SetupInfo,
 }
 
 /// One PRI span (see the module docs).
@@ -116,6 +120,7 @@ impl PriSpan {
     /// A span whose layer 2 starts coming up now.
     pub fn new(now: Instant, config: PriSpanConfig) -> Self {
         let mut stack = PriStack::new(now, config.role, config.switch);
+        stack.calls.timers_mut().t302 = config.overlap_timeout;
         for ch in config.switch.b_channels() {
             if !config.b_channels.contains(&ch) {
                 stack.calls.set_channel_available(ch, false);
@@ -256,30 +261,19 @@ impl PriSpan {
 
     /// When [`PriSpan::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let overlap = self
-            .calls
-            .values()
-            .filter_map(|c| c.overlap.as_ref().map(|o| o.2))
-            .min();
-        [self.stack.poll_timeout(), overlap]
-            .into_iter()
-            .flatten()
-            .min()
+        self.stack.poll_timeout()
     }
 
     /// Runs due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.stack.handle_timeout(now);
-        let due: Vec<CallId> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.overlap.as_ref().is_some_and(|o| o.2 <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for call in due {
-            self.present(call);
-        }
         self.pump(now);
+    }
+
+    /// What an incoming call's SETUP carried besides its numbers: redirecting number,
+    /// display, facility (read it when its [`LegEvent::Incoming`] arrives).
+    pub fn setup_info(&self, call: CallId) -> Option<&SetupInfo> {
+        self.calls.get(&call).map(|c| &c.info)
     }
 
     /// The next event.
@@ -325,7 +319,7 @@ impl PriSpan {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let Some((called, calling, _)) = c.overlap.take() else {
+        let Some((called, calling)) = c.overlap.take() else {
             return;
         };
         if self.stack.calls.proceeding(call).is_ok() {
@@ -370,6 +364,7 @@ impl PriSpan {
                 called,
                 calling,
                 complete,
+                info,
                 ..
             } => {
                 if self.alarm || self.restarting {
@@ -386,29 +381,57 @@ impl PriSpan {
                         call,
                         Call {
                             ended: false,
-                            overlap: Some((digits, calling, now)),
+                            overlap: Some((digits, calling)),
+                            info,
                         },
                     );
                     self.present(call);
                 } else {
-                    let _ = self.stack.calls.setup_acknowledge(call);
+                    // Overlap receiving: SETUP ACKNOWLEDGE, digits in INFORMATION under T302.
+                    let _ = self.stack.calls.setup_acknowledge(now, call);
                     self.calls.insert(
                         call,
                         Call {
                             ended: false,
-                            overlap: Some((digits, calling, now + self.config.overlap_timeout)),
+                            overlap: Some((digits, calling)),
+                            info,
                         },
                     );
                 }
             }
             CallEvent::Digits { call, digits } => {
-                let timeout = self.config.overlap_timeout;
-                if let Some((d, _, at)) = self.calls.get_mut(&call).and_then(|c| c.overlap.as_mut())
-                {
+                if let Some((d, _)) = self.calls.get_mut(&call).and_then(|c| c.overlap.as_mut()) {
                     d.push_str(&digits);
-                    *at = now + timeout;
                 }
             }
+            CallEvent::OverlapTimeout { call } => {
+                // T302: no more digits. Whatever came is the number; none at all is an
+                // incomplete address (cause 28).
+                let empty = self
+                    .calls
+                    .get(&call)
+                    .and_then(|c| c.overlap.as_ref())
+                    .is_none_or(|(d, _)| d.is_empty());
+                if empty {
+                    self.hangup(now, call, cause::ADDRESS_INCOMPLETE);
+                } else {
+                    self.present(call);
+                }
+            }
+            CallEvent::Notify { call, indicator } => {
+                let event = match indicator {
+                    notification::USER_SUSPENDED => LegEvent::Held,
+                    notification::USER_RESUMED => LegEvent::Resumed,
+                    other => LegEvent::Notified { indicator: other },
+                };
+                self.leg(call, event);
+            }
+            CallEvent::Elements {
+                call,
+                display,
+                facility,
+                ..
+            } => self.leg(call, LegEvent::Elements { display, facility }),
             CallEvent::Proceeding { call, .. } => self.leg(call, LegEvent::Proceeding),
             CallEvent::Alerting { call } => self.leg(call, LegEvent::Alerting { inband: false }),
             CallEvent::Progress { call, inband } => self.leg(call, LegEvent::Progress { inband }),
@@ -463,27 +486,46 @@ impl PriSpan {
         calling: Option<&str>,
         channel: Option<u8>,
     ) -> Result<(CallId, u8), u8> {
+        let calling = calling.filter(|c| !c.is_empty()).map(|c| PartyNumber {
+            number_type: 0,
+            plan: 1,
+            presentation: Some((0, 0)),
+            reason: None,
+            digits: c.to_owned(),
+        });
+        let info = SetupInfo {
+            calling,
+            ..SetupInfo::default()
+        };
+        self.setup_with(now, called, info, channel)
+    }
+
+    /// As [`PriSpan::setup`], the SETUP carrying `info`: calling number (with its
+    /// presentation), redirecting number, display, facility.
+    pub fn setup_with(
+        &mut self,
+        now: Instant,
+        called: &str,
+        info: SetupInfo,
+        channel: Option<u8>,
+    ) -> Result<(CallId, u8), u8> {
         if self.alarm || !self.link_up {
             return Err(cause::NETWORK_OUT_OF_ORDER);
         }
         if self.restarting {
             return Err(cause::NO_CIRCUIT);
         }
-        let national = |digits: &str| PartyNumber {
+        let called = PartyNumber {
             number_type: 0,
             plan: 1,
             presentation: None,
             reason: None,
-            digits: digits.to_owned(),
+            digits: called.to_owned(),
         };
-        let calling = calling.filter(|c| !c.is_empty()).map(|c| PartyNumber {
-            presentation: Some((0, 0)),
-            ..national(c)
-        });
         let call = self
             .stack
             .calls
-            .setup(now, national(called), calling, channel, true)
+            .setup_with(now, called, info, channel, true)
             .map_err(|_| {
                 if channel.is_some() {
                     cause::CHANNEL_UNAVAILABLE
@@ -496,6 +538,7 @@ impl PriSpan {
             Call {
                 ended: false,
                 overlap: None,
+                info: SetupInfo::default(),
             },
         );
         self.pump(now);
@@ -532,6 +575,14 @@ impl PriSpan {
         }
         let _ = self.stack.calls.disconnect(now, call, cause_value);
         self.pump(now);
+    }
+
+    /// Sends NOTIFY on an active call: [`notification::USER_SUSPENDED`] when our side holds
+    /// it, [`notification::USER_RESUMED`] when it resumes. False if the call is not active.
+    pub fn notify(&mut self, now: Instant, call: CallId, indicator: u8) -> bool {
+        let ok = self.stack.calls.notify(call, indicator).is_ok();
+        self.pump(now);
+        ok
     }
 
     /// Restarts `channels` (empty: the whole interface) now.

@@ -3,8 +3,10 @@
  * Usage: libpri_peer FD network|user euro|ni2|5ess|dms100
  * FD is the harness's end of the socketpair (inherited). Commands arrive on stdin, one per line:
  *   call CHAN CALLED CALLING COMPLETE(0|1)   place a call (prints "CALL IDX")
+ *   callx CHAN CALLED CALLING NAME REDIRECTING REASON   the same with a calling name and a
+ *                                            redirecting number (complete)
  *   proceed IDX | setupack IDX | alert IDX | answer IDX
- *   hangup IDX CAUSE | info IDX DIGITS | restart CHAN | quit
+ *   hangup IDX CAUSE | info IDX DIGITS | notify IDX INFO | restart CHAN | quit
  * Events go to stdout, one per line (see printf calls below). */
 #include <errno.h>
 #include <libpri.h>
@@ -38,6 +40,14 @@ static void handle_event(struct pri *pri, pri_event *e) {
         printf("RING %d %d %s %s %d\n", call_index(e->ring.call), e->ring.channel & 0xff,
                e->ring.callednum[0] ? e->ring.callednum : "-",
                e->ring.callingnum[0] ? e->ring.callingnum : "-", e->ring.complete);
+        if (e->ring.redirectingnum[0])
+            printf("REDIR %d %s %d\n", call_index(e->ring.call), e->ring.redirectingnum,
+                   e->ring.redirectingreason);
+        if (e->ring.callingname[0])
+            printf("NAME %d %s\n", call_index(e->ring.call), e->ring.callingname);
+        break;
+    case PRI_EVENT_NOTIFY:
+        printf("NOTIFY %d %d\n", call_index(e->notify.call), e->notify.info);
         break;
     case PRI_EVENT_PROCEEDING:
         printf("PROCEEDING %d %d\n", call_index(e->proceeding.call), e->proceeding.channel & 0xff);
@@ -84,6 +94,23 @@ static void command(struct pri *pri, char *line, int *done) {
         int rc = pri_setup(pri, c, sr);
         pri_sr_free(sr);
         printf("CALL %d %d\n", call_index(c), rc);
+    } else if (!strcmp(verb, "callx")) {
+        char name[64], redir[64];
+        int reason = 0;
+        if (sscanf(line, "%*s %d %63s %63s %63s %63s %d", &chan, a, b, name, redir, &reason) != 6) {
+            printf("ERROR bad line %s", line);
+            return;
+        }
+        q931_call *c = pri_new_call(pri);
+        struct pri_sr *sr = pri_sr_new();
+        pri_sr_set_channel(sr, chan, 1, 0);
+        pri_sr_set_bearer(sr, PRI_TRANS_CAP_SPEECH, PRI_LAYER_1_ALAW);
+        pri_sr_set_called(sr, a, PRI_UNKNOWN, 1);
+        pri_sr_set_caller(sr, b, name, PRI_UNKNOWN, PRI_PRES_ALLOWED);
+        pri_sr_set_redirecting(sr, redir, PRI_UNKNOWN, PRI_PRES_ALLOWED, reason);
+        int rc = pri_setup(pri, c, sr);
+        pri_sr_free(sr);
+        printf("CALL %d %d\n", call_index(c), rc);
     } else if (sscanf(line, "%*s %d %n", &idx, &n) >= 1) {
         q931_call *c = call_at(idx);
         if (!strcmp(verb, "restart")) { printf("RESET %d\n", pri_reset(pri, idx)); fflush(stdout); return; }
@@ -93,6 +120,7 @@ static void command(struct pri *pri, char *line, int *done) {
         else if (!strcmp(verb, "alert")) pri_acknowledge(pri, c, 0, 1);
         else if (!strcmp(verb, "answer")) pri_answer(pri, c, 0, 0);
         else if (!strcmp(verb, "hangup")) pri_hangup(pri, c, atoi(line + n));
+        else if (!strcmp(verb, "notify")) printf("NOTIFIED %d\n", pri_notify(pri, c, 0, atoi(line + n)));
         else if (!strcmp(verb, "info")) { for (char *d = line + n; *d >= '0' && *d <= '9'; d++) pri_information(pri, c, *d); }
         else printf("ERROR unknown command %s\n", verb);
     } else if (!strcmp(verb, "quit")) {
@@ -114,6 +142,9 @@ int main(int argc, char **argv) {
     pri_set_message(quiet);
     struct pri *pri = pri_new(fd, node, sw);
     if (!pri) { printf("ERROR pri_new\n"); return 1; }
+    /* Names travel in the display element where the switch allows it. */
+    pri_display_options_send(pri, PRI_DISPLAY_OPTION_NAME_INITIAL);
+    pri_display_options_receive(pri, PRI_DISPLAY_OPTION_NAME_INITIAL);
     if (getenv("LIBPRI_DEBUG")) pri_set_debug(pri, PRI_DEBUG_Q921_STATE | PRI_DEBUG_Q931_DUMP);
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("READY\n");
