@@ -526,3 +526,72 @@ fn hunting_goes_round_robin_and_skips_busy_channels() {
     r.log.clear();
     r.all_clear();
 }
+
+#[test]
+fn a_pri_call_carries_the_calling_name_and_hold_resume_travel_as_notify() {
+    let mut r = pri();
+    let out = r.ids.next_id();
+    r.command(
+        out,
+        LegCommand::Originate {
+            target: Target::Tdm {
+                group: "out".into(),
+                number: "2002".into(),
+            },
+            caller: "5551000".into(),
+            caller_name: Some("Alice Example".into()),
+            media: media(),
+            max_forwards: 70,
+        },
+    );
+    r.run_until(3, "SETUP arrives on span 2", |r| r.incoming().is_some());
+    let inb = r.incoming().unwrap().0;
+    // The calling name went out in the SETUP's display element and came back as the name.
+    let name = r.log.iter().find_map(|(_, e)| match e {
+        LegEvent::Incoming(c) => Some(c.caller_name.clone()),
+        _ => None,
+    });
+    assert_eq!(name, Some(Some("Alice Example".to_string())));
+    r.command(inb, LegCommand::Answer { media: media() });
+    r.run_until(3, "answered", |r| {
+        r.has(out, |e| matches!(e, LegEvent::Answered { .. }))
+    });
+    // Let span 2 see CONNECT ACKNOWLEDGE (its call active) before it notifies.
+    for _ in 0..20 {
+        r.step();
+    }
+    // Span 2's party holds: NOTIFY user suspended → span 1's leg reports Hold; and resume.
+    r.command(inb, LegCommand::Hold);
+    r.run_until(3, "hold on span 1", |r| {
+        r.has(out, |e| *e == LegEvent::Hold)
+    });
+    r.command(inb, LegCommand::Resume);
+    r.run_until(3, "resume on span 1", |r| {
+        r.has(out, |e| *e == LegEvent::Resume)
+    });
+    // And the other way.
+    r.command(out, LegCommand::Hold);
+    r.run_until(3, "hold on span 2", |r| {
+        r.has(inb, |e| *e == LegEvent::Hold)
+    });
+    r.command(out, LegCommand::Resume);
+    r.run_until(3, "resume on span 2", |r| {
+        r.has(inb, |e| *e == LegEvent::Resume)
+    });
+    assert_eq!(r.p.notifications_ignored(), 0);
+    let holds = r.log.iter().filter(|(_, e)| *e == LegEvent::Hold).count();
+    assert_eq!(holds, 2, "each hold reported once: {:?}", r.log);
+    r.command(
+        out,
+        LegCommand::HangUp {
+            cause: EndCause::normal("done"),
+        },
+    );
+    r.run_until(3, "span 2 hears the hang-up", |r| {
+        r.end_cause(inb).is_some()
+    });
+    // The plane drops both legs' ports: the channels' audio goes home.
+    drop(r.take_incoming_port());
+    drop(r.take_answered_port(out));
+    r.all_clear();
+}

@@ -20,6 +20,15 @@
 //! [`LegEvent::Alerting`], CONNECT [`LegEvent::Answered`], clearing [`LegEvent::HungUp`] (after
 //! answer) or [`LegEvent::Failed`] (before), with the Q.850 cause — 38 when a span alarm
 //! cleared the call.
+//!
+//! PRI supplementary information: the calling name travels in the SETUP's display element
+//! both ways ([`IncomingCall::caller_name`], `Originate`'s `caller_name`). Hold: NOTIFY "user
+//! suspended"/"user resumed" from the far end becomes [`LegEvent::Hold`]/[`LegEvent::Resume`]
+//! (the engine holds the partner leg, e.g. a SIP re-INVITE sendonly), and
+//! [`LegCommand::Hold`]/[`LegCommand::Resume`] send those NOTIFYs; other notifications are
+//! logged and counted ([`TdmProvider::notifications_ignored`]). Redirecting number and
+//! facility elements are decoded by the driver ([`PriSpan::setup_info`]) but the leg model
+//! has no field for them yet, so they are not passed to the other leg.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -29,9 +38,10 @@ use codecs::g711::Law;
 use serde::Serialize;
 use tdm_driver::cas::{CasChannel, CasConfig, CasState};
 use tdm_driver::leg::{LegEvent as TdmEvent, cause};
-use tdm_driver::pri::call::CallId;
+use tdm_driver::pri::call::{CallId, SetupInfo, notification};
 use tdm_driver::pri::dchannel::DChannel;
 use tdm_driver::pri::q921::Role;
+use tdm_driver::pri::q931::PartyNumber;
 use tdm_driver::pri::span::{ChannelUse, PriSpan, PriSpanConfig, PriSpanEvent};
 use tdm_driver::pri::trace::TraceRecord;
 use tdm_driver::span::{ChannelSignals, ChannelSpec, SpanMedia, SpanThread};
@@ -118,6 +128,8 @@ pub struct TdmProvider<B: Backend + 'static> {
     events: VecDeque<(LegId, LegEvent)>,
     traces: Vec<TraceRecord>,
     next_poll: Option<Instant>,
+    /// PRI NOTIFYs whose indication has no leg event (not hold/resume).
+    notifications_ignored: u64,
 }
 
 impl<B: Backend + 'static> std::fmt::Debug for TdmProvider<B> {
@@ -308,12 +320,19 @@ impl<B: Backend + 'static> TdmProvider<B> {
             events: VecDeque::new(),
             traces: Vec::new(),
             next_poll: Some(now),
+            notifications_ignored: 0,
         })
     }
 
     /// D-channel trace records gathered since the last call.
     pub fn take_traces(&mut self) -> Vec<TraceRecord> {
         std::mem::take(&mut self.traces)
+    }
+
+    /// PRI NOTIFYs received whose indication the call model has no event for (hold and
+    /// resume are mapped to [`LegEvent::Hold`] / [`LegEvent::Resume`]).
+    pub fn notifications_ignored(&self) -> u64 {
+        self.notifications_ignored
     }
 
     /// Whether every PRI span has layer 2 up and takes calls.
@@ -385,6 +404,21 @@ impl<B: Backend + 'static> TdmProvider<B> {
         caller: &str,
         retries: u8,
     ) {
+        self.originate_named(now, leg, gi, number, caller, None, retries);
+    }
+
+    /// As `originate`, a PRI SETUP also carrying `caller_name` in its display element.
+    #[allow(clippy::too_many_arguments)]
+    fn originate_named(
+        &mut self,
+        now: Instant,
+        leg: LegId,
+        gi: usize,
+        number: &str,
+        caller: &str,
+        caller_name: Option<&str>,
+        retries: u8,
+    ) {
         let candidates = self.hunt(gi);
         if candidates.is_empty() {
             let all_down = self.groups.get(gi).is_some_and(|g| {
@@ -419,10 +453,10 @@ impl<B: Backend + 'static> TdmProvider<B> {
             };
             let pos = ch.position;
             let placed = match (&mut span.pri, &mut ch.cas) {
-                (Some((pri, _)), _) => match pri.setup(
+                (Some((pri, _)), _) => match pri.setup_with(
                     now,
                     number,
-                    Some(caller).filter(|c| c.chars().all(|d| d.is_ascii_digit())),
+                    pri_setup_info(caller, caller_name),
                     u8::try_from(pos).ok(),
                 ) {
                     Ok((call, _)) => Some(Some(call)),
@@ -502,6 +536,15 @@ impl<B: Backend + 'static> TdmProvider<B> {
             }
             return;
         };
+        // PRI: the calling name travels in the SETUP's display element.
+        let caller_name = match (&span.pri, call) {
+            (Some((pri, _)), Some(call)) => pri
+                .setup_info(call)
+                .and_then(|i| i.display.as_deref())
+                .map(display_text)
+                .filter(|n| !n.is_empty()),
+            _ => None,
+        };
         let id = self.ids.next_id();
         ch.leg = Some(id);
         let channel = ch.position;
@@ -524,7 +567,7 @@ impl<B: Backend + 'static> TdmProvider<B> {
             id,
             LegEvent::Incoming(IncomingCall {
                 caller: calling.unwrap_or_default(),
-                caller_name: None,
+                caller_name,
                 callee: called,
                 request_uri,
                 source: LegSource::Channel {
@@ -553,6 +596,24 @@ impl<B: Backend + 'static> TdmProvider<B> {
         match ev {
             TdmEvent::Incoming { .. } | TdmEvent::Proceeding => {}
             TdmEvent::Alerting { .. } => self.events.push_back((id, LegEvent::Alerting)),
+            // PRI NOTIFY: the far user holds or resumes the call.
+            TdmEvent::Held if answered || !outbound => self.events.push_back((id, LegEvent::Hold)),
+            TdmEvent::Resumed if answered || !outbound => {
+                self.events.push_back((id, LegEvent::Resume))
+            }
+            TdmEvent::Notified { indicator } => {
+                self.notifications_ignored += 1;
+                tracing::info!(leg = %id, indicator, "PRI NOTIFY not mapped to the call model");
+            }
+            TdmEvent::Elements { display, facility } => {
+                let text = display.as_deref().map(display_text).unwrap_or_default();
+                tracing::debug!(
+                    leg = %id,
+                    display = text,
+                    facility = facility.len(),
+                    "PRI display/facility during the call (not passed on)"
+                );
+            }
             TdmEvent::Progress { inband: true } if outbound && !answered => {
                 // Early media: the far end's tones or announcements are in the B-channel now;
                 // lend its audio once and tell the engine (SIP callers get 183 with SDP).
@@ -900,10 +961,23 @@ impl<B: Backend + 'static> LegProvider for TdmProvider<B> {
 
     fn handle_command(&mut self, now: Instant, leg: LegId, command: LegCommand) {
         match command {
-            LegCommand::Originate { target, caller, .. } => match target {
+            LegCommand::Originate {
+                target,
+                caller,
+                caller_name,
+                ..
+            } => match target {
                 Target::Tdm { group, number } => {
                     match self.groups.iter().position(|g| g.name == group) {
-                        Some(gi) => self.originate(now, leg, gi, &number, &caller, GLARE_RETRIES),
+                        Some(gi) => self.originate_named(
+                            now,
+                            leg,
+                            gi,
+                            &number,
+                            &caller,
+                            caller_name.as_deref(),
+                            GLARE_RETRIES,
+                        ),
                         None => self.fail(leg, cause::NO_CIRCUIT, "no such span group"),
                     }
                 }
@@ -950,6 +1024,22 @@ impl<B: Backend + 'static> LegProvider for TdmProvider<B> {
             }
             LegCommand::Reject { cause } | LegCommand::HangUp { cause } => {
                 self.hangup(now, leg, cause.q850);
+            }
+            LegCommand::Hold | LegCommand::Resume => {
+                // PRI: NOTIFY "user suspended" / "user resumed" tells the far end (its PBX
+                // may play hold music); the B-channel stays connected.
+                let indicator = if command == LegCommand::Hold {
+                    notification::USER_SUSPENDED
+                } else {
+                    notification::USER_RESUMED
+                };
+                if let Some(l) = self.legs.get(&leg)
+                    && let (Some(call), Some(span)) = (l.call, self.spans.get_mut(l.span))
+                    && let Some((pri, _)) = span.pri.as_mut()
+                    && !pri.notify(now, call, indicator)
+                {
+                    tracing::info!(%leg, "PRI call not active: hold/resume not notified");
+                }
             }
             _ => {}
         }
@@ -1035,4 +1125,39 @@ pub struct TdmStatus {
     pub spans: Vec<SpanReport>,
     /// Live TDM legs.
     pub legs: usize,
+}
+
+/// A display element's text: printable characters only (some switches put a display-type
+/// octet such as 0xb1 first; non-ASCII octets are not IA5).
+fn display_text(octets: &[u8]) -> String {
+    octets
+        .iter()
+        .filter(|o| (0x20..0x7f).contains(*o))
+        .map(|o| char::from(*o))
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// What a PRI SETUP for a gateway call carries: the calling number when it is one (digits),
+/// presentation allowed, and the calling name as display (IA5, at most 32 characters).
+fn pri_setup_info(caller: &str, caller_name: Option<&str>) -> SetupInfo {
+    let calling = Some(caller)
+        .filter(|c| !c.is_empty() && c.chars().all(|d| d.is_ascii_digit()))
+        .map(|c| PartyNumber {
+            number_type: 0,
+            plan: 1,
+            presentation: Some((0, 0)),
+            reason: None,
+            digits: c.to_owned(),
+        });
+    let display = caller_name
+        .map(|n| display_text(n.as_bytes()))
+        .filter(|n| !n.is_empty())
+        .map(|n| n.bytes().take(32).collect());
+    SetupInfo {
+        calling,
+        display,
+        ..SetupInfo::default()
+    }
 }
