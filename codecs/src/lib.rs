@@ -15,6 +15,7 @@ pub mod g711;
 pub mod mf;
 pub mod opus;
 pub mod plc;
+pub mod progress;
 pub mod resample;
 pub mod tones;
 pub mod wav;

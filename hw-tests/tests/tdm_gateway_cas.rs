@@ -180,6 +180,18 @@ fn timers() -> TimerConfig {
 /// The gateway with span 1 and span 2 as given, SIP on an ephemeral port; `no_answer_s`: the
 /// engine's no-answer timer.
 async fn rig(span1: TdmSpanConfig, span2: TdmSpanConfig, no_answer_s: u64) -> Rig {
+    rig_spans(vec![span1, span2], no_answer_s).await
+}
+
+/// The gateway with only the spans given (span group "two" and its route only when span 2 is
+/// among them).
+async fn rig_spans(spans: Vec<TdmSpanConfig>, no_answer_s: u64) -> Rig {
+    let span2 = if spans.iter().any(|s| s.span == 2) {
+        "[[span_group]]\nname = \"two\"\nspans = [2]\nhunt = \"ascending\"\n\n\
+         [[route]]\nname = \"to-span2\"\nmatch = \"8*\"\nstrip = 1\nto = [\"span_group:two\"]\n"
+    } else {
+        ""
+    };
     configure_spans().expect("dahdi_cfg must succeed");
     let ctl = Dev::open(&node("ctl"), false).unwrap();
     let restore = Restore(ctl);
@@ -208,22 +220,13 @@ name = "one"
 spans = [1]
 hunt = "ascending"
 
-[[span_group]]
-name = "two"
-spans = [2]
-hunt = "ascending"
-
 [[route]]
 name = "to-span1"
 match = "9*"
 strip = 1
 to = ["span_group:one"]
 
-[[route]]
-name = "to-span2"
-match = "8*"
-strip = 1
-to = ["span_group:two"]
+{span2}
 
 [[route]]
 name = "to-callee"
@@ -237,7 +240,7 @@ to = ["trunk:callee"]
         backend: TdmBackend::Dahdi,
         root: dahdi_root().display().to_string(),
         configure: Some(true),
-        spans: vec![span1, span2],
+        spans,
     });
     let mut gw = GatewayServer::start(
         ServerOptions {
@@ -754,5 +757,293 @@ async fn a_busy_callee_behind_a_ringing_station_is_not_called_again_and_the_line
     );
     let second = lines.iter().find(|l| l["route"] == "to-callee").unwrap();
     assert_eq!(second["q850"], 17, "{second}");
+    r.stop().await;
+}
+
+impl Rig {
+    /// A SIPp caller alone (dialling `number`) whose scenario is `cas_uac_refused.xml`
+    /// expecting the final response `status`.
+    async fn refused_caller(&self, number: &str, status: u16) -> SippOutcome {
+        let text = std::fs::read_to_string(scenario("cas_uac_refused.xml"))
+            .unwrap()
+            .replace("@STATUS@", &status.to_string());
+        let path = self
+            .dir
+            .path()
+            .join(format!("cas_uac_refused_{status}.xml"));
+        std::fs::write(&path, text).unwrap();
+        let args: Vec<String> = vec![
+            self.gw.sip_udp_addr().unwrap().to_string(),
+            "-sf".into(),
+            path.display().to_string(),
+            "-s".into(),
+            number.into(),
+            "-p".into(),
+            free_port().to_string(),
+            "-mp".into(),
+            free_port().to_string(),
+            "-m".into(),
+            "1".into(),
+            "-key".into(),
+            "caller".into(),
+            "3025550100".into(),
+        ];
+        tokio::task::spawn_blocking(move || sipp(&args).finish())
+            .await
+            .unwrap()
+    }
+
+    /// CAS counters of span `span`'s channel `channel`: (glares, tones heard).
+    async fn cas_counters(&self, span: u32, channel: u32) -> (u64, u64) {
+        let s = self.handle.status().await.unwrap();
+        let c = s
+            .spans
+            .iter()
+            .find(|x| x.span == span)
+            .and_then(|x| x.channels.iter().find(|c| c.channel == channel))
+            .unwrap_or_else(|| panic!("no span {span} channel {channel} in {s:?}"));
+        (c.glares, c.tones)
+    }
+}
+
+/// What the test's own far end saw.
+#[derive(Debug)]
+struct FarEnd {
+    /// The DTMF address heard after the wink.
+    digits: String,
+    /// Span 1 released the seizure (on hook) after the tone.
+    released: bool,
+    /// Tone played, ms.
+    played_ms: u64,
+}
+
+/// The far end of span 1's E&M wink-start trunk, played by the test itself on span 2's
+/// channel 1 through raw DAHDI calls: waits for the seizure, winks, hears `want` digits of
+/// DTMF address, then plays `country`'s `tone` in-band and never answers, until span 1 goes
+/// back on hook (or 40 s pass).
+fn far_end_plays_tone(
+    country: codecs::tones::Country,
+    tone: codecs::tones::ToneKind,
+    want: usize,
+) -> FarEnd {
+    const SIG_EM_E1: i32 = 1 << 17;
+    const ELAST: i32 = 500;
+    const EVENT_ONHOOK: i32 = 1;
+    const EVENT_RINGOFFHOOK: i32 = 2;
+    const OFFHOOK: i32 = 1;
+    const ONHOOK: i32 = 0;
+    let ctl = Dev::open(&node("ctl"), false).unwrap();
+    ctl.chanconfig(32, SIG_EM_E1).unwrap();
+    let ch = Dev::open(&hw_tests::chan_node(2, 1), true).unwrap();
+    ch.set_blocksize(160).unwrap();
+    ch.set_linear(true).unwrap();
+    let mut dtmf = codecs::dtmf::DtmfDetector::new();
+    let mut generator = codecs::tones::ToneGenerator::new(country, tone);
+    let mut far = FarEnd {
+        digits: String::new(),
+        released: false,
+        played_ms: 0,
+    };
+    let (mut seized, mut playing) = (false, false);
+    let mut pending: Option<Vec<u8>> = None;
+    let mut buf = [0u8; 320];
+    let end = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < end && !far.released {
+        loop {
+            match ch.read(&mut buf) {
+                Ok(n) => {
+                    if seized && !playing {
+                        let samples: Vec<i16> = buf[..n]
+                            .chunks_exact(2)
+                            .map(|b| i16::from_ne_bytes([b[0], b[1]]))
+                            .collect();
+                        dtmf.process(&samples, |e| {
+                            if let codecs::dtmf::DtmfEvent::KeyDown { digit, .. } = e {
+                                far.digits.push(digit);
+                            }
+                        });
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(ELAST) => match ch.get_event().unwrap() {
+                    EVENT_RINGOFFHOOK if !seized => {
+                        seized = true;
+                        // The wink: off hook 150 ms, back on hook.
+                        std::thread::sleep(Duration::from_millis(60));
+                        ch.hook(OFFHOOK).unwrap();
+                        std::thread::sleep(Duration::from_millis(150));
+                        ch.hook(ONHOOK).unwrap();
+                    }
+                    EVENT_ONHOOK if seized => far.released = true,
+                    _ => {}
+                },
+                Err(_) => break,
+            }
+        }
+        if seized && far.digits.len() >= want {
+            playing = true;
+        }
+        // Keep the channel's transmit queue topped up with the tone.
+        while playing && !far.released {
+            let frame = pending.take().unwrap_or_else(|| {
+                let mut f = [0i16; 160];
+                generator.fill(&mut f);
+                f.iter().flat_map(|s| s.to_ne_bytes()).collect()
+            });
+            match ch.write(&frame) {
+                Ok(_) => far.played_ms += 20,
+                Err(_) => {
+                    // Full (EAGAIN) or an event to read first (ELAST): later.
+                    pending = Some(frame);
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(ch);
+    // Back to a clear channel for the next test (the rig's restore does it too).
+    let _ = ctl.chanconfig(32, SIG_CLEAR);
+    far
+}
+
+/// A call through span 1's E&M trunk whose far end (the test, on span 2) plays busy or
+/// congestion tone instead of answering: the gateway hears the tone on the B-channel before
+/// any answer supervision and clears with cause 17 (SIP 486) or 34 (SIP 503) — not the 480 of
+/// the no-answer timer — for the tone plan the span is configured with; the far end sees the
+/// seizure go away; nothing is left busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_or_congested_cas_far_end_gives_the_caller_486_or_503() {
+    use codecs::tones::{Country as Plan, ToneKind};
+    let _serial = SERIAL.lock().await;
+    for (plan, tones) in [(Plan::Us, Some("us")), (Plan::Etsi, None)] {
+        let mut span1 = cas_span(1, Signalling::EmWink, Addressing::Dtmf);
+        span1.channels = Some("1".into());
+        span1.tones = tones.map(str::to_string);
+        let r = rig_spans(vec![span1], 30).await;
+        let mut calls = vec![(ToneKind::Busy, 486u16, 17u64)];
+        if plan == Plan::Us {
+            calls.push((ToneKind::Congestion, 503, 34));
+        }
+        for (n, (tone, status, q850)) in calls.into_iter().enumerate() {
+            let far = std::thread::spawn(move || far_end_plays_tone(plan, tone, 4));
+            let caller = r.refused_caller("94061", status).await;
+            let far = far.join().unwrap();
+            assert_eq!(
+                caller.0,
+                Some(0),
+                "{plan} {tone}: the caller must get {status}: {}",
+                caller.3
+            );
+            assert_eq!((caller.1, caller.2), (1, 0), "{plan} {tone}");
+            assert_eq!(
+                far.digits, "4061",
+                "{plan} {tone}: the address crossed: {far:?}"
+            );
+            assert!(
+                far.released,
+                "{plan} {tone}: span 1 released the seizure: {far:?}"
+            );
+            // Two cadence cycles are enough; the answer timer (30 s) never ran out.
+            assert!(
+                far.played_ms < 10_000,
+                "{plan} {tone}: recognised only after {} ms of tone",
+                far.played_ms
+            );
+            r.assert_all_released().await;
+            let lines = r.cdrs();
+            assert_eq!(lines.len(), n + 1, "{lines:?}");
+            let cdr = &lines[n];
+            assert_eq!(cdr["q850"], q850, "{plan} {tone}: {cdr}");
+            assert!(cdr["answer"].is_null(), "never answered: {cdr}");
+            assert_eq!(r.cas_counters(1, 1).await, (0, n as u64 + 1));
+        }
+        r.stop().await;
+    }
+}
+
+/// E&M wink-start glare: a SIPp caller places two calls 20 ms apart, one to each span
+/// (`94071` out of span 1, `84071` out of span 2), so both ends seize channel 1 at once. Span
+/// 1 has glare priority and keeps channel 1; span 2 backs off (its channel 1 takes span 1's
+/// call) and re-hunts its own call onto channel 2. Both calls reach the callee, are answered
+/// and cleared normally, and every channel is idle afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn em_wink_glare_the_priority_end_keeps_the_channel_and_the_other_call_is_rehunted() {
+    let _serial = SERIAL.lock().await;
+    let mut span1 = cas_span(1, Signalling::EmWink, Addressing::Dtmf);
+    span1.glare_priority = true;
+    let span2 = cas_span(2, Signalling::EmWink, Addressing::Dtmf);
+    let r = rig(span1, span2, 30).await;
+    let inf = r.dir.path().join("glare.csv");
+    std::fs::write(&inf, "SEQUENTIAL\n94071;\n84071;\n").unwrap();
+    let media_sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uas_args: Vec<String> = vec![
+        "-p".into(),
+        r.uas_port.to_string(),
+        "-mp".into(),
+        free_port().to_string(),
+        "-m".into(),
+        "2".into(),
+        "-key".into(),
+        "rtpport".into(),
+        media_sink.local_addr().unwrap().port().to_string(),
+        "-sf".into(),
+        r.uas_scenario("cas_uas_talk.xml", "4071")
+            .display()
+            .to_string(),
+    ];
+    let uac_args: Vec<String> = vec![
+        r.gw.sip_udp_addr().unwrap().to_string(),
+        "-sf".into(),
+        scenario("cas_uac_inf_talk.xml").display().to_string(),
+        "-inf".into(),
+        inf.display().to_string(),
+        "-p".into(),
+        free_port().to_string(),
+        "-mp".into(),
+        free_port().to_string(),
+        "-r".into(),
+        "50".into(),
+        "-m".into(),
+        "2".into(),
+        "-key".into(),
+        "caller".into(),
+        "3025550100".into(),
+    ];
+    let callee = sipp(&uas_args);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let caller = tokio::task::spawn_blocking(move || sipp(&uac_args).finish())
+        .await
+        .unwrap();
+    let callee = tokio::task::spawn_blocking(move || callee.finish())
+        .await
+        .unwrap();
+    assert_eq!(caller.0, Some(0), "callers: {}", caller.3);
+    assert_eq!((caller.1, caller.2), (2, 0), "both calls answered");
+    assert_eq!(callee.0, Some(0), "callee: {}", callee.3);
+    assert_eq!(
+        (callee.1, callee.2),
+        (2, 0),
+        "both calls reached the callee"
+    );
+    r.assert_all_released().await;
+    let lines = r.cdrs();
+    assert_eq!(
+        lines.len(),
+        4,
+        "two calls each crossing the spans: {lines:?}"
+    );
+    for l in &lines {
+        assert_eq!(l["q850"], 16, "{l}");
+        assert!(l["answer"].is_string(), "{l}");
+    }
+    // Span 2 gave channel 1 up once; span 1 (priority) never did.
+    assert_eq!(
+        r.cas_counters(2, 1).await.0,
+        1,
+        "span 2 backed off channel 1"
+    );
+    assert_eq!(r.cas_counters(1, 1).await.0, 0, "span 1 kept channel 1");
+    assert_eq!(r.cas_counters(1, 2).await.0, 0);
+    assert_eq!(r.cas_counters(2, 2).await.0, 0);
     r.stop().await;
 }

@@ -116,6 +116,10 @@ pub struct CasConfig {
     pub glare_priority: bool,
     /// Ring cadence (on, off) for the office end, ms.
     pub cadence: (u16, u16),
+    /// Outgoing E&M and station-end calls: listen for this tone plan's busy and congestion
+    /// tones between the address and the answer, and clear the call with cause 17 (busy) or
+    /// 34 (congestion) when one is heard. `None`: no tone detection.
+    pub progress_tones: Option<codecs::tones::Country>,
     /// Timers.
     pub timers: CasTimers,
 }
@@ -131,6 +135,7 @@ impl CasConfig {
             polarity: false,
             glare_priority: false,
             cadence: (2000, 4000),
+            progress_tones: None,
             timers: CasTimers::default(),
         }
     }
@@ -217,6 +222,9 @@ pub struct CasChannel {
     commands: VecDeque<SignalCommand>,
     events: VecDeque<LegEvent>,
     glares: u64,
+    /// Tone detection is on in the span thread.
+    tones_on: bool,
+    tones_heard: u64,
     /// Station end: an incoming (ringing) call was refused; the rings that go on belong to
     /// it and must not present it again.
     ring_refused: bool,
@@ -241,6 +249,8 @@ impl CasChannel {
             commands: VecDeque::new(),
             events: VecDeque::new(),
             glares: 0,
+            tones_on: false,
+            tones_heard: 0,
             ring_refused: false,
         };
         if ch.config.mode.is_em() {
@@ -432,6 +442,7 @@ impl CasChannel {
     fn clear_locally(&mut self, now: Instant) {
         self.cmd(SignalCommand::CancelDial);
         self.cmd(SignalCommand::Detect(None));
+        self.stop_tones();
         if self.config.mode == CasMode::FxoLoopStart
             && self.config.polarity
             && self.state == CasState::Active
@@ -533,11 +544,43 @@ impl CasChannel {
             self.events.push_back(LegEvent::Answered);
             self.set(CasState::Active, None);
         } else {
+            if let Some(country) = self.config.progress_tones {
+                // The far end's tones are in the audio from now until the answer.
+                self.cmd(SignalCommand::DetectTones(Some(country)));
+                self.tones_on = true;
+            }
             self.set(
                 CasState::AwaitingAnswer,
                 Some(now + self.config.timers.answer),
             );
         }
+    }
+
+    fn stop_tones(&mut self) {
+        if std::mem::take(&mut self.tones_on) {
+            self.cmd(SignalCommand::DetectTones(None));
+        }
+    }
+
+    /// A busy or congestion tone heard while waiting for the answer: the far end will not
+    /// answer; clear with the cause the tone stands for.
+    fn tone_heard(&mut self, now: Instant, kind: codecs::tones::ToneKind) {
+        if self.state != CasState::AwaitingAnswer || self.dir != Some(Dir::Out) {
+            return;
+        }
+        let value = match kind {
+            codecs::tones::ToneKind::Busy => cause::USER_BUSY,
+            codecs::tones::ToneKind::Congestion => cause::NO_CIRCUIT,
+            _ => return,
+        };
+        self.tones_heard += 1;
+        self.release_leg(value);
+        self.clear_locally(now);
+    }
+
+    /// Busy or congestion tones that cleared an outgoing call.
+    pub fn tones_heard(&self) -> u64 {
+        self.tones_heard
     }
 
     /// This end lost a glare: give the outgoing call up and take the incoming one.
@@ -627,6 +670,7 @@ impl CasChannel {
                 duration_ms,
             } => self.digit(now, kind, digit, duration_ms),
             SignalEvent::DialDone if self.state == CasState::Dialling => self.address_sent(now),
+            SignalEvent::Tone(kind) => self.tone_heard(now, kind),
             SignalEvent::HookDone if self.state == CasState::Winking => {
                 self.digits.clear();
                 self.kp = false;
@@ -652,6 +696,7 @@ impl CasChannel {
             if !matches!(self.state, CasState::Idle | CasState::Guard) {
                 self.cmd(SignalCommand::CancelDial);
                 self.cmd(SignalCommand::Detect(None));
+                self.stop_tones();
                 self.cmd(SignalCommand::Hook(Hook::OnHook));
             }
             if self.polarity_reversed {
@@ -705,6 +750,7 @@ impl CasChannel {
                             // not when the station answers a ring.)
                             self.cmd(SignalCommand::Hook(Hook::OffHook));
                         }
+                        self.stop_tones();
                         self.events.push_back(LegEvent::Answered);
                         self.set(CasState::Active, None);
                     }
@@ -746,6 +792,7 @@ impl CasChannel {
             Event::Polarity if mode == CasMode::FxsLoopStart && self.config.polarity => {
                 match self.state {
                     CasState::AwaitingAnswer | CasState::Dialling => {
+                        self.stop_tones();
                         self.events.push_back(LegEvent::Answered);
                         self.set(CasState::Active, None);
                     }

@@ -224,6 +224,8 @@ struct Slot<B: Backend> {
     detect: Option<DigitKind>,
     dtmf: codecs::dtmf::DtmfDetector,
     mf: codecs::mf::MfDetector,
+    /// Busy/congestion detector while enabled (plain data: switching it needs no allocation).
+    tones: Option<codecs::progress::ProgressDetector>,
     /// A wink's or flash's second hook change, and when it is due.
     timed_hook: Option<(Hook, Instant)>,
 }
@@ -318,6 +320,7 @@ impl<B: Backend + 'static> SpanMedia<B> {
                 detect: None,
                 dtmf: codecs::dtmf::DtmfDetector::new(),
                 mf: codecs::mf::MfDetector::new(),
+                tones: None,
                 timed_hook: None,
             });
             signals.push(ChannelSignals {
@@ -363,6 +366,7 @@ impl<B: Backend + 'static> SpanMedia<B> {
                     let read_at = Instant::now();
                     g711::decode_frame(slot.law, &block, &mut frame);
                     slot.detect_digits(&frame);
+                    slot.detect_tones(&frame);
                     if slot.from_line.try_push(frame).is_err() {
                         slot.counters.overruns.fetch_add(1, Ordering::Relaxed);
                     } else {
@@ -639,7 +643,16 @@ impl<B: Backend> Slot<B> {
                     }
                     self.detect = kind;
                 }
+                SignalCommand::DetectTones(country) => {
+                    self.tones = country.map(codecs::progress::ProgressDetector::new);
+                }
             }
+        }
+    }
+
+    fn detect_tones(&mut self, frame: &Frame) {
+        if let Some(kind) = self.tones.as_mut().and_then(|d| d.process(frame)) {
+            self.push_event(SignalEvent::Tone(kind));
         }
     }
 

@@ -650,3 +650,76 @@ fn a_span_alarm_clears_calls_with_cause_38_blocks_the_span_and_recovers() {
     r.b.cas[1].hangup(r.now, cause::NORMAL_CLEARING).unwrap();
     r.all_idle();
 }
+
+/// Plays `country`'s `kind` tone from side b's channel 0 (instead of answering) until `done`.
+fn play_tone_until(
+    r: &mut Rig,
+    tone: codecs::tones::ToneKind,
+    country: codecs::tones::Country,
+    limit_ms: u64,
+    done: impl Fn(&Rig) -> bool,
+) -> u64 {
+    use ringbuf::traits::Producer;
+    let mut g = codecs::tones::ToneGenerator::new(country, tone);
+    let t0 = r.ms();
+    while !done(r) {
+        assert!(
+            r.ms() - t0 <= limit_ms,
+            "{tone}: not within {limit_ms} ms; a {:?} b {:?}",
+            r.a.log,
+            r.b.log
+        );
+        let mut frame = [0i16; codecs::FRAME_SAMPLES];
+        g.fill(&mut frame);
+        let _ = r.b.ports[0].to_line.try_push(frame);
+        r.run(20);
+    }
+    r.ms() - t0
+}
+
+/// An outgoing E&M call whose far end plays busy (or reorder) tone instead of answering is
+/// cleared with cause 17 (or 34) once the cadence is recognised; both channels end idle. A
+/// call answered after ringback is not touched by the detector.
+#[test]
+fn em_busy_and_congestion_tones_clear_an_outgoing_call_with_17_and_34() {
+    use codecs::tones::{Country, ToneKind};
+    for (country, tone, want) in [
+        (Country::Us, ToneKind::Busy, cause::USER_BUSY),
+        (Country::Us, ToneKind::Congestion, cause::NO_CIRCUIT),
+        (Country::Etsi, ToneKind::Busy, cause::USER_BUSY),
+    ] {
+        let mut cfg = CasConfig::new(CasMode::EmWink, Some(DigitKind::Dtmf));
+        cfg.progress_tones = Some(country);
+        let mut r = rig(1, (SigType::EmE1, cfg.clone()), (SigType::EmE1, cfg));
+        r.a.cas[0].originate(r.now, "4711#").unwrap();
+        r.run_until(3_000, "presented", |r| incoming(&r.b.log[0]).is_some());
+        let t = play_tone_until(&mut r, tone, country, 6_000, |r| {
+            !released(&r.a.log[0]).is_empty()
+        });
+        assert_eq!(released(&r.a.log[0]), vec![want], "{country} {tone}");
+        assert_eq!(r.a.cas[0].tones_heard(), 1);
+        assert!(t <= 3_000, "{country} {tone} recognised after {t} ms");
+        // The far end sees the seizure go away, as for any caller hanging up.
+        r.run_until(2_000, "callee told", |r| {
+            released(&r.b.log[0]) == vec![cause::NORMAL_CLEARING]
+        });
+        r.all_idle();
+    }
+    // Ringback, then an answer: the call survives.
+    let mut cfg = CasConfig::new(CasMode::EmWink, Some(DigitKind::Dtmf));
+    cfg.progress_tones = Some(Country::Us);
+    let mut r = rig(1, (SigType::EmE1, cfg.clone()), (SigType::EmE1, cfg));
+    r.a.cas[0].originate(r.now, "4711#").unwrap();
+    r.run_until(3_000, "presented", |r| incoming(&r.b.log[0]).is_some());
+    let start = r.ms();
+    play_tone_until(&mut r, ToneKind::Ringback, Country::Us, 13_000, |r| {
+        r.ms() - start >= 12_000
+    });
+    assert!(released(&r.a.log[0]).is_empty(), "{:?}", r.a.log[0]);
+    r.b.cas[0].answer(r.now).unwrap();
+    r.run_until(1_000, "answer", |r| has(&r.a.log[0], &LegEvent::Answered));
+    assert_eq!(r.a.cas[0].tones_heard(), 0);
+    r.a.cas[0].hangup(r.now, cause::NORMAL_CLEARING).unwrap();
+    r.run_until(2_000, "clear", |r| !released(&r.b.log[0]).is_empty());
+    r.all_idle();
+}

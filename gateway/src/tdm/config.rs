@@ -234,6 +234,11 @@ pub struct TdmSpanConfig {
     /// Loop start: the called number of incoming calls on a line without addressing.
     #[serde(default)]
     pub fixed_called: String,
+    /// CAS: the far end's tone plan (`us`, `etsi`, `uk`, `de`, `fr`). Outgoing E&M and
+    /// station-end calls listen for its busy and congestion tones until the answer and clear
+    /// with cause 17 (SIP 486) or 34 (SIP 503). Default: `etsi` on E1, `us` on T1.
+    #[serde(default)]
+    pub tones: Option<String>,
 }
 
 /// Parses a channel list such as `1-15,17-31` or `1,2,5-7`.
@@ -288,6 +293,14 @@ impl TdmConfig {
                     ));
                 }
             }
+            if let Some(t) = &s.tones
+                && t.parse::<codecs::tones::Country>().is_err()
+            {
+                return Err(format!(
+                    "span {}: tones = {t:?}: use us, etsi, uk, de or fr",
+                    s.span
+                ));
+            }
             if !s.signalling.is_pri() && s.dchannel.is_some() {
                 return Err(format!(
                     "span {}: dchannel is for PRI spans only ({} has none)",
@@ -314,6 +327,7 @@ impl TdmConfig {
             glare_priority: false,
             polarity: false,
             fixed_called: String::new(),
+            tones: None,
         };
         Self {
             backend: TdmBackend::Sim,

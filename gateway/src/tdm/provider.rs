@@ -245,6 +245,12 @@ impl<B: Backend + 'static> TdmProvider<B> {
                     c.glare_priority = sc.glare_priority;
                     c.polarity = sc.polarity;
                     c.fixed_called = sc.fixed_called.clone();
+                    // Validated with the configuration; an unparsable plan leaves detection off.
+                    c.progress_tones = match &sc.tones {
+                        Some(t) => t.parse().ok(),
+                        None if e1 => Some(codecs::tones::Country::Etsi),
+                        None => Some(codecs::tones::Country::Us),
+                    };
                     if sc.signalling == super::config::Signalling::FxoKs {
                         // DAHDI's kewl after a hang-up (500 ms loop drop, then 300 ms) refuses
                         // a ring with EBUSY: the release guard must outlast it.
@@ -909,6 +915,8 @@ impl<B: Backend + 'static> TdmProvider<B> {
                             channel: c.position,
                             state: u,
                             leg: c.leg.map(|l| l.to_string()),
+                            glares: c.cas.as_ref().map_or(0, CasChannel::glares),
+                            tones: c.cas.as_ref().map_or(0, CasChannel::tones_heard),
                         }
                     })
                     .collect();
@@ -1116,6 +1124,10 @@ pub struct ChannelStatus {
     pub state: &'static str,
     /// The leg on it.
     pub leg: Option<String>,
+    /// CAS: outgoing calls this channel gave up to the far end's seizure (glare).
+    pub glares: u64,
+    /// CAS: outgoing calls cleared because busy or congestion tone was heard.
+    pub tones: u64,
 }
 
 /// Every span's state.

@@ -155,6 +155,9 @@ pub enum SignalCommand {
     /// Runs a digit detector on the received audio (`None`: off). Detected digits arrive as
     /// [`SignalEvent::Digit`].
     Detect(Option<DigitKind>),
+    /// Listens for the busy and congestion tones of a tone plan in the received audio
+    /// (`None`: off). A tone recognised arrives once as [`SignalEvent::Tone`].
+    DetectTones(Option<codecs::tones::Country>),
     /// DAHDI_SET_PARAMS: the driver's hook timings for this channel.
     Timing(ChannelTiming),
 }
@@ -194,6 +197,8 @@ pub enum SignalEvent {
         /// How long its tone lasted, ms.
         duration_ms: u16,
     },
+    /// A call-progress tone (busy or congestion) heard after [`SignalCommand::DetectTones`].
+    Tone(codecs::tones::ToneKind),
     /// A [`SignalCommand::Dial`] finished (or was cancelled).
     DialDone,
     /// A [`SignalCommand::Wink`] or [`SignalCommand::Flash`] finished.

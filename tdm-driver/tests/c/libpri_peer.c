@@ -7,17 +7,22 @@
  *                                            redirecting number (complete)
  *   proceed IDX | setupack IDX | alert IDX | answer IDX
  *   hangup IDX CAUSE | info IDX DIGITS | notify IDX INFO | restart CHAN | quit
- * Events go to stdout, one per line (see printf calls below). */
+ * Events go to stdout, one per line (see printf calls below). On a DAHDI D-channel, a pending
+ * channel event (reads fail with ELAST until it is taken) is taken with DAHDI_GETEVENT and
+ * printed as "DAHDI_EVENT N" (4 = alarm, 5 = no alarm), as chan_dahdi would. */
 #include <errno.h>
 #include <libpri.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #define MAX_CALLS 128
+/* DAHDI_GETEVENT from dahdi/user.h: _IOR(DAHDI_CODE, 8, int); not used on socketpairs. */
+#define PEER_DAHDI_GETEVENT _IOR(0xDA, 8, int)
 static q931_call *calls[MAX_CALLS];
 static int ncalls;
 
@@ -152,7 +157,7 @@ int main(int argc, char **argv) {
     size_t used = 0;
     int done = 0;
     while (!done) {
-        struct pollfd fds[2] = {{fd, POLLIN, 0}, {0, POLLIN, 0}};
+        struct pollfd fds[2] = {{fd, POLLIN | POLLPRI, 0}, {0, POLLIN, 0}};
         int timeout = 1000;
         struct timeval *next = pri_schedule_next(pri);
         if (next) {
@@ -163,6 +168,10 @@ int main(int argc, char **argv) {
         }
         int r = poll(fds, 2, timeout);
         if (r < 0 && errno != EINTR) break;
+        if (r > 0 && (fds[0].revents & POLLPRI)) {
+            int ev = 0;
+            if (ioctl(fd, PEER_DAHDI_GETEVENT, &ev) == 0 && ev) printf("DAHDI_EVENT %d\n", ev);
+        }
         pri_event *e = NULL;
         if (r > 0 && (fds[0].revents & POLLIN)) e = pri_check_event(pri);
         else if (r > 0 && (fds[0].revents & (POLLHUP | POLLERR))) break;
