@@ -23,6 +23,9 @@ const MIN_CORRELATION: f64 = 0.9;
 async fn gateway(callee: SocketAddr) -> (GatewayServer, MediaPlane) {
     let text = format!(
         r#"
+[http]
+listen = "127.0.0.1:0"
+
 [sip]
 udp = "127.0.0.1:0"
 trusted = ["127.0.0.0/8"]
@@ -89,7 +92,7 @@ fn correlation(who: &str, sent: &[i16], heard: &[i16]) -> f64 {
 
 /// The media figures of the plane leg bound to `local` (ids are small numbers).
 fn stats_at(plane: &MediaPlane, local: SocketAddr) -> Option<gateway::media::plane::MediaStats> {
-    (1..256)
+    (0..256)
         .filter_map(|i| plane.stats(MediaId(i)))
         .find(|s| s.local == Some(local))
 }
@@ -101,8 +104,11 @@ async fn rtcp_mux_offered_by_baresip_is_answered_and_rtcp_flows_on_the_rtp_port(
     let reversed: Vec<i16> = speech.iter().rev().copied().collect();
     let a_wav = dir.path().join("a.wav");
     let b_wav = dir.path().join("b.wav");
-    std::fs::write(&a_wav, codecs::wav::write_pcm16(8000, &speech)).unwrap();
-    std::fs::write(&b_wav, codecs::wav::write_pcm16(8000, &reversed)).unwrap();
+    // baresip hangs up at the end of its WAV, and its first RTCP report can take longer than
+    // one pass of the speech: each agent speaks its signal three times over.
+    let thrice = |x: &[i16]| x.repeat(3);
+    std::fs::write(&a_wav, codecs::wav::write_pcm16(8000, &thrice(&speech))).unwrap();
+    std::fs::write(&b_wav, codecs::wav::write_pcm16(8000, &thrice(&reversed))).unwrap();
 
     let mut b_opts = BaresipOptions::new("bob", &b_wav);
     b_opts.auto_answer = true;
@@ -155,8 +161,7 @@ async fn rtcp_mux_offered_by_baresip_is_answered_and_rtcp_flows_on_the_rtp_port(
         "the answer to A has a=rtcp-mux: {}",
         answer.text
     );
-    // B did not offer mux back to us, and was not offered it... either way the B side is
-    // plain RTP/RTCP; only A's leg is checked for mux.
+    // Only A's leg is checked for mux (B, without it, keeps RTCP on its own port).
     let a_local = gw
         .handle()
         .run(|sw, now| sw.engine.calls(now))
@@ -170,7 +175,16 @@ async fn rtcp_mux_offered_by_baresip_is_answered_and_rtcp_flows_on_the_rtp_port(
     // RTCP both ways on A's RTP port: a round-trip time on A's leg needs A's report on our SR.
     let deadline = Instant::now() + Duration::from_secs(20);
     let rtt = loop {
-        let s = stats_at(&plane, a_local).expect("A's media leg");
+        let s = stats_at(&plane, a_local).unwrap_or_else(|| {
+            let all: Vec<_> = (0..16)
+                .filter_map(|i| plane.stats(MediaId(i)).map(|s| (i, s.local)))
+                .collect();
+            panic!(
+                "A's media leg at {a_local}: the plane has {all:?}; A's log:\n{}\nB's log:\n{}",
+                a.log(),
+                b.log()
+            )
+        });
         if let Some(rtt) = s.round_trip {
             break rtt;
         }
