@@ -294,19 +294,8 @@ pub async fn metrics_text(st: &WebState) -> Option<String> {
             )
         })
         .await;
-    let Some((
-        counts,
-        media,
-        engine,
-        tx,
-        (sip, registrations),
-        by_kind,
-        (jmax, javg),
-        (live, done),
-    )) = snapshot
-    else {
-        return None;
-    };
+    let (counts, media, engine, tx, (sip, registrations), by_kind, (jmax, javg), (live, done)) =
+        snapshot?;
     metric(
         &mut out,
         "gateway_calls_active",

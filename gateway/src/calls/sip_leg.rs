@@ -2781,6 +2781,11 @@ impl LegProvider for SipLegs {
             match self.legs.get_mut(&id) {
                 Some(leg) => leg.span = span,
                 None => {
+                    // Taken by the Originate that follows at once; a leg that went before its
+                    // URI came leaves an entry, so keep the map bounded.
+                    if self.pending_spans.len() >= 1024 {
+                        self.pending_spans.clear();
+                    }
                     self.pending_spans.insert(id, span);
                 }
             }
