@@ -219,6 +219,7 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
     };
     let state = WebState {
         switch: server.as_ref().map(GatewayServer::handle),
+        tdm: tdm.as_ref().map(gateway::tdm::TdmService::handle),
     };
     tracing::info!(
         listen = %listener.local_addr()?,

@@ -2,6 +2,20 @@
 //!
 //! One call at start-up installs a subscriber with an environment filter (`SPANBRIDGE_LOG`, then
 //! `RUST_LOG`, default `info`) writing either human-readable lines or JSON lines to stderr.
+//!
+//! # A call's log lines carry its URI
+//! Every line the gateway logs about a call runs inside a `call` span whose field `uri` is the
+//! call's URI (`urn:uuid:...`, the key of its CDR and of `/api`): in JSON, `span.uri` (and in
+//! `spans[]`); control-plane lines that name a call have it as the event field `uri`. The
+//! engine opens the span when the call is created and tells each leg's provider the URI once
+//! ([`LegCommand::CallUri`](crate::calls::leg::LegCommand::CallUri), before any other command
+//! for the leg); SIP, TDM and WebRTC providers and the media backend log their lines for the
+//! leg in that span. Lines written before a call exists cannot carry it: an INVITE refused by
+//! the ACL or challenged for credentials, a request that fails to parse, a TDM provider's
+//! "TDM call in" line for a call it is about to offer to the engine (the engine's
+//! `incoming call` line that follows names the same `leg` with the `uri`). `gateway=debug`
+//! adds per-leg lines (SIP commands, in-dialog requests and responses, RTP opened, configured
+//! and released with its packet counts), all in the call's span.
 
 use std::str::FromStr;
 

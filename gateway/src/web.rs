@@ -22,6 +22,8 @@ use crate::control::api::{self, ControlPlane};
 pub struct WebState {
     /// The running switch, if the gateway runs calls.
     pub switch: Option<SwitchHandle>,
+    /// The running TDM provider, if the gateway runs TDM legs (its spans go into `/metrics`).
+    pub tdm: Option<crate::tdm::TdmHandle>,
 }
 
 /// Builds the router served on the core HTTP listener, without a switch (health only).
@@ -231,6 +233,14 @@ fn one(v: impl Into<f64>) -> Vec<(String, f64)> {
 }
 
 async fn metrics(State(st): State<Arc<WebState>>) -> Response {
+    match metrics_text(&st).await {
+        Some(out) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response(),
+        None => no_switch(),
+    }
+}
+
+/// The `/metrics` page (Prometheus text format); `None` when the switch has stopped.
+pub async fn metrics_text(st: &WebState) -> Option<String> {
     let mut out = String::new();
     metric(
         &mut out,
@@ -240,7 +250,7 @@ async fn metrics(State(st): State<Arc<WebState>>) -> Response {
         &one(1.0),
     );
     let Some(sw) = &st.switch else {
-        return ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response();
+        return Some(out);
     };
     let cps = sw.counters().cps();
     let snapshot = sw
@@ -284,19 +294,8 @@ async fn metrics(State(st): State<Arc<WebState>>) -> Response {
             )
         })
         .await;
-    let Some((
-        counts,
-        media,
-        engine,
-        tx,
-        (sip, registrations),
-        by_kind,
-        (jmax, javg),
-        (live, done),
-    )) = snapshot
-    else {
-        return no_switch();
-    };
+    let (counts, media, engine, tx, (sip, registrations), by_kind, (jmax, javg), (live, done)) =
+        snapshot?;
     metric(
         &mut out,
         "gateway_calls_active",
@@ -543,5 +542,11 @@ async fn metrics(State(st): State<Arc<WebState>>) -> Response {
         "Second copies of a digit press dropped.",
         &one(engine.digits_deduplicated as f64),
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    if let Some(status) = match &st.tdm {
+        Some(t) => t.status().await,
+        None => None,
+    } {
+        crate::tdm::metrics::render(&status, &mut out);
+    }
+    Some(out)
 }

@@ -181,6 +181,7 @@ async fn metrics(gw: &GatewayServer) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = gateway::web::router_with(gateway::web::WebState {
         switch: Some(gw.handle()),
+        ..Default::default()
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -283,7 +283,7 @@ impl EngineCallSide {
         attended: bool,
     ) {
         let status = if attended {
-            tracing::warn!(call_uri = %call, "REFER with Replaces: attended transfer by REFER is not wired yet");
+            tracing::warn!(uri = %call, "REFER with Replaces: attended transfer by REFER is not wired yet");
             501
         } else {
             let user = target
@@ -302,7 +302,7 @@ impl EngineCallSide {
                     100
                 }
                 Err(e) => {
-                    tracing::info!(call_uri = %call, "REFER refused: {e}");
+                    tracing::info!(uri = %call, "REFER refused: {e}");
                     match e {
                         ControlError::Forbidden(_) => 403,
                         ControlError::NotFound(_) => 404,
@@ -391,7 +391,7 @@ impl EngineCallSide {
         };
         if let Some(why) = refused {
             // Nobody will take it: the caller is refused, not left ringing.
-            tracing::warn!(call_uri = %call, "control plane refused the call: {why}");
+            tracing::warn!(uri = %call, "control plane refused the call: {why}");
             lock(&self.legs).forget(leg);
             let _ = self
                 .handle

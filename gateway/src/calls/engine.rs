@@ -629,6 +629,18 @@ impl Engine {
         }
     }
 
+    /// Tells a leg's provider which call the leg belongs to (for its log lines).
+    fn tell_call_uri(&mut self, leg: LegId) {
+        let Some(l) = self.legs.get(&leg) else {
+            return;
+        };
+        let kind = l.kind;
+        let Some(uri) = self.calls.get(&l.call).map(|c| c.uri.clone()) else {
+            return;
+        };
+        self.leg_cmd(leg, kind, LegCommand::CallUri { uri });
+    }
+
     fn media(&mut self, c: MediaCommand) {
         self.out.push_back(EngineOutput::Media(c));
     }
@@ -723,7 +735,7 @@ impl Engine {
         self.next_call += 1;
         let key = CallKey(self.next_call);
         let uri = CallUri::new();
-        let span = tracing::info_span!("call", uri = %uri);
+        let span = super::leg::call_span(&uri);
         let entered = span.clone();
         let _entered = entered.enter();
         let source_ip = match &info.source {
@@ -818,6 +830,7 @@ impl Engine {
         self.legs.insert(id, leg);
         self.calls.insert(key, call);
         self.by_uri.insert(uri.clone(), key);
+        self.tell_call_uri(id);
         if let MediaAttachment::Port(slot) = &info.attachment {
             // A leg whose IO runs elsewhere (WebRTC, TDM) brings its frame rings with the call.
             if let Some(l) = self.legs.get_mut(&id) {
@@ -1236,6 +1249,7 @@ impl Engine {
         };
         let kind = leg.kind;
         let te = leg.dtmf != DtmfMode::Inband;
+        self.tell_call_uri(id);
         self.leg_cmd(
             id,
             kind,
@@ -2191,6 +2205,8 @@ impl Engine {
                 cause: cause.clone(),
             }
         };
+        let span = self.span_of_leg(leg);
+        let _entered = span.as_ref().map(tracing::Span::enter);
         self.leg_cmd(leg, kind, command);
         self.on_leg_end(now, leg, cause);
         self.drain_internal(now);
@@ -2265,6 +2281,8 @@ impl Engine {
             }
             return Ok(());
         }
+        let span = self.span_of_leg(leg);
+        let _entered = span.as_ref().map(tracing::Span::enter);
         tracing::info!(%leg, muted = on, "mute");
         self.media(MediaCommand::Mute { leg, on });
         Ok(())
@@ -2321,6 +2339,8 @@ impl Engine {
         if l.direction != Direction::Inbound {
             return Err(EngineError::NotNow(leg, "not an inbound leg"));
         }
+        let span = self.span_of_leg(leg);
+        let _entered = span.as_ref().map(tracing::Span::enter);
         self.answer_leg(now, leg);
         Ok(())
     }
@@ -2351,6 +2371,8 @@ impl Engine {
         if a == b || la.call != lb.call {
             return Err(EngineError::CannotConnect(a, b));
         }
+        let span = self.span_of_leg(a);
+        let _entered = span.as_ref().map(tracing::Span::enter);
         if let Some(l) = self.legs.get_mut(&a) {
             l.playing = Some(MediaSource::Silence);
         }
@@ -2459,7 +2481,7 @@ impl Engine {
                 created = true;
                 self.next_call += 1;
                 let key = CallKey(self.next_call);
-                let span = tracing::info_span!("call", uri = %uri);
+                let span = super::leg::call_span(uri);
                 self.stats.calls_total += 1;
                 self.calls.insert(
                     key,
@@ -2540,6 +2562,7 @@ impl Engine {
             },
         );
         tracing::info!(leg = %leg, kind = kind.as_str(), "leg adopted (answered by its provider)");
+        self.tell_call_uri(leg);
         if created {
             // The caller's provider answered it on the control plane's behalf: the call is
             // answered from here (its time with an agent starts at `connected`).

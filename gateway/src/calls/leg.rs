@@ -458,6 +458,15 @@ pub struct LocalMedia {
 /// What the engine asks a leg to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LegCommand {
+    /// The call this leg belongs to, told once before any other command for the leg (an
+    /// outbound leg: just before its [`LegCommand::Originate`], so the provider may not know the
+    /// leg yet). Changes nothing on the wire: the provider logs the leg's lines inside a
+    /// `call` span with this `uri` (see [`call_span`]) so that every log line of a call
+    /// carries its URI.
+    CallUri {
+        /// The call's URI.
+        uri: crate::control::CallUri,
+    },
     /// Place a call (this leg is new; the provider learns its id here).
     Originate {
         /// Where to.
@@ -592,6 +601,12 @@ pub trait LegProvider {
     fn handle_timeout(&mut self, now: Instant);
     /// Legs it still holds resources for (tests assert 0 after calls).
     fn live_legs(&self) -> usize;
+}
+
+/// The tracing span a call's log lines run in: `call` with the field `uri` (the engine's own
+/// span of the call has the same shape, so JSON logs carry `span.uri` either way).
+pub fn call_span(uri: &crate::control::CallUri) -> tracing::Span {
+    tracing::info_span!("call", uri = %uri)
 }
 
 /// Parses a local IP for media, falling back to loopback (used by providers' defaults).

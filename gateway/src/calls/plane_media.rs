@@ -25,6 +25,9 @@ type Ids = Arc<Mutex<HashMap<MediaId, (LegId, bool)>>>;
 pub struct PlaneMedia {
     plane: MediaPlane,
     legs: HashMap<LegId, MediaId>,
+    /// The `call` span current when each leg's media opened (the switch opens it in the
+    /// call's span): the leg's media log lines run in it.
+    spans: HashMap<LegId, tracing::Span>,
     ids: Ids,
     notices: Option<mpsc::UnboundedReceiver<(LegId, MediaNotice)>>,
     inactivity: Duration,
@@ -96,6 +99,7 @@ impl PlaneMedia {
         PlaneMedia {
             plane,
             legs: HashMap::new(),
+            spans: HashMap::new(),
             ids,
             notices: Some(rx),
             inactivity,
@@ -146,7 +150,15 @@ impl PlaneMedia {
         }
     }
 
+    fn span(&self, leg: LegId) -> tracing::Span {
+        self.spans
+            .get(&leg)
+            .cloned()
+            .unwrap_or_else(tracing::Span::none)
+    }
+
     fn forget(&mut self, leg: LegId) -> Option<MediaId> {
+        self.spans.remove(&leg);
         let id = self.legs.remove(&leg)?;
         self.ids
             .lock()
@@ -159,6 +171,8 @@ impl PlaneMedia {
 impl MediaBackend for PlaneMedia {
     fn open_rtp(&mut self, leg: LegId, call: CallKey, ip: IpAddr) -> Result<SocketAddr, String> {
         let (id, addr) = self.plane.open_rtp(call.0, ip).map_err(|e| e.to_string())?;
+        tracing::debug!(%leg, media_id = id.0, local = %addr, "RTP socket opened");
+        self.spans.insert(leg, tracing::Span::current());
         self.legs.insert(leg, id);
         self.ids
             .lock()
@@ -175,6 +189,8 @@ impl MediaBackend for PlaneMedia {
             .plane
             .attach_port(call.0, port)
             .map_err(|e| e.to_string())?;
+        tracing::debug!(%leg, media_id = id.0, "frame port attached");
+        self.spans.insert(leg, tracing::Span::current());
         self.legs.insert(leg, id);
         self.ids
             .lock()
@@ -184,10 +200,28 @@ impl MediaBackend for PlaneMedia {
     }
 
     fn execute(&mut self, command: &MediaCommand) -> Result<(), String> {
+        let span = match command {
+            MediaCommand::ConfigureRtp { leg, .. }
+            | MediaCommand::Play { leg, .. }
+            | MediaCommand::Mute { leg, .. }
+            | MediaCommand::SendDigit { leg, .. }
+            | MediaCommand::Release { leg }
+            | MediaCommand::Connect { a: leg, .. } => self.span(*leg),
+            MediaCommand::OpenRtp { .. } | MediaCommand::AttachPort { .. } => tracing::Span::none(),
+        };
+        let _entered = span.enter();
         match command {
             MediaCommand::ConfigureRtp { leg, media } => {
                 let id = self.id(*leg)?;
                 let p = self.params(media)?;
+                tracing::debug!(
+                    %leg,
+                    codec = media.codec.name(),
+                    remote = ?media.remote,
+                    rtcp_mux = media.rtcp_mux,
+                    direction = ?media.direction,
+                    "RTP configured"
+                );
                 self.plane.configure_rtp(id, p).map_err(|e| e.to_string())
             }
             MediaCommand::Connect { a, b } => {
@@ -215,6 +249,16 @@ impl MediaBackend for PlaneMedia {
             }
             MediaCommand::Release { leg } => {
                 if let Some(id) = self.forget(*leg) {
+                    if let Some(s) = self.plane.stats(id) {
+                        tracing::debug!(
+                            %leg,
+                            packets_received = s.packets_received,
+                            packets_sent = s.packets_sent,
+                            packets_lost = s.packets_lost,
+                            jitter_ms = s.jitter.as_secs_f64() * 1000.0,
+                            "media released"
+                        );
+                    }
                     self.plane.release(id);
                 }
                 Ok(())

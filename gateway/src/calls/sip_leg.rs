@@ -307,6 +307,9 @@ struct Leg {
     last_ack: Option<(SocketAddr, Vec<u8>)>,
     /// The deadline last put on the provider's leg timer heap.
     scheduled: Option<Instant>,
+    /// The `call` span (with the call's URI) this leg's log lines run in; none until the
+    /// engine says which call the leg belongs to ([`LegCommand::CallUri`]).
+    span: tracing::Span,
 }
 
 impl Leg {
@@ -387,6 +390,8 @@ pub struct SipLegs {
     /// Leg deadlines, earliest first; an entry whose leg's deadline has moved is skipped when
     /// it comes up. Keeps `poll_timeout` independent of the number of legs.
     leg_timers: BinaryHeap<Reverse<(Instant, LegId)>>,
+    /// Call spans told for outbound legs before their `Originate` (taken by it).
+    pending_spans: HashMap<LegId, tracing::Span>,
 }
 
 #[derive(Debug)]
@@ -394,6 +399,31 @@ struct PingState {
     next_at: Instant,
     sent_at: Option<Instant>,
     up: Option<bool>,
+}
+
+/// A command's name for log lines.
+fn command_name(c: &LegCommand) -> &'static str {
+    match c {
+        LegCommand::CallUri { .. } => "call-uri",
+        LegCommand::Originate { .. } => "originate",
+        LegCommand::Ring { .. } => "ring",
+        LegCommand::Answer { .. } => "answer",
+        LegCommand::Reject { .. } => "reject",
+        LegCommand::HangUp { .. } => "hang-up",
+        LegCommand::Hold => "hold",
+        LegCommand::Resume => "resume",
+        LegCommand::Reoffer { .. } => "reoffer",
+        LegCommand::SendDigit { .. } => "send-digit",
+        LegCommand::TransferProgress { .. } => "transfer-progress",
+    }
+}
+
+/// The Request-URI of a SIP target, for log lines.
+fn target_uri(t: &Target) -> &str {
+    match t {
+        Target::Sip { uri, .. } => uri,
+        _ => "?",
+    }
 }
 
 fn sdp_codec(c: AudioCodec) -> Option<Codec> {
@@ -647,6 +677,7 @@ impl SipLegs {
             regs: Vec::new(),
             orphan_acks: HashMap::new(),
             leg_timers: BinaryHeap::new(),
+            pending_spans: HashMap::new(),
         }
     }
 
@@ -819,6 +850,7 @@ impl SipLegs {
     /// Puts a leg back, or drops it and its indexes if its work is done.
     fn put(&mut self, leg: Leg) {
         if leg.finished() {
+            tracing::debug!(parent: &leg.span, leg = %leg.id, call_id = %leg.call_id, "SIP leg closed");
             if let (Some(k), Some((dest, bytes))) = (&leg.invite_key, &leg.last_ack)
                 && leg.role == Role::Uac
             {
@@ -1099,6 +1131,7 @@ impl SipLegs {
             refer_notify: false,
             last_ack: None,
             scheduled: None,
+            span: tracing::Span::none(),
         };
         self.legs.insert(id, leg);
         self.emit(id, LegEvent::Incoming(info));
@@ -1115,6 +1148,9 @@ impl SipLegs {
         let Some(mut leg) = self.take(id) else {
             return self.answer_plain(now, &key, &req, 481);
         };
+        let span = leg.span.clone();
+        let _entered = span.enter();
+        tracing::debug!(leg = %id, call_id = %leg.call_id, method = %req.method, "in-dialog request");
         let verdict = match leg.dialog.as_mut() {
             Some(d) => d.handle_request(&req),
             None => Err(InDialogReject::Terminated),
@@ -1431,6 +1467,8 @@ impl SipLegs {
         let Some(mut leg) = self.take(id) else {
             return;
         };
+        let span = leg.span.clone();
+        let _entered = span.enter();
         let ok = leg
             .dialog
             .as_mut()
@@ -1485,7 +1523,10 @@ impl SipLegs {
         let Some(mut leg) = self.take(id) else {
             return;
         };
+        let span = leg.span.clone();
+        let _entered = span.enter();
         if leg.phase == Phase::Setup {
+            tracing::info!(leg = %id, call_id = %leg.call_id, "CANCEL from the caller: 487");
             if let Some(d) = leg.dialog.as_mut() {
                 let resp = d.response(&leg.invite, 487);
                 self.respond(now, invite, resp);
@@ -1526,6 +1567,9 @@ impl SipLegs {
         let Some(mut leg) = self.take(id) else {
             return;
         };
+        let span = leg.span.clone();
+        let _entered = span.enter();
+        tracing::debug!(leg = %id, call_id = %leg.call_id, status = resp.status, "response");
         match purpose {
             Purpose::Invite => self.on_invite_response(now, &mut leg, key, &resp),
             Purpose::Reinvite => self.on_reinvite_response(now, &mut leg, &resp),
@@ -1882,6 +1926,9 @@ impl SipLegs {
         let Some(mut leg) = self.take(id) else {
             return;
         };
+        let span = leg.span.clone();
+        let _entered = span.enter();
+        tracing::debug!(leg = %id, call_id = %leg.call_id, ?purpose, "transaction timed out");
         match purpose {
             Purpose::Invite if leg.invite_key.as_ref() == Some(key) => {
                 if leg.got_provisional && !leg.cancel_sent {
@@ -2333,6 +2380,7 @@ impl SipLegs {
             refer_notify: false,
             last_ack: None,
             scheduled: None,
+            span: tracing::Span::current(),
         };
         match self.send_request(now, &leg, inv, dest, Purpose::Invite) {
             Some(k) => {
@@ -2727,6 +2775,22 @@ impl LegProvider for SipLegs {
     }
 
     fn handle_command(&mut self, now: Instant, id: LegId, command: LegCommand) {
+        if let LegCommand::CallUri { uri } = command {
+            // Only remembered for the leg's log lines: nothing is sent, no state changes.
+            let span = super::leg::call_span(&uri);
+            match self.legs.get_mut(&id) {
+                Some(leg) => leg.span = span,
+                None => {
+                    // Taken by the Originate that follows at once; a leg that went before its
+                    // URI came leaves an entry, so keep the map bounded.
+                    if self.pending_spans.len() >= 1024 {
+                        self.pending_spans.clear();
+                    }
+                    self.pending_spans.insert(id, span);
+                }
+            }
+            return;
+        }
         if let LegCommand::Originate {
             target,
             caller,
@@ -2735,6 +2799,12 @@ impl LegProvider for SipLegs {
             max_forwards,
         } = command
         {
+            let span = self
+                .pending_spans
+                .remove(&id)
+                .unwrap_or_else(tracing::Span::none);
+            let _entered = span.enter();
+            tracing::debug!(leg = %id, target = target_uri(&target), "SIP leg command: originate");
             if !self.legs.contains_key(&id) {
                 self.originate(
                     now,
@@ -2752,8 +2822,11 @@ impl LegProvider for SipLegs {
         let Some(mut leg) = self.take(id) else {
             return;
         };
+        let span = leg.span.clone();
+        let _entered = span.enter();
+        tracing::debug!(leg = %id, call_id = %leg.call_id, command = command_name(&command), "SIP leg command");
         match command {
-            LegCommand::Originate { .. } => {}
+            LegCommand::CallUri { .. } | LegCommand::Originate { .. } => {}
             LegCommand::Ring { early_media } => self.ring(now, &mut leg, early_media),
             LegCommand::Answer { media } => self.answer(now, &mut leg, media),
             LegCommand::Reject { cause } | LegCommand::HangUp { cause } => {
@@ -2830,6 +2903,8 @@ impl LegProvider for SipLegs {
             let Some(mut leg) = self.take(id) else {
                 continue;
             };
+            let span = leg.span.clone();
+            let _entered = span.enter();
             leg.scheduled = None;
             if leg.reinvite_retry_at.is_some_and(|t| t <= now) {
                 leg.reinvite_retry_at = None;

@@ -349,11 +349,20 @@ impl<M: MediaBackend> Switch<M> {
                 self.external.push_back((leg, kind, command))
             }
             EngineOutput::Media(MediaCommand::OpenRtp { leg, call, ip }) => {
-                let r = self.media.open_rtp(leg, call, ip);
+                // In the call's span: the backend keeps it for the leg's media log lines.
+                let span = self
+                    .engine
+                    .span_of_leg(leg)
+                    .unwrap_or_else(tracing::Span::none);
+                let r = span.in_scope(|| self.media.open_rtp(leg, call, ip));
                 self.engine.media_opened(now, leg, r.map(Some));
             }
             EngineOutput::Media(MediaCommand::AttachPort { leg, call, port }) => {
-                let r = self.media.attach_port(leg, call, port);
+                let span = self
+                    .engine
+                    .span_of_leg(leg)
+                    .unwrap_or_else(tracing::Span::none);
+                let r = span.in_scope(|| self.media.attach_port(leg, call, port));
                 self.engine.media_opened(now, leg, r.map(|()| None));
             }
             EngineOutput::Media(c) => {

@@ -335,7 +335,7 @@ async fn executor(
                     };
                     let call = cmd.call().clone();
                     if let Err(e) = calls.execute(cmd).await {
-                        tracing::warn!(call_uri = %call, "call side failed {what}: {e}");
+                        tracing::warn!(uri = %call, "call side failed {what}: {e}");
                         if let (Some((call, leg)), Some(p)) = (failed_leg, plane.upgrade()) {
                             p.call_event(CallEvent::Failed {
                                 call,
@@ -1114,7 +1114,7 @@ async fn start_web_call(
     // The call may have ended already (no agent and no queue); the session is still created
     // and reads as ended.
     lock(&p.sessions).insert(session, WhipSession { call: call.clone() });
-    tracing::info!(call_uri = %call, destination, "click-to-call started");
+    tracing::info!(uri = %call, destination, "click-to-call started");
     Ok((call, session, answer))
 }
 

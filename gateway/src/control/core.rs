@@ -649,7 +649,7 @@ impl ControlCore {
                 }
                 CallEvent::Answered { .. } => {
                     if let Err(e) = self.agent_answered(&agent, &call, leg, now, &mut out) {
-                        tracing::warn!(call_uri = %call, %agent, "answer from phone refused: {e}");
+                        tracing::warn!(uri = %call, %agent, "answer from phone refused: {e}");
                         out.push(Effect::Call(CallCommand::HangUp {
                             call: call.clone(),
                             leg,
@@ -1726,13 +1726,13 @@ impl ControlCore {
                     );
                 }
                 AcdOutput::Overflow { call, queue, to } => {
-                    tracing::info!(call_uri = %call, %queue, ?to, "queue overflow");
+                    tracing::info!(uri = %call, %queue, ?to, "queue overflow");
                     match to {
                         Party::Queue(q) => {
                             match self.center.enqueue(&call, &q, Purpose::Caller, true, now) {
                                 Ok(o) => self.acd(o, now, out),
                                 Err(e) => {
-                                    tracing::warn!(call_uri = %call, "overflow to queue {q:?} failed: {e}");
+                                    tracing::warn!(uri = %call, "overflow to queue {q:?} failed: {e}");
                                     self.requeue_without_overflow(&call, &queue, now, out);
                                 }
                             }
@@ -1772,7 +1772,7 @@ impl ControlCore {
                                     self.run_transfer(&call, cmds, now, out);
                                 }
                                 Err(e) => {
-                                    tracing::warn!(call_uri = %call, "overflow failed: {e}");
+                                    tracing::warn!(uri = %call, "overflow failed: {e}");
                                     self.requeue_without_overflow(&call, &queue, now, out);
                                 }
                             }
@@ -1845,7 +1845,7 @@ impl ControlCore {
                                 match self.center.enqueue(call, &q, Purpose::Caller, true, now) {
                                     Ok(o) => self.acd(o, now, out),
                                     Err(e) => {
-                                        tracing::warn!(call_uri = %call, "requeue into {q:?} failed: {e}")
+                                        tracing::warn!(uri = %call, "requeue into {q:?} failed: {e}")
                                     }
                                 }
                             }
@@ -1866,7 +1866,7 @@ impl ControlCore {
                     match o {
                         Ok(o) => self.acd(o, now, out),
                         Err(e) => {
-                            tracing::error!(call_uri = %call, "cannot requeue the caller into {q:?}: {e}; ending the call");
+                            tracing::error!(uri = %call, "cannot requeue the caller into {q:?}: {e}; ending the call");
                             self.hang_up_caller(call, "unroutable", now, out);
                             return;
                         }
@@ -2173,7 +2173,7 @@ impl ControlCore {
                     // The transfer ended already; a late answer was handled in run_transfer's
                     // HangUpTarget.
                 }
-                Err(e) => tracing::warn!(call_uri = %call, ?input, "transfer input refused: {e}"),
+                Err(e) => tracing::warn!(uri = %call, ?input, "transfer input refused: {e}"),
             }
         }
     }

@@ -441,6 +441,8 @@ pub struct RtcProvider {
     internal: mpsc::UnboundedReceiver<Internal>,
     table: HashMap<LegId, Entry>,
     events: VecDeque<(LegId, LegEvent)>,
+    /// Each leg's `call` span (from [`LegCommand::CallUri`]), entered for its log lines.
+    call_spans: HashMap<LegId, tracing::Span>,
 }
 
 impl std::fmt::Debug for RtcProvider {
@@ -486,6 +488,7 @@ impl RtcProvider {
             internal: rx,
             table: HashMap::new(),
             events: VecDeque::new(),
+            call_spans: HashMap::new(),
         })
     }
 
@@ -513,6 +516,13 @@ impl RtcProvider {
         if self.table.get(&leg).is_some_and(|e| !e.released) {
             self.events.push_back((leg, ev));
         }
+    }
+
+    fn call_span(&self, leg: LegId) -> tracing::Span {
+        self.call_spans
+            .get(&leg)
+            .cloned()
+            .unwrap_or_else(tracing::Span::none)
     }
 
     fn on_internal(&mut self, it: Internal) {
@@ -587,6 +597,7 @@ impl RtcProvider {
                     Some(r) => r.hangup(),
                     None => {
                         self.table.remove(&leg);
+                        self.call_spans.remove(&leg);
                     }
                 }
             }
@@ -612,6 +623,8 @@ impl RtcProvider {
     }
 
     fn on_rtc(&mut self, leg: LegId, ev: RtcEvent) {
+        let span = self.call_span(leg);
+        let _entered = span.enter();
         match ev {
             RtcEvent::Connected => {
                 let Some(e) = self.table.get_mut(&leg) else {
@@ -646,6 +659,7 @@ impl RtcProvider {
                     leg,
                     LegSignal::Ended(close_cause(&reason)),
                 );
+                self.call_spans.remove(&leg);
                 let Some(e) = self.table.remove(&leg) else {
                     return;
                 };
@@ -807,6 +821,19 @@ impl LegProvider for RtcProvider {
 
     fn handle_command(&mut self, _now: Instant, leg: LegId, command: LegCommand) {
         self.drain();
+        if let LegCommand::CallUri { uri } = &command {
+            // Outbound legs are told before their Originate; legs that went meanwhile are
+            // pruned now and then.
+            if self.call_spans.len() > 2 * self.table.len() + 16 {
+                let table = &self.table;
+                self.call_spans.retain(|id, _| table.contains_key(id));
+            }
+            self.call_spans
+                .insert(leg, crate::calls::leg::call_span(uri));
+            return;
+        }
+        let span = self.call_span(leg);
+        let _entered = span.enter();
         match command {
             LegCommand::Originate {
                 target: Target::WebRtc { endpoint },
@@ -838,7 +865,8 @@ impl LegProvider for RtcProvider {
                     tracing::debug!(%leg, "digit not sent: {e}");
                 }
             }
-            LegCommand::Hold
+            LegCommand::CallUri { .. }
+            | LegCommand::Hold
             | LegCommand::Resume
             | LegCommand::Reoffer { .. }
             | LegCommand::TransferProgress { .. } => {

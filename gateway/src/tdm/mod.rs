@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod port;
 pub mod provider;
 

@@ -30,7 +30,7 @@
 //! facility elements are decoded by the driver ([`PriSpan::setup_info`]) but the leg model
 //! has no field for them yet, so they are not passed to the other leg.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -130,6 +130,10 @@ pub struct TdmProvider<B: Backend + 'static> {
     next_poll: Option<Instant>,
     /// PRI NOTIFYs whose indication has no leg event (not hold/resume).
     notifications_ignored: u64,
+    /// Each leg's `call` span (from [`LegCommand::CallUri`]), entered for its log lines.
+    call_spans: HashMap<LegId, tracing::Span>,
+    /// Calls per span (same index as `spans`): in, out.
+    span_calls: Vec<[u64; 2]>,
 }
 
 impl<B: Backend + 'static> std::fmt::Debug for TdmProvider<B> {
@@ -317,6 +321,7 @@ impl<B: Backend + 'static> TdmProvider<B> {
                 next: 0,
             });
         }
+        let span_count = spans.len();
         Ok(Self {
             backend,
             ids,
@@ -327,6 +332,8 @@ impl<B: Backend + 'static> TdmProvider<B> {
             traces: Vec::new(),
             next_poll: Some(now),
             notifications_ignored: 0,
+            call_spans: HashMap::new(),
+            span_calls: vec![[0; 2]; span_count],
         })
     }
 
@@ -479,6 +486,11 @@ impl<B: Backend + 'static> TdmProvider<B> {
                     }
                 }
                 tracing::info!(%leg, span = span.config.span, channel = pos, number, "TDM call placed");
+                // Called in the leg's call span (its command, or its glare retry).
+                self.call_spans.insert(leg, tracing::Span::current());
+                if let Some(c) = self.span_calls.get_mut(si) {
+                    c[1] += 1;
+                }
                 self.legs.insert(
                     leg,
                     Leg {
@@ -555,6 +567,9 @@ impl<B: Backend + 'static> TdmProvider<B> {
         ch.leg = Some(id);
         let channel = ch.position;
         tracing::info!(leg = %id, span = span_no, channel, called, "TDM call in");
+        if let Some(c) = self.span_calls.get_mut(si) {
+            c[0] += 1;
+        }
         self.legs.insert(
             id,
             Leg {
@@ -598,6 +613,8 @@ impl<B: Backend + 'static> TdmProvider<B> {
         let Some(leg) = self.legs.get(&id) else {
             return;
         };
+        let span = self.call_span(id);
+        let _entered = span.enter();
         let (si, ci, outbound, answered) = (leg.span, leg.chan, leg.outbound, leg.answered);
         match ev {
             TdmEvent::Incoming { .. } | TdmEvent::Proceeding => {}
@@ -719,8 +736,16 @@ impl<B: Backend + 'static> TdmProvider<B> {
         }
     }
 
+    fn call_span(&self, id: LegId) -> tracing::Span {
+        self.call_spans
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(tracing::Span::none)
+    }
+
     /// Forgets a leg's channel binding (its audio returns home when the plane drops the port).
     fn detach(&mut self, id: LegId) -> Option<Leg> {
+        self.call_spans.remove(&id);
         let leg = self.legs.remove(&id)?;
         if let Some(ch) = self
             .spans
@@ -860,7 +885,8 @@ impl<B: Backend + 'static> TdmProvider<B> {
         let spans = self
             .spans
             .iter()
-            .map(|s| {
+            .zip(self.span_calls.iter().chain(std::iter::repeat(&[0, 0])))
+            .map(|(s, calls)| {
                 let alarms = ctl
                     .as_ref()
                     .and_then(|c| c.span_stat(s.config.span as i32).ok())
@@ -923,6 +949,8 @@ impl<B: Backend + 'static> TdmProvider<B> {
                 SpanReport {
                     span: s.config.span,
                     signalling: s.config.signalling.as_str(),
+                    calls_in: calls[0],
+                    calls_out: calls[1],
                     alarms,
                     running: s.thread.is_some(),
                     dchannel,
@@ -968,6 +996,19 @@ impl<B: Backend + 'static> LegProvider for TdmProvider<B> {
     }
 
     fn handle_command(&mut self, now: Instant, leg: LegId, command: LegCommand) {
+        if let LegCommand::CallUri { uri } = &command {
+            // An outbound leg is told before its Originate; an inbound one may be gone already
+            // (its caller hung up): prune those now and then.
+            if self.call_spans.len() > 2 * self.legs.len() + 16 {
+                let legs = &self.legs;
+                self.call_spans.retain(|id, _| legs.contains_key(id));
+            }
+            self.call_spans
+                .insert(leg, crate::calls::leg::call_span(uri));
+            return;
+        }
+        let span = self.call_span(leg);
+        let _entered = span.enter();
         match command {
             LegCommand::Originate {
                 target,
@@ -1051,6 +1092,9 @@ impl<B: Backend + 'static> LegProvider for TdmProvider<B> {
             }
             _ => {}
         }
+        if !self.legs.contains_key(&leg) {
+            self.call_spans.remove(&leg);
+        }
         self.next_poll = Some(now);
     }
 
@@ -1082,6 +1126,10 @@ pub struct SpanReport {
     pub span: u32,
     /// Its signalling.
     pub signalling: &'static str,
+    /// Calls that came in on the span (since the provider started).
+    pub calls_in: u64,
+    /// Calls placed on the span (a CAS glare retry on another channel counts again).
+    pub calls_out: u64,
     /// Alarms as DAHDI reports them (`OK`, `RED`, `YELLOW+...`).
     pub alarms: String,
     /// Its span thread runs.

@@ -36,6 +36,8 @@ pub struct BaresipOptions {
     pub auto_answer: bool,
     /// Codecs offered, in order (`PCMU`, `PCMA`).
     pub codecs: Vec<&'static str>,
+    /// Offer (and accept) RTP/RTCP multiplexing on one port (`a=rtcp-mux`, RFC 5761).
+    pub rtcp_mux: bool,
 }
 
 impl BaresipOptions {
@@ -46,6 +48,7 @@ impl BaresipOptions {
             wav: wav.to_owned(),
             auto_answer: false,
             codecs: vec!["PCMU", "PCMA"],
+            rtcp_mux: false,
         }
     }
 }
@@ -130,7 +133,7 @@ impl Baresip {
              audio_alert\taubridge,{user}-alert\n\
              audio_source\taufile,{wav}\n\
              audio_buffer\t20-160\n\
-             rtcp_mux\tno\n\
+             rtcp_mux\t{mux}\n\
              jitter_buffer_delay\t1-10\n\
              call_local_timeout\t30\n\
              module_path\t/usr/lib/baresip/modules\n\
@@ -147,6 +150,7 @@ impl Baresip {
             user = opts.user,
             wav = opts.wav.display(),
             snd = snd.display(),
+            mux = if opts.rtcp_mux { "yes" } else { "no" },
         );
         std::fs::write(d.join("config"), config).unwrap();
         let mut account = format!(
