@@ -561,6 +561,7 @@ fn incoming(ev: &CallEvent) -> Option<(CallId, u8, String, String, bool)> {
             called,
             calling,
             complete,
+            ..
         } => Some((
             *call,
             *channel,
@@ -813,7 +814,10 @@ fn overlap_dialling_both_ways_over_dahdi_sim() {
     // (libpri's SETUP here may carry Sending Complete even so: the flag is not asserted.)
     let (call, ch, called, calling, _) = incoming(&ev).unwrap();
     assert_eq!((ch, called.as_str(), calling.as_str()), (4, "55", "100"));
-    t.stack().calls.setup_acknowledge(call).unwrap();
+    t.stack()
+        .calls
+        .setup_acknowledge(Instant::now(), call)
+        .unwrap();
     let ack = t.expect("SETUP_ACK", Duration::from_secs(3));
     assert_eq!(ack[1..], [placed[1].clone(), "4".to_string()], "{ack:?}");
     t.cmd(&format!("info {} 678", placed[1]));
@@ -870,7 +874,10 @@ fn overlap_dialling_both_ways_over_dahdi_sim() {
             channel: Some(9)
         }
     );
-    t.stack().calls.send_digits(call, "345", true).unwrap();
+    t.stack()
+        .calls
+        .send_digits(Instant::now(), call, "345", true)
+        .unwrap();
     let info = t.expect("INFO", Duration::from_secs(3));
     assert_eq!(info[1..], [ring[1].clone(), "345".to_string()], "{info:?}");
     t.cmd(&format!("answer {}", ring[1]));

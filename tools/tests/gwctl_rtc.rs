@@ -143,6 +143,7 @@ async fn run() {
     let http = listener.local_addr().unwrap().to_string();
     let app = router_with(WebState {
         switch: Some(gw.handle()),
+        ..Default::default()
     })
     .merge(gateway::rtc::http::router(rtc.handle()));
     let server = tokio::spawn(async move { axum::serve(listener, app).await });

@@ -64,6 +64,7 @@ async fn calls_trace_and_ping_show_a_live_call() {
     let http = listener.local_addr().unwrap().to_string();
     let app = router_with(WebState {
         switch: Some(gw.handle()),
+        ..Default::default()
     });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let sip = gw.sip_udp_addr().unwrap().to_string();
