@@ -36,10 +36,16 @@ fn adopted_browser_legs_make_a_controlled_call_under_the_given_uri_and_release_e
     .unwrap();
     let out = outputs(&mut e);
     let key = match out.as_slice() {
-        [EngineOutput::Media(MediaCommand::AttachPort { leg, call, .. })] if *leg == caller => {
-            *call
-        }
-        other => panic!("expected one AttachPort for the caller, got {other:?}"),
+        // The provider learns the call's URI (for its log lines), then the port is attached.
+        [
+            EngineOutput::Leg {
+                leg: told,
+                command: LegCommand::CallUri { uri: u },
+                ..
+            },
+            EngineOutput::Media(MediaCommand::AttachPort { leg, call, .. }),
+        ] if *told == caller && *leg == caller && *u == uri => *call,
+        other => panic!("expected CallUri then one AttachPort for the caller, got {other:?}"),
     };
     e.media_opened(t0, caller, Ok(None));
     assert!(
@@ -77,9 +83,17 @@ fn adopted_browser_legs_make_a_controlled_call_under_the_given_uri_and_release_e
     )
     .unwrap();
     match outputs(&mut e).as_slice() {
-        [EngineOutput::Media(MediaCommand::AttachPort { leg, call, .. })]
-            if *leg == agent && *call == key => {}
-        other => panic!("expected the agent's AttachPort in call {key:?}, got {other:?}"),
+        [
+            EngineOutput::Leg {
+                leg: told,
+                command: LegCommand::CallUri { uri: u },
+                ..
+            },
+            EngineOutput::Media(MediaCommand::AttachPort { leg, call, .. }),
+        ] if *told == agent && *u == uri && *leg == agent && *call == key => {}
+        other => {
+            panic!("expected CallUri then the agent's AttachPort in call {key:?}, got {other:?}")
+        }
     }
     e.media_opened(t1, agent, Ok(None));
     assert_eq!((e.call_count(), e.leg_count()), (1, 2));
