@@ -42,6 +42,9 @@ fn free_port() -> u16 {
 fn config(callee: SocketAddr) -> Config {
     let text = format!(
         r#"
+[http]
+listen = "127.0.0.1:0"
+
 [sip]
 udp = "127.0.0.1:0"
 trusted = ["127.0.0.0/8"]
@@ -229,7 +232,7 @@ async fn span_metrics_follow_a_call_across_the_pri_loopback_and_an_alarm() {
         "-sf".into(),
         scenario("pri_uac_talk.xml").display().to_string(),
         "-s".into(),
-        "94031".into(),
+        "94023".into(),
         "-p".into(),
         free_port().to_string(),
         "-mp".into(),
