@@ -609,6 +609,47 @@ pub fn call_span(uri: &crate::control::CallUri) -> tracing::Span {
     tracing::info_span!("call", uri = %uri)
 }
 
+/// Each leg's `call` span, kept by a provider (from [`LegCommand::CallUri`]) and entered for
+/// the leg's log lines.
+#[derive(Debug, Default)]
+pub struct LegSpans(std::collections::HashMap<LegId, tracing::Span>);
+
+impl LegSpans {
+    /// The leg's span, or none when the leg was never told its call.
+    pub fn get(&self, leg: LegId) -> tracing::Span {
+        self.0
+            .get(&leg)
+            .cloned()
+            .unwrap_or_else(tracing::Span::none)
+    }
+
+    /// Sets the leg's span.
+    pub fn insert(&mut self, leg: LegId, span: tracing::Span) {
+        self.0.insert(leg, span);
+    }
+
+    /// Forgets the leg's span.
+    pub fn remove(&mut self, leg: LegId) {
+        self.0.remove(&leg);
+    }
+
+    /// Records the call `uri` told for `leg`. An outbound leg is told before its Originate and
+    /// an inbound one may be gone by then, so spans of legs `live` no longer has are pruned
+    /// whenever the map outgrows the `live_count` legs.
+    pub fn told(
+        &mut self,
+        leg: LegId,
+        uri: &crate::control::CallUri,
+        live_count: usize,
+        live: impl Fn(&LegId) -> bool,
+    ) {
+        if self.0.len() > 2 * live_count + 16 {
+            self.0.retain(|id, _| live(id));
+        }
+        self.0.insert(leg, call_span(uri));
+    }
+}
+
 /// Parses a local IP for media, falling back to loopback (used by providers' defaults).
 pub fn loopback() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])

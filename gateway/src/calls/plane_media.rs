@@ -27,7 +27,7 @@ pub struct PlaneMedia {
     legs: HashMap<LegId, MediaId>,
     /// The `call` span current when each leg's media opened (the switch opens it in the
     /// call's span): the leg's media log lines run in it.
-    spans: HashMap<LegId, tracing::Span>,
+    spans: super::leg::LegSpans,
     ids: Ids,
     notices: Option<mpsc::UnboundedReceiver<(LegId, MediaNotice)>>,
     inactivity: Duration,
@@ -99,7 +99,7 @@ impl PlaneMedia {
         PlaneMedia {
             plane,
             legs: HashMap::new(),
-            spans: HashMap::new(),
+            spans: Default::default(),
             ids,
             notices: Some(rx),
             inactivity,
@@ -151,14 +151,11 @@ impl PlaneMedia {
     }
 
     fn span(&self, leg: LegId) -> tracing::Span {
-        self.spans
-            .get(&leg)
-            .cloned()
-            .unwrap_or_else(tracing::Span::none)
+        self.spans.get(leg)
     }
 
     fn forget(&mut self, leg: LegId) -> Option<MediaId> {
-        self.spans.remove(&leg);
+        self.spans.remove(leg);
         let id = self.legs.remove(&leg)?;
         self.ids
             .lock()

@@ -442,7 +442,7 @@ pub struct RtcProvider {
     table: HashMap<LegId, Entry>,
     events: VecDeque<(LegId, LegEvent)>,
     /// Each leg's `call` span (from [`LegCommand::CallUri`]), entered for its log lines.
-    call_spans: HashMap<LegId, tracing::Span>,
+    call_spans: crate::calls::leg::LegSpans,
 }
 
 impl std::fmt::Debug for RtcProvider {
@@ -488,7 +488,7 @@ impl RtcProvider {
             internal: rx,
             table: HashMap::new(),
             events: VecDeque::new(),
-            call_spans: HashMap::new(),
+            call_spans: Default::default(),
         })
     }
 
@@ -519,10 +519,7 @@ impl RtcProvider {
     }
 
     fn call_span(&self, leg: LegId) -> tracing::Span {
-        self.call_spans
-            .get(&leg)
-            .cloned()
-            .unwrap_or_else(tracing::Span::none)
+        self.call_spans.get(leg)
     }
 
     fn on_internal(&mut self, it: Internal) {
@@ -597,7 +594,7 @@ impl RtcProvider {
                     Some(r) => r.hangup(),
                     None => {
                         self.table.remove(&leg);
-                        self.call_spans.remove(&leg);
+                        self.call_spans.remove(leg);
                     }
                 }
             }
@@ -659,7 +656,7 @@ impl RtcProvider {
                     leg,
                     LegSignal::Ended(close_cause(&reason)),
                 );
-                self.call_spans.remove(&leg);
+                self.call_spans.remove(leg);
                 let Some(e) = self.table.remove(&leg) else {
                     return;
                 };
@@ -822,14 +819,9 @@ impl LegProvider for RtcProvider {
     fn handle_command(&mut self, _now: Instant, leg: LegId, command: LegCommand) {
         self.drain();
         if let LegCommand::CallUri { uri } = &command {
-            // Outbound legs are told before their Originate; legs that went meanwhile are
-            // pruned now and then.
-            if self.call_spans.len() > 2 * self.table.len() + 16 {
-                let table = &self.table;
-                self.call_spans.retain(|id, _| table.contains_key(id));
-            }
+            let table = &self.table;
             self.call_spans
-                .insert(leg, crate::calls::leg::call_span(uri));
+                .told(leg, uri, table.len(), |id| table.contains_key(id));
             return;
         }
         let span = self.call_span(leg);

@@ -30,7 +30,7 @@
 //! facility elements are decoded by the driver ([`PriSpan::setup_info`]) but the leg model
 //! has no field for them yet, so they are not passed to the other leg.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,9 @@ struct Span<B: Backend + 'static> {
     pri: Option<(PriSpan, DChannel<B>)>,
     chans: Vec<Chan>,
     thread: Option<SpanThread>,
+    /// Calls that came in on the span and calls placed on it (since the provider started).
+    calls_in: u64,
+    calls_out: u64,
 }
 
 struct Group {
@@ -131,9 +134,7 @@ pub struct TdmProvider<B: Backend + 'static> {
     /// PRI NOTIFYs whose indication has no leg event (not hold/resume).
     notifications_ignored: u64,
     /// Each leg's `call` span (from [`LegCommand::CallUri`]), entered for its log lines.
-    call_spans: HashMap<LegId, tracing::Span>,
-    /// Calls per span (same index as `spans`): in, out.
-    span_calls: Vec<[u64; 2]>,
+    call_spans: crate::calls::leg::LegSpans,
 }
 
 impl<B: Backend + 'static> std::fmt::Debug for TdmProvider<B> {
@@ -299,6 +300,8 @@ impl<B: Backend + 'static> TdmProvider<B> {
                 pri,
                 chans,
                 thread: Some(thread),
+                calls_in: 0,
+                calls_out: 0,
             });
         }
         let mut gs = Vec::new();
@@ -321,7 +324,6 @@ impl<B: Backend + 'static> TdmProvider<B> {
                 next: 0,
             });
         }
-        let span_count = spans.len();
         Ok(Self {
             backend,
             ids,
@@ -332,8 +334,7 @@ impl<B: Backend + 'static> TdmProvider<B> {
             traces: Vec::new(),
             next_poll: Some(now),
             notifications_ignored: 0,
-            call_spans: HashMap::new(),
-            span_calls: vec![[0; 2]; span_count],
+            call_spans: Default::default(),
         })
     }
 
@@ -488,9 +489,7 @@ impl<B: Backend + 'static> TdmProvider<B> {
                 tracing::info!(%leg, span = span.config.span, channel = pos, number, "TDM call placed");
                 // Called in the leg's call span (its command, or its glare retry).
                 self.call_spans.insert(leg, tracing::Span::current());
-                if let Some(c) = self.span_calls.get_mut(si) {
-                    c[1] += 1;
-                }
+                span.calls_out += 1;
                 self.legs.insert(
                     leg,
                     Leg {
@@ -567,9 +566,7 @@ impl<B: Backend + 'static> TdmProvider<B> {
         ch.leg = Some(id);
         let channel = ch.position;
         tracing::info!(leg = %id, span = span_no, channel, called, "TDM call in");
-        if let Some(c) = self.span_calls.get_mut(si) {
-            c[0] += 1;
-        }
+        span.calls_in += 1;
         self.legs.insert(
             id,
             Leg {
@@ -737,15 +734,12 @@ impl<B: Backend + 'static> TdmProvider<B> {
     }
 
     fn call_span(&self, id: LegId) -> tracing::Span {
-        self.call_spans
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(tracing::Span::none)
+        self.call_spans.get(id)
     }
 
     /// Forgets a leg's channel binding (its audio returns home when the plane drops the port).
     fn detach(&mut self, id: LegId) -> Option<Leg> {
-        self.call_spans.remove(&id);
+        self.call_spans.remove(id);
         let leg = self.legs.remove(&id)?;
         if let Some(ch) = self
             .spans
@@ -885,8 +879,7 @@ impl<B: Backend + 'static> TdmProvider<B> {
         let spans = self
             .spans
             .iter()
-            .zip(self.span_calls.iter().chain(std::iter::repeat(&[0, 0])))
-            .map(|(s, calls)| {
+            .map(|s| {
                 let alarms = ctl
                     .as_ref()
                     .and_then(|c| c.span_stat(s.config.span as i32).ok())
@@ -949,8 +942,8 @@ impl<B: Backend + 'static> TdmProvider<B> {
                 SpanReport {
                     span: s.config.span,
                     signalling: s.config.signalling.as_str(),
-                    calls_in: calls[0],
-                    calls_out: calls[1],
+                    calls_in: s.calls_in,
+                    calls_out: s.calls_out,
                     alarms,
                     running: s.thread.is_some(),
                     dchannel,
@@ -997,14 +990,9 @@ impl<B: Backend + 'static> LegProvider for TdmProvider<B> {
 
     fn handle_command(&mut self, now: Instant, leg: LegId, command: LegCommand) {
         if let LegCommand::CallUri { uri } = &command {
-            // An outbound leg is told before its Originate; an inbound one may be gone already
-            // (its caller hung up): prune those now and then.
-            if self.call_spans.len() > 2 * self.legs.len() + 16 {
-                let legs = &self.legs;
-                self.call_spans.retain(|id, _| legs.contains_key(id));
-            }
+            let legs = &self.legs;
             self.call_spans
-                .insert(leg, crate::calls::leg::call_span(uri));
+                .told(leg, uri, legs.len(), |id| legs.contains_key(id));
             return;
         }
         let span = self.call_span(leg);
@@ -1093,7 +1081,7 @@ impl<B: Backend + 'static> LegProvider for TdmProvider<B> {
             _ => {}
         }
         if !self.legs.contains_key(&leg) {
-            self.call_spans.remove(&leg);
+            self.call_spans.remove(leg);
         }
         self.next_poll = Some(now);
     }
