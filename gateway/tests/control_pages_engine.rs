@@ -11,6 +11,11 @@
 //! pages). The caller page hangs up and nothing is left: no call or leg in the engine or the
 //! control plane, no mapped control leg, no WebRTC leg, no media leg or socket.
 //!
+//! Failed transfers through the pages: Bob's page pops with the URI and Bob declines, or lets
+//! it ring past the ring timeout; Alice's page says why (`declined`, `no_answer`), the caller
+//! is back with Alice and both hear each other again (correlated), the caller never hears
+//! Bob, exactly one `transfer.failed`/`transfer.timed_out` is published, nothing is left.
+//!
 //! Needs `node`, `npm` (pinned playwright-core, installed by gateway/tests/browser/setup.sh)
 //! and `/usr/lib/chromium/chromium`; fails (does not skip) without them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -47,7 +52,7 @@ impl Rig {
     /// engine; browser agents Alice (skill `support`) and Bob (skill `sales`), who log in
     /// through their pages; the click-to-call destination `support` goes to the `support`
     /// queue.
-    async fn start() -> Rig {
+    async fn start(ring_ms: u64) -> Rig {
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let text = r#"
     [http]
@@ -90,7 +95,11 @@ impl Rig {
     label = "Support"
     target = { queue = "support" }
     "#;
-        let config = Config::from_toml(text, "test").unwrap();
+        let text = text.replace(
+            "transfer_ring_ms = 10000",
+            &format!("transfer_ring_ms = {ring_ms}"),
+        );
+        let config = Config::from_toml(&text, "test").unwrap();
         let plane = MediaPlane::start(PlaneConfig {
             workers: 1,
             ..PlaneConfig::default()
@@ -240,6 +249,22 @@ async fn caller_page_to_agent_page_attended_transfer_to_second_agent_page_on_the
         .expect("the whole scenario within 60 s");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_a_second_agent_page_that_declines_returns_the_caller_to_the_first_with_audio()
+{
+    tokio::time::timeout(Duration::from_secs(60), run("decline"))
+        .await
+        .expect("the whole scenario within 60 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_a_second_agent_page_that_does_not_answer_returns_the_caller_to_the_first_with_audio()
+ {
+    tokio::time::timeout(Duration::from_secs(60), run("noanswer"))
+        .await
+        .expect("the whole scenario within 60 s");
+}
+
 async fn run(kind: &str) {
     let harness = tokio::task::spawn_blocking(support::browser_harness)
         .await
@@ -261,7 +286,8 @@ async fn run(kind: &str) {
     let wav_caller = support::write_capture_wav(dc.path(), &reference);
     let wav_alice = support::write_capture_wav(da.path(), &slower);
     let wav_bob = support::write_capture_wav(db.path(), &reversed);
-    let rig = Rig::start().await;
+    let ring_ms = if kind == "noanswer" { 3000 } else { 10000 };
+    let rig = Rig::start(ring_ms).await;
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pages/engine_transfer.cjs");
     let mut child = tokio::process::Command::new("node")
@@ -306,6 +332,73 @@ async fn run(kind: &str) {
             .unwrap()
             .starts_with("urn:uuid:")
     );
+
+    if kind == "decline" || kind == "noanswer" {
+        let status = result["a_transfer_status"].as_str().unwrap_or_default();
+        eprintln!("alice's page after the failed transfer: {status}");
+        let want = if kind == "decline" {
+            "declined"
+        } else {
+            "no_answer"
+        };
+        assert!(
+            status.contains(want),
+            "alice's page shows the reason {want}: {status:?}"
+        );
+        let heard = [
+            (
+                "caller page (with alice, before)",
+                recording(out.path(), "at_caller_a.pcm"),
+                &slower,
+                &reference,
+            ),
+            (
+                "alice's page (before)",
+                recording(out.path(), "at_a.pcm"),
+                &reference,
+                &slower,
+            ),
+            (
+                "caller page (back with alice)",
+                recording(out.path(), "at_caller_back.pcm"),
+                &slower,
+                &reference,
+            ),
+            (
+                "alice's page (caller back)",
+                recording(out.path(), "at_a_back.pcm"),
+                &reference,
+                &slower,
+            ),
+        ];
+        for (who, got, hears, own) in &heard {
+            assert!(got.len() >= 12_000, "{who}: only {} samples", got.len());
+            let c = best_windows(hears, got);
+            let echo = best_windows(own, got);
+            eprintln!("{who} hears the other party: correlation {c:.3}; itself {echo:.3}");
+            assert!(c >= 0.7, "{who} hears the other party: correlation {c:.3}");
+            assert!(
+                c >= echo + 0.3,
+                "{who}: the other party ({c:.3}) is not clearly above its own voice ({echo:.3})"
+            );
+        }
+        let bob_at_caller = best_windows(&reversed, &heard[2].1);
+        assert!(
+            bob_at_caller < 0.5,
+            "the caller hears Bob although the transfer failed ({bob_at_caller:.3})"
+        );
+        let ended = rig.control.events_since(0).unwrap_or_default();
+        let failed = ended
+            .iter()
+            .filter(|e| {
+                let v = serde_json::to_value(e).unwrap_or_default();
+                v["type"] == "transfer.failed" || v["type"] == "transfer.timed_out"
+            })
+            .count();
+        assert_eq!(failed, 1, "exactly one transfer.failed/timed_out event");
+        rig.assert_nothing_left().await;
+        return;
+    }
 
     // What the pages received, recorded in pairs at the same time: caller and Alice before
     // the transfer, caller and Bob after it.

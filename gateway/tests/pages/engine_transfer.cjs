@@ -143,8 +143,36 @@ const textIs = (page, id, want) => page.waitForFunction(([i, w]) => document.get
     await a.waitForFunction(() => !!document.querySelector('#transfer-target option[data-agent="bob"]'), null, { timeout: T });
     const bobValue = await a.$eval('#transfer-target option[data-agent="bob"]', (o) => o.value);
     await a.selectOption('#transfer-target', bobValue);
-    await a.selectOption('#transfer-kind', KIND);
+    const failing = KIND === 'decline' || KIND === 'noanswer';
+    await a.selectOption('#transfer-kind', failing ? 'blind' : KIND);
     await a.click('#transfer-btn');
+    if (failing) {
+      // B's page pops; B declines or lets it ring out (no answer); the caller must come
+      // back to A, with audio both ways, and A's page says why the transfer failed.
+      const popBf = await popUri(b);
+      if (popBf !== uri) throw new Error('B popped ' + popBf + ', expected ' + uri);
+      step('B popped with the same URI');
+      if (KIND === 'decline') await b.click('#decline-btn');
+      await b.waitForSelector('#pop.hidden', { state: 'attached', timeout: T });
+      await a.waitForFunction(() => document.getElementById('transfer-status').textContent.startsWith('failed')
+        || document.getElementById('transfer-status').textContent.startsWith('timed_out'), null, { timeout: T });
+      result.a_transfer_status = await a.textContent('#transfer-status');
+      await textIs(a, 'call-state', 'connected');
+      if ((await callUri(a)) !== uri) throw new Error('A no longer holds the call');
+      await textIs(a, 'softphone', 'connected');
+      await textIs(caller, 'state', 'connected');
+      step('transfer ' + result.a_transfer_status + '; the caller is back with A');
+      await new Promise((r) => setTimeout(r, 500));
+      const [atCallerBack, atABack] = await Promise.all([record(caller, 3), record(a, 3)]);
+      fs.writeFileSync(path.join(OUT, 'at_caller_back.pcm'), Buffer.from(atCallerBack, 'base64'));
+      fs.writeFileSync(path.join(OUT, 'at_a_back.pcm'), Buffer.from(atABack, 'base64'));
+      step('recorded 3 s at the caller page and at A\'s page after the failed transfer');
+      await caller.click('#hangup-btn');
+      await a.waitForSelector('#call.hidden', { state: 'attached', timeout: T });
+      step('caller hung up; A\'s page cleared');
+      result.ok = true;
+      return;
+    }
     const popB = await popUri(b);
     if (popB !== uri) throw new Error('B popped ' + popB + ', expected ' + uri);
     if ((await b.textContent('#pop-uri')) !== uri) throw new Error('B pop shows another URI');
