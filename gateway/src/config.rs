@@ -390,6 +390,11 @@ impl Config {
                 message: format!("[tdm]: {message}"),
             })?;
         }
+        cfg.control.validate().map_err(|e| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            line: line_of(text, text.find("[control").unwrap_or(0)),
+            message: e.to_string(),
+        })?;
         Ok(cfg)
     }
 

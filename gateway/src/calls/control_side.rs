@@ -12,19 +12,25 @@
 //! and an agent answering in the page become answered WebRTC legs of the call
 //! ([`Engine::adopt_leg`](super::engine::Engine::adopt_leg)). Registered-phone and TDM
 //! endpoints are refused with a clear error (no registrar lookup yet).
+//!
+//! What a waiting party hears: ringback while a transfer target rings; the plane's hold tone
+//! (440 Hz, 0.5 s in every 2 s) on hold and in a queue with the comfort tone; a queue's music
+//! file, decoded to 8 kHz once per file ([`load_music`]) and looped by the plane. Never silence:
+//! a music file that cannot be read any more plays the hold tone, with a warning.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::broadcast::error::RecvError;
 
-use super::engine::{LegNotice, LegProgress, MediaSource, OriginateTarget};
+use super::engine::{LegNotice, LegProgress, MediaSource, Music, OriginateTarget};
 use super::leg::{EndCause, LegId as EngineLeg, LegKind as EngineKind};
 use super::server::SwitchHandle;
 use crate::control::Event;
 use crate::control::api::{CallControl, CallFuture, CallSideError, ControlPlane};
-use crate::control::config::Endpoint;
+use crate::control::config::{Comfort, ControlConfigError, Endpoint, load_music};
 use crate::control::core::ControlError;
 use crate::control::core::{Audio, CallCommand, CallEvent, LegId as ControlLeg};
 use crate::control::events::FailureReason;
@@ -70,6 +76,14 @@ pub struct EngineCallSide {
     legs: SharedLegs,
     /// The WebRTC provider's signalling side, when the gateway runs one.
     rtc: Option<RtcHandle>,
+    /// Queue music read so far, by file (with the modification time it was read at).
+    music: Arc<Mutex<MusicCache>>,
+}
+
+type MusicCache = HashMap<PathBuf, (Option<SystemTime>, Music)>;
+
+fn lock_music(m: &Mutex<MusicCache>) -> MutexGuard<'_, MusicCache> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn failed(e: impl std::fmt::Display) -> CallSideError {
@@ -92,15 +106,6 @@ fn target_of(to: &Endpoint) -> Result<OriginateTarget, CallSideError> {
         Endpoint::Tdm { number } => Err(failed(format!(
             "TDM number {number:?}: agent endpoints on spans are not wired to the engine yet"
         ))),
-    }
-}
-
-fn source_of(a: &Audio) -> MediaSource {
-    match a {
-        Audio::Ringback => MediaSource::Ringback,
-        Audio::Hold => MediaSource::HoldTone,
-        // Music files are not played by the plane yet: comfort noise, never silence.
-        Audio::Comfort(_) => MediaSource::ComfortNoise,
     }
 }
 
@@ -135,6 +140,40 @@ impl EngineCallSide {
             handle,
             legs: SharedLegs::default(),
             rtc: None,
+            music: Arc::default(),
+        }
+    }
+
+    /// What `audio` is on the plane. Queue music is read once per file (and again when the
+    /// file changes); a file that cannot be read any more plays the hold tone, never silence.
+    async fn source_of(&self, audio: &Audio) -> MediaSource {
+        let file = match audio {
+            Audio::Ringback => return MediaSource::Ringback,
+            Audio::Hold | Audio::Comfort(Comfort::Tone) => return MediaSource::HoldTone,
+            Audio::Comfort(Comfort::Music { file }) => file.clone(),
+        };
+        let stamp = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
+        if let Some(m) = lock_music(&self.music)
+            .get(&file)
+            .filter(|(at, _)| *at == stamp)
+        {
+            return MediaSource::Music(m.1.clone());
+        }
+        let path = file.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_music(&path))
+            .await
+            .map_err(|e| ControlConfigError(e.to_string()))
+            .and_then(|r| r);
+        match loaded {
+            Ok(samples) => {
+                let m = Music::new(file.display().to_string(), samples);
+                lock_music(&self.music).insert(file, (stamp, m.clone()));
+                MediaSource::Music(m)
+            }
+            Err(e) => {
+                tracing::warn!("{e}; the hold tone plays instead");
+                MediaSource::HoldTone
+            }
         }
     }
 
@@ -446,6 +485,10 @@ impl CallControl for EngineCallSide {
                         }
                         _ => None,
                     };
+                    let source = match &cmd {
+                        CallCommand::Play { audio, .. } => Some(self.source_of(audio).await),
+                        _ => None,
+                    };
                     let legs = Arc::clone(&self.legs);
                     self.handle
                         .run(move |sw, now| {
@@ -454,8 +497,8 @@ impl CallControl for EngineCallSide {
                                     e.connect(now, a, b)
                                 }
                                 (CallCommand::Answer { .. }, Some(l), _) => e.answer(now, l),
-                                (CallCommand::Play { audio, .. }, Some(l), _) => {
-                                    e.play(l, source_of(&audio))
+                                (CallCommand::Play { .. }, Some(l), _) => {
+                                    e.play(l, source.unwrap_or(MediaSource::HoldTone))
                                 }
                                 (CallCommand::Hold { on: true, .. }, Some(l), _) => {
                                     e.hold(l, MediaSource::HoldTone)

@@ -28,6 +28,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -46,8 +47,67 @@ use crate::control::{CallUri, Event, EventLog};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct CallKey(pub u64);
 
+/// A music file decoded to 8 kHz samples (queue music, music on hold), played in a loop.
+/// Cheap to clone (shared samples); compared and shown by its name (the file).
+#[derive(Clone)]
+pub struct Music {
+    name: Arc<str>,
+    samples: Arc<[i16]>,
+}
+
+impl Music {
+    /// Music called `name` (its file) made of 8 kHz `samples`.
+    pub fn new(name: impl Into<Arc<str>>, samples: impl Into<Arc<[i16]>>) -> Self {
+        Music {
+            name: name.into(),
+            samples: samples.into(),
+        }
+    }
+
+    /// Its name (the file it was read from).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its 8 kHz samples.
+    pub fn samples(&self) -> &Arc<[i16]> {
+        &self.samples
+    }
+}
+
+impl std::fmt::Debug for Music {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Music({:?}, {:.1} s)",
+            self.name,
+            self.samples.len() as f64 / 8000.0
+        )
+    }
+}
+
+impl PartialEq for Music {
+    fn eq(&self, o: &Self) -> bool {
+        self.name == o.name && Arc::ptr_eq(&self.samples, &o.samples)
+    }
+}
+
+impl Eq for Music {}
+
+impl std::hash::Hash for Music {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.name.hash(h);
+    }
+}
+
+impl Serialize for Music {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name)
+    }
+}
+
 /// What a leg hears from the plane when it is not bridged to another leg.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MediaSource {
     /// Silence.
@@ -62,6 +122,8 @@ pub enum MediaSource {
     Echo,
     /// 1004 Hz at 0 dBm0.
     Milliwatt,
+    /// A music file, looped.
+    Music(Music),
 }
 
 /// A media-plane command, as data; the shell executes it against the plane.
@@ -2134,7 +2196,7 @@ impl Engine {
                     _ => None,
                 },
                 bridged_to: l.peer,
-                playing: l.playing,
+                playing: l.playing.clone(),
                 held: l.held_by_party,
             })
             .collect();
@@ -2231,7 +2293,7 @@ impl Engine {
         if l.phase != Phase::Answered {
             return Err(EngineError::NotNow(leg, "not answered"));
         }
-        l.playing = Some(source);
+        l.playing = Some(source.clone());
         let kind = l.kind;
         self.leg_cmd(leg, kind, LegCommand::Hold);
         self.media(MediaCommand::Play { leg, source });
@@ -2348,11 +2410,12 @@ impl Engine {
     /// Plays a source to a leg (ringback while a transfer target rings, hold tone, ...).
     pub fn play(&mut self, leg: LegId, source: MediaSource) -> Result<(), EngineError> {
         let l = self.legs.get_mut(&leg).ok_or(EngineError::NoSuchLeg(leg))?;
-        l.playing = Some(source);
+        l.playing = Some(source.clone());
         let ringing_caller = l.direction == Direction::Inbound && l.phase == Phase::Setup;
+        let audible = source != MediaSource::Silence;
         self.media(MediaCommand::Play { leg, source });
         // A caller still in setup hears the tone only as early media (183 with SDP).
-        if ringing_caller && source != MediaSource::Silence {
+        if ringing_caller && audible {
             self.ring_early(leg);
         }
         Ok(())

@@ -140,10 +140,12 @@ impl PlaneMedia {
         })
     }
 
-    fn source(&self, s: MediaSource) -> Source {
+    fn source(&self, s: &MediaSource) -> Source {
         match s {
             MediaSource::Silence => Source::Silence,
-            MediaSource::ComfortNoise | MediaSource::HoldTone => Source::ComfortNoise,
+            MediaSource::ComfortNoise => Source::ComfortNoise,
+            MediaSource::HoldTone => Source::HoldTone,
+            MediaSource::Music(m) => Source::Wav(Arc::clone(m.samples()), true),
             MediaSource::Ringback => Source::Tone(self.country, ToneKind::Ringback),
             MediaSource::Echo => Source::Echo,
             MediaSource::Milliwatt => Source::Milliwatt,
@@ -227,7 +229,7 @@ impl MediaBackend for PlaneMedia {
             }
             MediaCommand::Play { leg, source } => {
                 let id = self.id(*leg)?;
-                let s = self.source(*source);
+                let s = self.source(source);
                 self.plane.play(id, s).map_err(|e| e.to_string())
             }
             MediaCommand::Mute { leg, on } => {

@@ -6,7 +6,7 @@
 //! configuration carries two demo agents and one queue on loopback.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -332,8 +332,43 @@ impl AgentConfig {
     }
 }
 
+/// Longest queue music accepted, in seconds (it loops; a longer file only costs memory).
+pub const MAX_MUSIC_SECONDS: usize = 600;
+/// Largest music file read, in bytes (10 minutes of 48 kHz stereo 16-bit is 115 MB).
+const MAX_MUSIC_BYTES: u64 = 128 << 20;
+
+/// Reads a queue's music file: a WAV (16-bit or 8-bit PCM, G.711; mono or mixed down; at 8,
+/// 16, 24, 32 or 48 kHz) decoded to 8 kHz linear samples for the media plane. Errors name the
+/// file and what is wrong with it (missing, too big, not a WAV, unsupported encoding or rate,
+/// shorter than one 20 ms frame, longer than [`MAX_MUSIC_SECONDS`]).
+pub fn load_music(path: &Path) -> Result<Vec<i16>, ControlConfigError> {
+    let bad = |why: String| ControlConfigError(format!("music file {}: {why}", path.display()));
+    let len = std::fs::metadata(path)
+        .map_err(|e| bad(e.to_string()))?
+        .len();
+    if len > MAX_MUSIC_BYTES {
+        return Err(bad(format!(
+            "{len} bytes; at most {MAX_MUSIC_BYTES} are read"
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let wav = codecs::wav::parse(&bytes).map_err(|e| bad(e.to_string()))?;
+    let samples = codecs::resample::resample_all(wav.sample_rate, 8000, &wav.samples)
+        .map_err(|e| bad(e.to_string()))?;
+    if samples.len() < codecs::FRAME_SAMPLES {
+        return Err(bad("shorter than one 20 ms frame".into()));
+    }
+    if samples.len() > MAX_MUSIC_SECONDS * 8000 {
+        return Err(bad(format!(
+            "{} s long; at most {MAX_MUSIC_SECONDS} s",
+            samples.len() / 8000
+        )));
+    }
+    Ok(samples)
+}
+
 impl QueueConfig {
-    /// Checks one queue on its own.
+    /// Checks one queue on its own (a music file is read and decoded).
     pub fn validate(&self) -> Result<(), ControlConfigError> {
         if !valid_name(&self.name) {
             return Err(ControlConfigError(format!(
@@ -352,6 +387,10 @@ impl QueueConfig {
                 "queue {:?} overflows into itself",
                 self.name
             )));
+        }
+        if let Comfort::Music { file } = &self.comfort {
+            load_music(file)
+                .map_err(|e| ControlConfigError(format!("queue {:?}: {}", self.name, e.0)))?;
         }
         Ok(())
     }

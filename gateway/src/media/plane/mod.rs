@@ -218,6 +218,8 @@ pub enum Source {
     Tone(Country, ToneKind),
     /// The digital milliwatt: 1004 Hz at 0 dBm0 (the level reference of a line test).
     Milliwatt,
+    /// The hold (and queue comfort) tone: 440 Hz at −18 dBm0, 0.5 s on, 1.5 s off.
+    HoldTone,
     /// The leg's own received audio, back to it.
     Echo,
     /// 8 kHz linear samples (a prompt, music), once or looped. Once played,

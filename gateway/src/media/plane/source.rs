@@ -16,6 +16,15 @@ static MILLIWATT: ToneSpec = ToneSpec {
     cadence_ms: &[],
 };
 
+/// What a held or queued party hears when no music is configured: 440 Hz at −18 dBm0,
+/// half a second in every two — audibly "still connected", never silence, and quiet enough to
+/// sit under for minutes.
+static HOLD_TONE: ToneSpec = ToneSpec {
+    frequencies: &[440.0],
+    level_dbm0: -18.0,
+    cadence_ms: &[500, 1500],
+};
+
 /// A source being played.
 pub(super) enum SourceState {
     Silence,
@@ -48,6 +57,7 @@ impl SourceState {
             Source::ComfortNoise => Self::ComfortNoise,
             Source::Tone(country, kind) => Self::Tone(ToneGenerator::new(country, kind)),
             Source::Milliwatt => Self::Tone(ToneGenerator::from_spec(&MILLIWATT)),
+            Source::HoldTone => Self::Tone(ToneGenerator::from_spec(&HOLD_TONE)),
             Source::Echo => Self::Echo,
             Source::Wav(samples, looped) => Self::Wav {
                 samples,
