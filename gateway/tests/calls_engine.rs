@@ -799,11 +799,11 @@ fn reinvite_glare_gets_491_and_our_offer_is_retried_after_the_backoff() {
     );
     let tx = drain(&mut sw, t1);
     let (_, ours) = find_req(&tx, "INVITE");
-    // The caller held with "inactive": its partner hears comfort noise from the plane.
+    // The caller held with "inactive": its partner hears the hold tone from the plane.
     assert!(sw.media.log.iter().any(|c| matches!(
         c,
         MediaCommand::Play {
-            source: MediaSource::ComfortNoise,
+            source: MediaSource::HoldTone,
             ..
         }
     )));

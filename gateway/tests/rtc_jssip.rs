@@ -175,7 +175,25 @@ a=rtpmap:101 telephone-event/8000\r\n\
 a=fmtp:101 0-15\r\n\
 a=ptime:20\r\n";
 
-/// A SIPp UAS: 180, 200 with our media address, waits for the BYE.
+/// The share of a frame's energy at `freq` (Goertzel), 0..1.
+fn share_at(x: &[f64], freq: f64) -> f64 {
+    let w = std::f64::consts::TAU * freq / 8000.0;
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &v in x {
+        let s = v + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    let energy: f64 = x.iter().map(|v| v * v).sum();
+    if energy == 0.0 {
+        0.0
+    } else {
+        2.0 * power / (x.len() as f64 * energy)
+    }
+}
+
+/// A SIPp UAS: 180, 200 with our media address, answers re-INVITEs, waits for the BYE.
 fn uas_scenario(media: u16) -> String {
     let sdp = SDP_BODY.replace("MEDIAPORT", &media.to_string());
     format!(
@@ -207,6 +225,8 @@ Content-Length: [len]
 
 {sdp}]]></send>
   <recv request="ACK" crlf="true"/>
+  <label id="1"/>
+  <recv request="INVITE" optional="true" next="2"/>
   <recv request="BYE" timeout="40000"/>
   <send><![CDATA[
 SIP/2.0 200 OK
@@ -218,6 +238,22 @@ SIP/2.0 200 OK
 Content-Length: 0
 
 ]]></send>
+  <nop next="9"/>
+  <label id="2"/>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{sdp}]]></send>
+  <recv request="ACK" next="1"/>
+  <label id="9"/>
 </scenario>
 "#
     )
@@ -643,10 +679,11 @@ async fn flowing(media: &Media, what: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jssip_calls_sipp_audio_correlated_dtmf_once_both_ways_reinvite_bye_nothing_left() {
-    tokio::time::timeout(Duration::from_secs(55), browser_calls_sipp())
+async fn jssip_calls_sipp_audio_correlated_dtmf_once_both_ways_reinvite_hold_resume_bye_nothing_left()
+ {
+    tokio::time::timeout(Duration::from_secs(70), browser_calls_sipp())
         .await
-        .expect("the whole scenario within 55 s");
+        .expect("the whole scenario within 70 s");
 }
 
 async fn browser_calls_sipp() {
@@ -691,6 +728,44 @@ async fn browser_calls_sipp() {
     })
     .await;
     flowing(&media, "after the re-INVITE").await;
+
+    // The page holds (JsSIP hold(): re-INVITE with sendonly audio). Our answer is recvonly;
+    // the SIP side hears the hold tone (440 Hz, 0.5 s in 2 s), not the page's speech.
+    let mut page = blocking(move || {
+        assert_eq!(js(&mut page, "phone.hold(true)"), "held sendonly");
+        page
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let heard = media.last(2.0);
+    let c = best_windows(&reference, &heard);
+    let toned = heard
+        .chunks_exact(160)
+        .filter(|f| {
+            let x: Vec<f64> = f.iter().map(|&v| f64::from(v)).collect();
+            let rms = (x.iter().map(|v| v * v).sum::<f64>() / 160.0).sqrt();
+            rms > 200.0 && share_at(&x, 440.0) > 0.8
+        })
+        .count();
+    eprintln!("page on hold: speech correlation {c:.3}, {toned} of 100 frames the hold tone");
+    assert!(
+        c < 0.5,
+        "the page's speech still reaches the SIP side on hold ({c:.3})"
+    );
+    assert!(
+        toned >= 15,
+        "hold tone at the SIP side: {toned} frames of 100"
+    );
+    // The page resumes: sendrecv again, its speech is back.
+    let mut page = blocking(move || {
+        assert_eq!(js(&mut page, "phone.hold(false)"), "resumed sendrecv");
+        page
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let c = best_windows(&reference, &media.last(2.5));
+    eprintln!("page resumed: speech correlation {c:.3}");
+    assert!(c >= 0.9, "page -> SIP after resume: correlation {c:.3}");
 
     // The page hangs up: BYE through the gateway to SIPp.
     let page = blocking(move || {

@@ -1779,6 +1779,7 @@ impl Engine {
         let receives = l.negotiated.as_ref().is_none_or(|n| n.direction.receives());
         let peer = l.peer;
         let key = l.call;
+        let kind = l.kind;
         tracing::info!(leg = %id, "party put the call on hold");
         if let Some(uri) = self.calls.get(&key).map(|c| c.uri.clone()) {
             self.events.publish(Event::CallHeld { call_uri: uri });
@@ -1795,14 +1796,16 @@ impl Engine {
             let kind = p.kind;
             self.leg_cmd(peer, kind, LegCommand::Hold);
         }
-        if !receives {
-            // The party sends nothing while it holds us: its partner hears comfort noise.
+        if !receives || kind == LegKind::WebRtc {
+            // The party sends nothing while it holds us (inactive), or is a browser, which
+            // plays no music on hold and keeps sending its microphone: its partner hears the
+            // hold tone, never silence or what the holding party says.
             if let Some(p) = self.legs.get_mut(&peer) {
-                p.playing = Some(MediaSource::ComfortNoise);
+                p.playing = Some(MediaSource::HoldTone);
             }
             self.media(MediaCommand::Play {
                 leg: peer,
-                source: MediaSource::ComfortNoise,
+                source: MediaSource::HoldTone,
             });
         }
     }

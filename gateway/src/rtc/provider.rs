@@ -161,6 +161,8 @@ enum Internal {
         digit: char,
         duration: Duration,
     },
+    /// The browser put the call on hold (or took it off) by a re-offer.
+    PartyHold { leg: LegId, on: bool },
 }
 
 #[derive(Debug)]
@@ -329,6 +331,13 @@ impl RtcHandle {
             digit,
             duration,
         });
+    }
+
+    /// The browser behind `leg` put the call on hold (`on`) or resumed it, by a re-offer (SIP
+    /// re-INVITE with `sendonly`/`inactive` audio): the engine hears [`LegEvent::Hold`] /
+    /// [`LegEvent::Resume`] (its partner then hears the hold tone, not the browser).
+    pub fn party_hold(&self, leg: LegId, on: bool) {
+        let _ = self.internal.send(Internal::PartyHold { leg, on });
     }
 
     /// The signalling of `leg` went away (its WebSocket closed): the leg and its media stay up
@@ -616,6 +625,9 @@ impl RtcProvider {
                     source: crate::calls::leg::DigitSource::SipInfo,
                 },
             ),
+            Internal::PartyHold { leg, on } => {
+                self.emit(leg, if on { LegEvent::Hold } else { LegEvent::Resume })
+            }
         }
     }
 

@@ -12,7 +12,10 @@
 //!   rings: no connect timeout during long ringing, early media), `180` when the engine rings,
 //!   `200` (same SDP) when it answers, the mapped final status when it fails. CANCEL → 487 and
 //!   the leg ends; BYE either way; re-INVITE/UPDATE are answered with our current SDP (the
-//!   peer connection does not change); INFO `application/dtmf-relay` / `application/dtmf`
+//!   peer connection does not change) — a re-offer whose audio does not receive (JsSIP
+//!   `hold()`: `sendonly`) is the browser holding: the engine hears `Hold` (its partner gets the
+//!   hold tone), our answer says `recvonly` with a raised `o=` version, and the next
+//!   `sendrecv` re-offer resumes; INFO `application/dtmf-relay` / `application/dtmf`
 //!   becomes a digit (RFC 4733 digits come through the media).
 //! - **Calls to a browser**: a successful REGISTER of user `U` registers WebRTC endpoint `U`
 //!   ([`RtcHandle::register_endpoint`]); a route `webrtc:U` makes the provider offer, we send
@@ -48,6 +51,7 @@ use crate::sip::auth::{AuthVerdict, DigestAlgorithm, DigestServer, DigestServerC
 use crate::sip::dialog::{Dialog, InDialogRequest, ViaTemplate};
 use crate::sip::message::{HeaderName, Method, Request, Response, Uri};
 use crate::sip::registrar::{Flow, Registrar, RegistrarConfig};
+use crate::sip::sdp::{Direction, SessionDescription};
 use crate::sip::transaction::{
     Reliability, TimerConfig, TransactionKey, TransactionLayer, TuEvent,
 };
@@ -278,6 +282,10 @@ struct Call {
     detached: bool,
     /// The engine gave up before our INVITE had a provisional response: CANCEL on the first.
     cancel_wanted: bool,
+    /// The browser holds us (its last re-offer's audio does not receive).
+    held: bool,
+    /// How many times our re-answers changed the SDP (added to its `o=` version).
+    sdp_changes: u64,
 }
 
 struct Server {
@@ -323,6 +331,65 @@ fn with_sdp(mut r: Response, sdp: &str) -> Response {
 /// Our offer as an answer in a re-INVITE of a call we offered: the DTLS role we took.
 fn as_answer(sdp: &str) -> String {
     sdp.replace("a=setup:actpass", "a=setup:passive")
+}
+
+/// Whether a (re-)offer holds us: its audio does not receive (`sendonly`, `inactive`, or a
+/// 0.0.0.0 address), with the direction our answer must then take. `None` without a readable
+/// SDP with audio (the offer changes nothing then).
+fn hold_of(body: &[u8]) -> Option<(bool, Direction)> {
+    let sd = SessionDescription::parse(std::str::from_utf8(body).ok()?).ok()?;
+    let offered = sd.direction_of(sd.audio()?);
+    Some((
+        !offered.receives(),
+        Direction::answer_to(offered, Direction::SendRecv),
+    ))
+}
+
+/// `sdp` with every media direction attribute set to `dir` (added where there is none) and
+/// the `o=` version raised by `bump` (RFC 3264 §8: a changed SDP gets a higher version).
+fn with_direction(sdp: &str, dir: Direction, bump: u64) -> String {
+    let eol = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out: Vec<String> = Vec::new();
+    let mut in_media = false;
+    let mut has_dir = false;
+    let close = |out: &mut Vec<String>, in_media: bool, has_dir: bool| {
+        if in_media && !has_dir && dir != Direction::SendRecv {
+            out.push(format!("a={}", dir.as_str()));
+        }
+    };
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            close(&mut out, in_media, has_dir);
+            in_media = true;
+            has_dir = false;
+            out.push(line.to_owned());
+        } else if matches!(
+            line,
+            "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+        ) {
+            if in_media {
+                has_dir = true;
+                out.push(format!("a={}", dir.as_str()));
+            }
+        } else if let Some(rest) = line.strip_prefix("o=") {
+            let mut f: Vec<&str> = rest.split(' ').collect();
+            let version = f.get(2).and_then(|v| v.parse::<u64>().ok());
+            match (version, f.get_mut(2)) {
+                (Some(v), Some(slot)) => {
+                    let raised = v.saturating_add(bump).to_string();
+                    *slot = &raised;
+                    out.push(format!("o={}", f.join(" ")));
+                }
+                _ => out.push(line.to_owned()),
+            }
+        } else if !line.is_empty() {
+            out.push(line.to_owned());
+        }
+    }
+    close(&mut out, in_media, has_dir);
+    let mut text = out.join(eol);
+    text.push_str(eol);
+    text
 }
 
 impl Server {
@@ -623,6 +690,8 @@ impl Server {
                 offer: None,
                 detached: false,
                 cancel_wanted: false,
+                held: false,
+                sdp_changes: 0,
             },
         );
         let rtc = self.rtc.clone();
@@ -708,6 +777,8 @@ impl Server {
                 offer: None,
                 detached: false,
                 cancel_wanted: false,
+                held: false,
+                sdp_changes: 0,
             },
         );
     }
@@ -760,10 +831,31 @@ impl Server {
                 return;
             }
             Ok(InDialogRequest::ReInvite) | Ok(InDialogRequest::Update) => {
-                let sdp = if call.inbound {
+                let base = if call.inbound {
                     call.sdp.clone()
                 } else {
                     as_answer(&call.sdp)
+                };
+                // A browser's hold (JsSIP `hold()`: sendonly) or resume: the engine is told,
+                // our answer takes the matching direction. The peer connection itself is not
+                // renegotiated (the browser keeps its transceivers).
+                let (held, dir) = hold_of(&req.body).unwrap_or((call.held, Direction::SendRecv));
+                if held != call.held {
+                    call.held = held;
+                    call.sdp_changes += 1;
+                    if let Some(l) = call.leg {
+                        tracing::info!(%l, held, "browser {}", if held { "holds" } else { "resumes" });
+                        self.rtc.party_hold(l, held);
+                    }
+                }
+                let sdp = if held || call.sdp_changes > 0 {
+                    with_direction(
+                        &base,
+                        if held { dir } else { Direction::SendRecv },
+                        call.sdp_changes,
+                    )
+                } else {
+                    base
                 };
                 with_sdp(dialog.response(&req, 200), &sdp)
             }
@@ -1082,6 +1174,8 @@ impl Server {
                 offer: Some(offer),
                 detached: false,
                 cancel_wanted: false,
+                held: false,
+                sdp_changes: 0,
             },
         );
     }

@@ -101,5 +101,18 @@ window.phone = {
       setTimeout(() => rej(new Error('renegotiate: no answer in 5 s; log ' + this.log.join(' | '))), 5000);
     });
   },
+  // JsSIP hold / unhold: a re-INVITE with sendonly audio, then sendrecv again. Resolves with
+  // the direction the gateway's answer gave the page's audio transceiver.
+  hold(on) {
+    return new Promise((res, rej) => {
+      const done = () => {
+        const t = sb.pc && sb.pc.getTransceivers().find((x) => x.receiver.track.kind === 'audio');
+        res((on ? 'held ' : 'resumed ') + (t ? t.currentDirection : 'none'));
+      };
+      const ok = on ? this.session.hold({}, done) : this.session.unhold({}, done);
+      if (!ok) rej(new Error((on ? 'hold' : 'unhold') + ' refused'));
+      setTimeout(() => rej(new Error('hold: no answer in 5 s; log ' + this.log.join(' | '))), 5000);
+    });
+  },
   iceState() { return sb.pc ? sb.pc.iceConnectionState : 'none'; },
 };
