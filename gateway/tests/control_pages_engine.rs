@@ -16,6 +16,12 @@
 //! is back with Alice and both hear each other again (correlated), the caller never hears
 //! Bob, exactly one `transfer.failed`/`transfer.timed_out` is published, nothing is left.
 //!
+//! Bob on a SIP phone (`kind = "sip"`, baresip on loopback) with his page open: blind and
+//! attended transfers (his page pops "Ringing on your phone", he picks up the phone, his page
+//! shows the call on the phone; caller <-> phone >= 0.9 after G.711), his phone busy (486) or
+//! not answering (the caller back with Alice with audio both ways, `transfer.failed` busy /
+//! no_answer).
+//!
 //! Needs `node`, `npm` (pinned playwright-core, installed by gateway/tests/browser/setup.sh)
 //! and `/usr/lib/chromium/chromium`; fails (does not skip) without them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -511,6 +517,17 @@ async fn transfer_to_an_agent_whose_sip_phone_is_busy_returns_the_caller_to_the_
         .expect("the whole scenario within 75 s");
 }
 
+/// Bob's phone rings (his page pops "Ringing on your phone") and nobody picks up: after the
+/// 3 s ring timeout the gateway cancels it, Alice's page says `no_answer`, the caller is back
+/// with Alice with audio both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_an_agent_whose_sip_phone_does_not_answer_returns_the_caller_to_the_first_with_audio()
+ {
+    tokio::time::timeout(Duration::from_secs(75), run_phone("noanswer"))
+        .await
+        .expect("the whole scenario within 75 s");
+}
+
 /// Correlation every direction through Bob's phone must reach (G.711 all the way).
 const PHONE_MIN: f64 = 0.9;
 
@@ -591,8 +608,9 @@ async fn run_phone(kind: &'static str) {
     .await
     .unwrap();
     let bob_uri = format!("sip:bob@{}", phone.sip_addr());
+    let failing = kind == "busy" || kind == "noanswer";
     let rig = Rig::start_with(
-        10000,
+        if kind == "noanswer" { 3000 } else { 10000 },
         &format!(r#"{{ kind = "sip", uri = "{bob_uri}" }}"#),
         r#"["pcmu"]"#,
     )
@@ -604,7 +622,11 @@ async fn run_phone(kind: &'static str) {
     let (tx, phone_done) = tokio::sync::oneshot::channel();
     let popped = out.path().join("b_popped");
     std::thread::spawn(move || {
-        if kind != "busy" {
+        if kind == "noanswer" {
+            // Nobody picks up: the gateway gives up after the ring timeout (CANCEL).
+            phone.wait_event("CALL_INCOMING", Duration::from_secs(40));
+            phone.wait_event("CALL_CLOSED", Duration::from_secs(40));
+        } else if kind != "busy" {
             phone.wait_event("CALL_INCOMING", Duration::from_secs(40));
             let deadline = Instant::now() + Duration::from_secs(15);
             while !popped.exists() && Instant::now() < deadline {
@@ -692,30 +714,53 @@ async fn run_phone(kind: &'static str) {
             &slower,
         ),
     ];
-    if kind == "busy" {
+    if failing {
         let status = result["a_transfer_status"].as_str().unwrap_or_default();
         eprintln!("alice's page after the failed transfer: {status}");
-        assert!(
-            status.starts_with("failed") && status.contains("busy"),
-            "alice's page shows the transfer failed as busy: {status:?}; bob's phone log:\n{}",
-            phone.log()
-        );
+        let want = if kind == "busy" { "busy" } else { "no_answer" };
+        let timed_out = of("transfer.timed_out");
         let failed = of("transfer.failed");
-        assert_eq!(failed.len(), 1, "one transfer.failed: {events:?}");
-        assert_eq!(failed[0]["reason"], "busy", "{}", failed[0]);
-        assert!(
-            failed[0]["caller_returned_to"]
-                .to_string()
-                .contains("alice"),
-            "{}",
-            failed[0]
-        );
+        if kind == "noanswer" && failed.is_empty() {
+            // The ring timeout may also end it as timed out (the same outcome for the caller).
+            assert_eq!(timed_out.len(), 1, "one transfer.timed_out: {events:?}");
+            assert!(status.starts_with("timed_out"), "alice's page: {status:?}");
+        } else {
+            assert!(
+                status.starts_with("failed") && status.contains(want),
+                "alice's page shows the transfer failed as {want}: {status:?}; bob's phone log:\n{}",
+                phone.log()
+            );
+            assert_eq!(failed.len(), 1, "one transfer.failed: {events:?}");
+            assert!(timed_out.is_empty(), "{events:?}");
+            assert_eq!(failed[0]["reason"], want, "{}", failed[0]);
+            assert!(
+                failed[0]["caller_returned_to"]
+                    .to_string()
+                    .contains("alice"),
+                "{}",
+                failed[0]
+            );
+        }
         assert!(of("transfer.connected").is_empty());
-        assert!(
-            phone.log().contains("rejected call"),
-            "bob's phone refused the gateway's INVITE (486): {}",
-            phone.log()
-        );
+        if kind == "busy" {
+            assert!(
+                phone.log().contains("rejected call"),
+                "bob's phone refused the gateway's INVITE (486): {}",
+                phone.log()
+            );
+        } else {
+            let hint = result["b_pop_hint"].as_str().unwrap_or_default();
+            assert!(
+                hint.contains(&bob_uri),
+                "bob's pop rang on his phone {bob_uri}: {hint:?}"
+            );
+            // It rang and was cancelled, never answered.
+            let types = phone.event_types();
+            assert!(
+                !types.iter().any(|t| t == "CALL_ESTABLISHED"),
+                "bob's phone: {types:?}"
+            );
+        }
         pairs.push((
             "caller page (back with alice)",
             recording(out.path(), "at_caller_back.pcm"),
@@ -769,7 +814,7 @@ async fn run_phone(kind: &'static str) {
             )
         })
         .collect();
-    if kind != "busy" {
+    if !failing {
         // What Bob's phone decoded over its whole call: the caller at the end (the caller page
         // recorded 3 s with Bob, then hung up), Alice at the start of a consultation.
         let at_phone = phone.decoded_audio();
@@ -821,7 +866,7 @@ async fn run_phone(kind: &'static str) {
         );
         assert!(echo < 0.5, "{who} hears itself: correlation {echo:.3}");
     }
-    if kind != "busy" {
+    if !failing {
         let at_caller = recording(out.path(), "at_caller.pcm");
         let alice_at_caller = best_windows(&slower, &at_caller);
         eprintln!("caller page after the transfer vs Alice's voice: {alice_at_caller:.3}");

@@ -162,7 +162,8 @@ const textIs = (page, id, want) => page.waitForFunction(([i, w]) => document.get
       if (KIND !== 'busy') {
         const popBf = await popUri(b);
         if (popBf !== uri) throw new Error('B popped ' + popBf + ', expected ' + uri);
-        step('B popped with the same URI');
+        if (BOB_PHONE) result.b_pop_hint = await b.textContent('#pop-phone-hint');
+        step('B popped with the same URI' + (BOB_PHONE ? ': ' + result.b_pop_hint : ''));
       }
       if (KIND === 'decline') await b.click('#decline-btn');
       await b.waitForSelector('#pop.hidden', { state: 'attached', timeout: T });
