@@ -16,6 +16,12 @@
 //! is back with Alice and both hear each other again (correlated), the caller never hears
 //! Bob, exactly one `transfer.failed`/`transfer.timed_out` is published, nothing is left.
 //!
+//! Bob on a SIP phone (`kind = "sip"`, baresip on loopback) with his page open: blind and
+//! attended transfers (his page pops "Ringing on your phone", he picks up the phone, his page
+//! shows the call on the phone; caller <-> phone >= 0.9 after G.711), his phone busy (486) or
+//! not answering (the caller back with Alice with audio both ways, `transfer.failed` busy /
+//! no_answer).
+//!
 //! Needs `node`, `npm` (pinned playwright-core, installed by gateway/tests/browser/setup.sh)
 //! and `/usr/lib/chromium/chromium`; fails (does not skip) without them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -36,6 +42,7 @@ use gateway::control::api::ControlPlane;
 use gateway::media::plane::{Country, MediaPlane, PlaneConfig};
 use gateway::rtc::provider::RtcService;
 use gateway::sip::transaction::TimerConfig;
+use support::baresip::{Baresip, BaresipOptions};
 use support::{best_correlation, speech_8k};
 
 struct Rig {
@@ -53,6 +60,12 @@ impl Rig {
     /// through their pages; the click-to-call destination `support` goes to the `support`
     /// queue.
     async fn start(ring_ms: u64) -> Rig {
+        Rig::start_with(ring_ms, r#"{ kind = "browser" }"#, r#"["pcmu", "opus"]"#).await
+    }
+
+    /// The same with Bob reached at `bob_endpoint` (a TOML endpoint table) and the browsers
+    /// offered `rtc_codecs`.
+    async fn start_with(ring_ms: u64, bob_endpoint: &str, rtc_codecs: &str) -> Rig {
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let text = r#"
     [http]
@@ -63,7 +76,7 @@ impl Rig {
     trusted = ["127.0.0.0/8"]
 
     [rtc]
-    codecs = ["pcmu", "opus"]
+    codecs = RTC_CODECS
 
     [control.timers]
     transfer_setup_ms = 10000
@@ -80,7 +93,7 @@ impl Rig {
     id = "bob"
     name = "Bob"
     skills = ["sales"]
-    endpoints = [{ kind = "browser" }]
+    endpoints = [BOB_ENDPOINT]
     token = "bob-token"
 
     [[control.queues]]
@@ -95,10 +108,13 @@ impl Rig {
     label = "Support"
     target = { queue = "support" }
     "#;
-        let text = text.replace(
-            "transfer_ring_ms = 10000",
-            &format!("transfer_ring_ms = {ring_ms}"),
-        );
+        let text = text
+            .replace(
+                "transfer_ring_ms = 10000",
+                &format!("transfer_ring_ms = {ring_ms}"),
+            )
+            .replace("RTC_CODECS", rtc_codecs)
+            .replace("BOB_ENDPOINT", bob_endpoint);
         let config = Config::from_toml(&text, "test").unwrap();
         let plane = MediaPlane::start(PlaneConfig {
             workers: 1,
@@ -465,4 +481,422 @@ async fn run(kind: &str) {
     );
 
     rig.assert_nothing_left().await;
+}
+
+// Agent Bob on a SIP phone: a baresip UA on loopback (`kind = "sip"` endpoint) while his agent
+// page is open and logged in with that endpoint. The browsers offer PCMU only, so every leg is
+// G.711. Bob's page must pop with the call's URI, the transfer history and "Ringing on your
+// phone" (no answer button); once the page shows that, Bob picks up the phone (baresip
+// `accept`), and his page must show the call on the phone with the history. The caller page
+// and Bob's phone must hear each other (baresip's decoded dump; correlation >= 0.9 after
+// G.711), the caller must no longer hear Alice, nothing is left.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_page_to_agent_page_blind_transfer_to_an_agent_on_a_sip_phone() {
+    tokio::time::timeout(Duration::from_secs(75), run_phone("blind"))
+        .await
+        .expect("the whole scenario within 75 s");
+}
+
+/// Alice consults Bob on his phone (the caller on hold), Bob answers, Alice and Bob hear each
+/// other, Alice clicks complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_page_to_agent_page_attended_transfer_to_an_agent_on_a_sip_phone() {
+    tokio::time::timeout(Duration::from_secs(75), run_phone("attended"))
+        .await
+        .expect("the whole scenario within 75 s");
+}
+
+/// Bob's phone is busy (on another call, with baresip's `call_max_calls 1`: it answers 486): one `transfer.failed`
+/// with reason `busy`, Alice's page says so, the caller is back with Alice with audio both
+/// ways and never hears Bob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_an_agent_whose_sip_phone_is_busy_returns_the_caller_to_the_first_with_audio() {
+    tokio::time::timeout(Duration::from_secs(75), run_phone("busy"))
+        .await
+        .expect("the whole scenario within 75 s");
+}
+
+/// Bob's phone rings (his page pops "Ringing on your phone") and nobody picks up: after the
+/// 3 s ring timeout the gateway cancels it, Alice's page says `no_answer`, the caller is back
+/// with Alice with audio both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_an_agent_whose_sip_phone_does_not_answer_returns_the_caller_to_the_first_with_audio()
+ {
+    tokio::time::timeout(Duration::from_secs(75), run_phone("noanswer"))
+        .await
+        .expect("the whole scenario within 75 s");
+}
+
+/// Correlation every direction through Bob's phone must reach (G.711 all the way).
+const PHONE_MIN: f64 = 0.9;
+
+/// The last `secs` seconds of `x` (less its last 0.25 s, where the call was closing).
+fn tail(x: &[i16], secs: f64) -> &[i16] {
+    let end = x.len().saturating_sub(2000);
+    let start = end.saturating_sub((secs * 8000.0) as usize);
+    &x[start..end]
+}
+
+/// One scenario with Bob on baresip (`blind`, `attended`, `busy`): the page script drives the
+/// caller's, Alice's and Bob's pages; a thread plays Bob at his phone.
+async fn run_phone(kind: &'static str) {
+    let harness = tokio::task::spawn_blocking(support::browser_harness)
+        .await
+        .unwrap();
+    assert!(
+        Path::new("/usr/lib/chromium/chromium").exists(),
+        "Chromium is needed for the page tests (apt-get install chromium)"
+    );
+    let reference = speech_8k();
+    let reversed: Vec<i16> = reference.iter().rev().copied().collect();
+    let slower = codecs::resample::resample_all(8000, 16000, &reference).unwrap();
+    let (dc, da, db, out) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let wav_caller = support::write_capture_wav(dc.path(), &reference);
+    let wav_alice = support::write_capture_wav(da.path(), &slower);
+    // Bob's phone speaks the reversed speech three times over (baresip's file source does not
+    // loop; the correlation loops the reference, so the repeats are the same signal).
+    let bob_wav = db.path().join("bob-8k.wav");
+    let looped: Vec<i16> = reversed
+        .iter()
+        .cycle()
+        .take(3 * reversed.len())
+        .copied()
+        .collect();
+    std::fs::write(&bob_wav, codecs::wav::write_pcm16(8000, &looped)).unwrap();
+    let mut opts = BaresipOptions::new("bob", &bob_wav);
+    opts.codecs = vec!["PCMU"];
+    // Busy: Bob's phone takes one call at a time and is already on one (with a SIPp UAS), so
+    // it answers the gateway's INVITE 486.
+    let sipp_dir = tempfile::tempdir().unwrap();
+    let mut other_call = None;
+    if kind == "busy" {
+        opts.max_calls = Some(1);
+        let port = || {
+            std::net::UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .unwrap()
+                .port()
+        };
+        let (sp, mp) = (port(), port());
+        let uas = std::process::Command::new("sipp")
+            .current_dir(sipp_dir.path())
+            .args(["-i", "127.0.0.1", "-nostdin", "-timeout", "60"])
+            .args(["-sn", "uas", "-m", "1"])
+            .args(["-p", &sp.to_string(), "-mp", &mp.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sipp not found: apt-get install -y sip-tester");
+        other_call = Some((uas, format!("sip:other@127.0.0.1:{sp}")));
+    }
+    let other = other_call.as_ref().map(|(_, uri)| uri.clone());
+    let mut phone = tokio::task::spawn_blocking(move || {
+        let mut phone = Baresip::start(opts);
+        if let Some(uri) = other {
+            // SIPp may still be binding its socket: baresip retransmits the INVITE.
+            phone.command("dial", &uri);
+            phone.wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+        }
+        phone
+    })
+    .await
+    .unwrap();
+    let bob_uri = format!("sip:bob@{}", phone.sip_addr());
+    let failing = kind == "busy" || kind == "noanswer";
+    let rig = Rig::start_with(
+        if kind == "noanswer" { 3000 } else { 10000 },
+        &format!(r#"{{ kind = "sip", uri = "{bob_uri}" }}"#),
+        r#"["pcmu"]"#,
+    )
+    .await;
+
+    // Bob at his desk: the phone rings, he looks at his page (the script writes `b_popped` once
+    // the pop shows the call), picks up, talks until the call ends. A plain thread, so that a
+    // failed page run does not leave the test waiting for it.
+    let (tx, phone_done) = tokio::sync::oneshot::channel();
+    let popped = out.path().join("b_popped");
+    std::thread::spawn(move || {
+        if kind == "noanswer" {
+            // Nobody picks up: the gateway gives up after the ring timeout (CANCEL).
+            phone.wait_event("CALL_INCOMING", Duration::from_secs(40));
+            phone.wait_event("CALL_CLOSED", Duration::from_secs(40));
+        } else if kind != "busy" {
+            phone.wait_event("CALL_INCOMING", Duration::from_secs(40));
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while !popped.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(
+                popped.exists(),
+                "bob's page did not pop while his phone rang"
+            );
+            phone.command("accept", "");
+            phone.wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+            phone.wait_event("CALL_CLOSED", Duration::from_secs(40));
+        }
+        let _ = tx.send(phone);
+    });
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pages/engine_transfer.cjs");
+    let mut child = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(&rig.base)
+        .arg(out.path())
+        .env("PW_DIR", &harness)
+        .env("CALLER_WAV", &wav_caller)
+        .env("ALICE_WAV", &wav_alice)
+        .env("ALICE_TOKEN", "alice-token")
+        .env("BOB_TOKEN", "bob-token")
+        .env("BOB_ENDPOINT", "sip")
+        .env("KIND", kind)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node is needed for the page tests");
+    let mut stdout = child.stdout.take().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(55), child.wait())
+        .await
+        .expect("the browser run took over 55 s")
+        .unwrap();
+    let mut text = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut text)
+        .await
+        .unwrap();
+    println!("{text}");
+    eprintln!("gateway after the browser run: {}", rig.live());
+    let result: serde_json::Value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .expect("the script printed no RESULT");
+    assert!(
+        status.success() && result["ok"] == true,
+        "browser run failed: {result}; gateway: {}",
+        rig.live()
+    );
+    let uri = result["call_uri"].as_str().unwrap().to_owned();
+    assert!(uri.starts_with("urn:uuid:"));
+    let mut phone = tokio::time::timeout(Duration::from_secs(15), phone_done)
+        .await
+        .expect("bob's phone did not see the call end within 15 s")
+        .expect("bob's phone failed (see its panic above)");
+
+    let ended = rig.control.events_since(0).unwrap_or_default();
+    let events: Vec<serde_json::Value> = ended
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap_or_default())
+        .collect();
+    let of = |t: &str| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|v| v["type"] == t && v["call_uri"] == uri.as_str())
+            .collect()
+    };
+
+    // Before the transfer: the caller page and Alice's page hear each other.
+    let mut pairs: Vec<Heard> = vec![
+        (
+            "caller page (with alice)",
+            recording(out.path(), "at_caller_a.pcm"),
+            &slower,
+            &reference,
+        ),
+        (
+            "alice's page",
+            recording(out.path(), "at_a.pcm"),
+            &reference,
+            &slower,
+        ),
+    ];
+    if failing {
+        let status = result["a_transfer_status"].as_str().unwrap_or_default();
+        eprintln!("alice's page after the failed transfer: {status}");
+        let want = if kind == "busy" { "busy" } else { "no_answer" };
+        let timed_out = of("transfer.timed_out");
+        let failed = of("transfer.failed");
+        if kind == "noanswer" && failed.is_empty() {
+            // The ring timeout may also end it as timed out (the same outcome for the caller).
+            assert_eq!(timed_out.len(), 1, "one transfer.timed_out: {events:?}");
+            assert!(status.starts_with("timed_out"), "alice's page: {status:?}");
+        } else {
+            assert!(
+                status.starts_with("failed") && status.contains(want),
+                "alice's page shows the transfer failed as {want}: {status:?}; bob's phone log:\n{}",
+                phone.log()
+            );
+            assert_eq!(failed.len(), 1, "one transfer.failed: {events:?}");
+            assert!(timed_out.is_empty(), "{events:?}");
+            assert_eq!(failed[0]["reason"], want, "{}", failed[0]);
+            assert!(
+                failed[0]["caller_returned_to"]
+                    .to_string()
+                    .contains("alice"),
+                "{}",
+                failed[0]
+            );
+        }
+        assert!(of("transfer.connected").is_empty());
+        if kind == "busy" {
+            assert!(
+                phone.log().contains("rejected call"),
+                "bob's phone refused the gateway's INVITE (486): {}",
+                phone.log()
+            );
+        } else {
+            let hint = result["b_pop_hint"].as_str().unwrap_or_default();
+            assert!(
+                hint.contains(&bob_uri),
+                "bob's pop rang on his phone {bob_uri}: {hint:?}"
+            );
+            // It rang and was cancelled, never answered.
+            let types = phone.event_types();
+            assert!(
+                !types.iter().any(|t| t == "CALL_ESTABLISHED"),
+                "bob's phone: {types:?}"
+            );
+        }
+        pairs.push((
+            "caller page (back with alice)",
+            recording(out.path(), "at_caller_back.pcm"),
+            &slower,
+            &reference,
+        ));
+        pairs.push((
+            "alice's page (caller back)",
+            recording(out.path(), "at_a_back.pcm"),
+            &reference,
+            &slower,
+        ));
+    } else {
+        let hint = result["b_pop_hint"].as_str().unwrap_or_default();
+        assert!(
+            hint.contains(&bob_uri),
+            "bob's pop names his phone {bob_uri}: {hint:?}"
+        );
+        let history = result["b_call_history"].as_str().unwrap_or_default();
+        assert!(
+            history.contains("alice") && history.contains("agent bob"),
+            "bob's page shows the transfer history: {history:?}"
+        );
+        assert_eq!(of("transfer.connected").len(), 1, "{events:?}");
+        assert!(of("transfer.failed").is_empty());
+        pairs.push((
+            "caller page (with bob's phone)",
+            recording(out.path(), "at_caller.pcm"),
+            &reversed,
+            &reference,
+        ));
+        if kind == "attended" {
+            pairs.push((
+                "alice's page (consulting bob's phone)",
+                recording(out.path(), "at_a_consult.pcm"),
+                &reversed,
+                &slower,
+            ));
+        }
+    }
+    let mut figures: Vec<(String, f64, f64, f64)> = pairs
+        .iter()
+        .map(|(who, got, hears, own)| {
+            assert!(got.len() >= 12_000, "{who}: only {} samples", got.len());
+            // G.711 on every leg: each direction, browser or phone, must reach PHONE_MIN.
+            (
+                who.to_string(),
+                best_windows(hears, got),
+                best_windows(own, got),
+                PHONE_MIN,
+            )
+        })
+        .collect();
+    if !failing {
+        // What Bob's phone decoded over its whole call: the caller at the end (the caller page
+        // recorded 3 s with Bob, then hung up), Alice at the start of a consultation.
+        let at_phone = phone.decoded_audio();
+        eprintln!("bob's phone decoded {} samples", at_phone.len());
+        assert!(
+            at_phone.len() >= 3 * 8000,
+            "bob's phone decoded {} samples",
+            at_phone.len()
+        );
+        let end = tail(&at_phone, 2.5);
+        figures.push((
+            "bob's phone (with the caller)".into(),
+            best_windows(&reference, end),
+            best_windows(&reversed, end),
+            PHONE_MIN,
+        ));
+        figures.push((
+            "bob's phone (with the caller) vs alice".into(),
+            best_windows(&slower, end),
+            0.0,
+            f64::MIN,
+        ));
+        if kind == "attended" {
+            let onset = at_phone
+                .iter()
+                .position(|s| s.unsigned_abs() > 200)
+                .unwrap_or(0);
+            let start = &at_phone[onset..(onset + 16_000).min(at_phone.len())];
+            figures.push((
+                "bob's phone (consulted by alice)".into(),
+                best_windows(&slower, start),
+                best_windows(&reversed, start),
+                PHONE_MIN,
+            ));
+        }
+    }
+    for (who, c, echo, _) in &figures {
+        eprintln!("{who} hears the other party: correlation {c:.3}; itself {echo:.3}");
+    }
+    for (who, c, echo, min) in figures {
+        if min == f64::MIN {
+            // Alice must not reach Bob's phone once the caller is with Bob.
+            assert!(c < 0.5, "{who}: correlation {c:.3}");
+            continue;
+        }
+        assert!(
+            c >= min,
+            "{who} hears the other party: correlation {c:.3} < {min}"
+        );
+        assert!(echo < 0.5, "{who} hears itself: correlation {echo:.3}");
+    }
+    if !failing {
+        let at_caller = recording(out.path(), "at_caller.pcm");
+        let alice_at_caller = best_windows(&slower, &at_caller);
+        eprintln!("caller page after the transfer vs Alice's voice: {alice_at_caller:.3}");
+        assert!(
+            alice_at_caller < 0.5,
+            "the caller still hears Alice after the transfer ({alice_at_caller:.3})"
+        );
+    } else {
+        let back = recording(out.path(), "at_caller_back.pcm");
+        let bob_at_caller = best_windows(&reversed, &back);
+        assert!(
+            bob_at_caller < 0.5,
+            "the caller hears Bob although his phone was busy ({bob_at_caller:.3})"
+        );
+    }
+    rig.assert_nothing_left().await;
+    tokio::task::spawn_blocking(move || {
+        if let Some((mut uas, _)) = other_call {
+            // Bob ends his other call; SIPp (one call) exits after the BYE.
+            phone.command("hangup", "");
+            phone.wait_event("CALL_CLOSED", Duration::from_secs(5));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while uas.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = uas.kill();
+            let _ = uas.wait();
+        }
+        phone.close();
+    })
+    .await
+    .unwrap();
 }

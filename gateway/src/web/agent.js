@@ -13,7 +13,27 @@ const A = {
   muted: false,
   events: null,
   targets: [],
+  // Call views (API responses) are numbered when asked for; one is shown only if no view
+  // asked for later was shown already. An action's response can arrive after the events it
+  // caused (a transfer target busy within milliseconds) and must not bring back its state.
+  asked: 0,
+  shown: 0,
+  // The last transfer event of the call held ({ uri, text }): what the page says once the
+  // transfer is over (failed, why; connected; cancelled), whatever view arrives after it.
+  transferNote: null,
 };
+
+function transferStatus(t) {
+  SB.text('transfer-status', t);
+  SB.show('transfer-line', !!t);
+}
+
+// Takes a view number; true when the view numbered `n` may be shown (and records it).
+function fresh(n) {
+  if (n < A.shown) return false;
+  A.shown = n;
+  return true;
+}
 
 function setPresence(p) {
   const b = SB.el('presence-badge');
@@ -119,10 +139,20 @@ function showPop(uri, caller, queue, purpose, history) {
   SB.text('pop-queue', queue ? 'from queue ' + queue : '');
   SB.text('pop-purpose', purpose === 'transfer_target' ? 'transfer' : 'new call');
   historyList('pop-history', history);
+  // Logged in with a phone (SIP URI, registered phone, TDM number): the gateway is calling
+  // it now; the page pops all the same, and the agent answers (or declines) on the phone.
   const phone = A.endpoint !== 'browser';
   SB.show('answer-btn', !phone);
+  SB.text('pop-phone-hint', phone ? 'Ringing on your phone' + deviceLabel() : '');
   SB.show('pop-phone-hint', phone);
   SB.show('pop', true);
+}
+
+// ' (sip:bob@...)' for the endpoint logged in with, '' when it has no address.
+function deviceLabel() {
+  const e = ((A.me && A.me.endpoints) || []).find((x) => x.kind === A.endpoint);
+  const where = e && (e.uri || e.user || e.number);
+  return where ? ' (' + where + ')' : '';
 }
 
 function hidePop() {
@@ -137,6 +167,7 @@ function showCall(c, consultTarget) {
   A.current = c.call_uri;
   SB.show('transfer-controls', !consultTarget);
   SB.text('call-role', consultTarget ? 'consultation from ' + (c.transfer.from || c.agent) : '');
+  SB.text('call-device', A.endpoint === 'browser' ? 'in this page' : 'on your phone' + deviceLabel());
   const el = SB.el('call');
   el.dataset.callUri = c.call_uri;
   SB.text('call-caller', c.caller);
@@ -149,7 +180,8 @@ function showCall(c, consultTarget) {
   const consulting = c.transfer && c.transfer.kind === 'attended';
   SB.show('consult-panel', !!c.transfer && !consultTarget);
   SB.el('complete-btn').disabled = !consulting;
-  if (c.transfer) SB.text('transfer-status', SB.partyLabel(c.transfer.target) + ': ' + JSON.stringify(c.transfer.state));
+  if (c.transfer) transferStatus(SB.partyLabel(c.transfer.target) + ': ' + JSON.stringify(c.transfer.state));
+  else transferStatus(A.transferNote && A.transferNote.uri === c.call_uri ? A.transferNote.text : '');
   SB.show('call', true);
 }
 
@@ -159,6 +191,8 @@ function clearCall() {
   SB.show('call', false);
   SB.text('dtmf-sent', '');
   SB.text('call-error', '');
+  A.transferNote = null;
+  transferStatus('');
   stopSoftphone();
 }
 
@@ -169,8 +203,10 @@ function stopSoftphone() {
 }
 
 async function refreshCall(uri) {
+  const n = ++A.asked;
   try {
     const { data } = await SB.api('GET', SB.callPath(uri));
+    if (!fresh(n)) return;
     const consultTarget = data.transfer && data.transfer.target_agent === A.me.id && data.agent !== A.me.id;
     if (data.agent === A.me.id || consultTarget) showCall(data, consultTarget);
     else if (A.current === uri) clearCall();
@@ -204,7 +240,11 @@ function onEvent(e) {
       break;
     default:
       if (A.current === e.call_uri) {
-        if (e.type.startsWith('transfer.')) SB.text('transfer-status', e.type.slice(9) + (e.reason ? ' (' + JSON.stringify(e.reason) + ')' : ''));
+        if (e.type.startsWith('transfer.')) {
+          const text = e.type.slice(9) + (e.reason ? ' (' + JSON.stringify(e.reason) + ')' : '');
+          A.transferNote = { uri: e.call_uri, text };
+          transferStatus(text);
+        }
         refreshCall(e.call_uri);
       }
   }
@@ -234,8 +274,10 @@ async function answer() {
 async function act(action, body) {
   if (!A.current) return;
   SB.text('call-error', '');
+  const n = ++A.asked;
   try {
     const { data } = await SB.api('POST', SB.callPath(A.current, action), body || {});
+    if (!fresh(n)) return data;
     if (data.state === 'released') clearCall(); else if (data.call_uri) showCall(data);
     return data;
   } catch (e) { SB.text('call-error', e.message); }

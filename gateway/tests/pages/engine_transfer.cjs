@@ -7,6 +7,10 @@
 // Three browsers, because Chromium's fake microphone is one file per process: the caller's
 // (CALLER_WAV), A's (ALICE_WAV) and B's (BOB_WAV). Before the transfer, the caller page and A's
 // page are recorded too (at_caller_a.pcm, at_a.pcm).
+// BOB_ENDPOINT=sip: B is logged in with a SIP phone (baresip, driven by the Rust side); B's page
+// is a second context in A's browser and must pop with the URI, the transfer history and
+// "Ringing on your phone"; then the script writes OUT/b_popped and the Rust side picks up the
+// phone; B's page must show the call on the phone. KIND=busy: the phone answers 486.
 // Usage: node engine_transfer.cjs BASE_URL OUT_DIR   (PW_DIR: where playwright-core is installed)
 'use strict';
 const fs = require('fs');
@@ -16,6 +20,7 @@ const { chromium } = require(path.join(process.env.PW_DIR, 'node_modules', 'play
 const BASE = process.argv[2];
 const OUT = process.argv[3];
 const KIND = process.env.KIND || 'blind';
+const BOB_PHONE = (process.env.BOB_ENDPOINT || 'browser') !== 'browser';
 const T = 15000;
 const steps = [];
 const t0 = Date.now();
@@ -73,7 +78,7 @@ async function newContext(browser) {
   return ctx;
 }
 
-async function agentPage(browser, token) {
+async function agentPage(browser, token, endpoint) {
   const ctx = await newContext(browser);
   const page = await ctx.newPage();
   page.on('console', (m) => { if (m.type() === 'error') console.log('[' + token + ' console] ' + m.text()); });
@@ -82,7 +87,7 @@ async function agentPage(browser, token) {
   await page.fill('#token', token);
   await page.click('#token-btn');
   await page.waitForSelector('#endpoint-row:not(.hidden)', { timeout: T });
-  await page.selectOption('#endpoint', 'browser');
+  await page.selectOption('#endpoint', endpoint || 'browser');
   await page.click('#login-btn');
   await page.waitForSelector('#desk:not(.hidden)', { timeout: T });
   await page.waitForFunction(() => document.getElementById('conn').textContent === 'events: open', null, { timeout: T });
@@ -104,11 +109,15 @@ const textIs = (page, id, want) => page.waitForFunction(([i, w]) => document.get
 (async () => {
   const result = {};
   let browsers = [];
+  const pages = {};
   try {
-    browsers = await Promise.all([process.env.ALICE_WAV, process.env.BOB_WAV, process.env.CALLER_WAV].map(launch));
-    const [alices, bobs, callers] = browsers;
-    const [a, b] = await Promise.all([agentPage(alices, process.env.ALICE_TOKEN), agentPage(bobs, process.env.BOB_TOKEN)]);
-    step('both agents logged in (browser softphone)');
+    // With B on a phone, B's page needs no microphone: a second context in A's browser.
+    const wavs = BOB_PHONE ? [process.env.ALICE_WAV, process.env.CALLER_WAV] : [process.env.ALICE_WAV, process.env.BOB_WAV, process.env.CALLER_WAV];
+    browsers = await Promise.all(wavs.map(launch));
+    const [alices, bobs, callers] = BOB_PHONE ? [browsers[0], browsers[0], browsers[1]] : browsers;
+    const [a, b] = await Promise.all([agentPage(alices, process.env.ALICE_TOKEN), agentPage(bobs, process.env.BOB_TOKEN, process.env.BOB_ENDPOINT)]);
+    pages.a = a; pages.b = b;
+    step('both agents logged in (A: browser softphone, B: ' + (process.env.BOB_ENDPOINT || 'browser') + ')');
 
     const caller = await (await newContext(callers)).newPage();
     caller.on('pageerror', (e) => console.log('[caller pageerror] ' + e.message));
@@ -143,20 +152,25 @@ const textIs = (page, id, want) => page.waitForFunction(([i, w]) => document.get
     await a.waitForFunction(() => !!document.querySelector('#transfer-target option[data-agent="bob"]'), null, { timeout: T });
     const bobValue = await a.$eval('#transfer-target option[data-agent="bob"]', (o) => o.value);
     await a.selectOption('#transfer-target', bobValue);
-    const failing = KIND === 'decline' || KIND === 'noanswer';
+    const failing = KIND === 'decline' || KIND === 'noanswer' || KIND === 'busy';
     await a.selectOption('#transfer-kind', failing ? 'blind' : KIND);
     await a.click('#transfer-btn');
     if (failing) {
       // B's page pops; B declines or lets it ring out (no answer); the caller must come
       // back to A, with audio both ways, and A's page says why the transfer failed.
-      const popBf = await popUri(b);
-      if (popBf !== uri) throw new Error('B popped ' + popBf + ', expected ' + uri);
-      step('B popped with the same URI');
+      // A busy phone answers 486 at once: B's pop may be gone before anyone could see it.
+      if (KIND !== 'busy') {
+        const popBf = await popUri(b);
+        if (popBf !== uri) throw new Error('B popped ' + popBf + ', expected ' + uri);
+        if (BOB_PHONE) result.b_pop_hint = await b.textContent('#pop-phone-hint');
+        step('B popped with the same URI' + (BOB_PHONE ? ': ' + result.b_pop_hint : ''));
+      }
       if (KIND === 'decline') await b.click('#decline-btn');
       await b.waitForSelector('#pop.hidden', { state: 'attached', timeout: T });
       await a.waitForFunction(() => document.getElementById('transfer-status').textContent.startsWith('failed')
         || document.getElementById('transfer-status').textContent.startsWith('timed_out'), null, { timeout: T });
       result.a_transfer_status = await a.textContent('#transfer-status');
+      if (!(await a.isVisible('#transfer-status'))) throw new Error('A\'s page does not show why the transfer failed');
       await textIs(a, 'call-state', 'connected');
       if ((await callUri(a)) !== uri) throw new Error('A no longer holds the call');
       await textIs(a, 'softphone', 'connected');
@@ -166,10 +180,14 @@ const textIs = (page, id, want) => page.waitForFunction(([i, w]) => document.get
       const [atCallerBack, atABack] = await Promise.all([record(caller, 3), record(a, 3)]);
       fs.writeFileSync(path.join(OUT, 'at_caller_back.pcm'), Buffer.from(atCallerBack, 'base64'));
       fs.writeFileSync(path.join(OUT, 'at_a_back.pcm'), Buffer.from(atABack, 'base64'));
+      // Views that arrived after the failure must not have brought back the transfer.
+      const later = await a.textContent('#transfer-status');
+      if (later !== result.a_transfer_status) throw new Error('A\'s transfer status changed to ' + later);
       step('recorded 3 s at the caller page and at A\'s page after the failed transfer');
       await caller.click('#hangup-btn');
       await a.waitForSelector('#call.hidden', { state: 'attached', timeout: T });
       step('caller hung up; A\'s page cleared');
+      if (await b.isVisible('#call')) throw new Error('B\'s page shows a call although the transfer failed');
       result.ok = true;
       return;
     }
@@ -180,30 +198,54 @@ const textIs = (page, id, want) => page.waitForFunction(([i, w]) => document.get
     result.b_pop_history = hist;
     if (!hist.includes('alice') || !hist.includes('agent bob')) throw new Error('B pop history: ' + hist);
     step('B popped with the same URI and the transfer history');
-    await b.click('#answer-btn');
+    if (BOB_PHONE) {
+      if (await b.isVisible('#answer-btn')) throw new Error('B\'s page offers to answer in the page although B is on a phone');
+      result.b_pop_hint = await b.textContent('#pop-phone-hint');
+      if (!(await b.isVisible('#pop-phone-hint')) || !result.b_pop_hint.startsWith('Ringing on your phone')) throw new Error('B pop hint: ' + result.b_pop_hint);
+      // The Rust side picks up B's phone once it sees this file.
+      fs.writeFileSync(path.join(OUT, 'b_popped.tmp'), uri);
+      fs.renameSync(path.join(OUT, 'b_popped.tmp'), path.join(OUT, 'b_popped'));
+      step('B\'s page pops "' + result.b_pop_hint + '"; picking up the phone');
+    } else {
+      await b.click('#answer-btn');
+    }
     if ((await callUri(b)) !== uri) throw new Error('B holds another call');
-    await textIs(b, 'softphone', 'connected');
+    if (BOB_PHONE) {
+      await b.waitForSelector('#pop.hidden', { state: 'attached', timeout: T });
+      result.b_call_device = await b.textContent('#call-device');
+      if (!result.b_call_device.startsWith('on your phone')) throw new Error('B call device: ' + result.b_call_device);
+      if ((await b.textContent('#softphone')) !== 'idle') throw new Error('B\'s page opened a softphone');
+      step('B answered on the phone; B\'s page shows the call ' + result.b_call_device);
+    } else {
+      await textIs(b, 'softphone', 'connected');
+    }
     if (KIND === 'attended') {
       await textIs(a, 'call-state', 'consulting');
       step('attended: B answered the consultation; A is consulting');
       await new Promise((r) => setTimeout(r, 300));
-      const [atAc, atBc] = await Promise.all([record(a, 2), record(b, 2)]);
+      const [atAc, atBc] = await Promise.all([record(a, 2), BOB_PHONE ? null : record(b, 2)]);
       fs.writeFileSync(path.join(OUT, 'at_a_consult.pcm'), Buffer.from(atAc, 'base64'));
-      fs.writeFileSync(path.join(OUT, 'at_b_consult.pcm'), Buffer.from(atBc, 'base64'));
-      step('recorded 2 s of the consultation at A\'s and B\'s pages');
+      if (atBc) fs.writeFileSync(path.join(OUT, 'at_b_consult.pcm'), Buffer.from(atBc, 'base64'));
+      step('recorded 2 s of the consultation at A\'s page' + (atBc ? ' and B\'s' : ''));
       await a.click('#complete-btn');
     }
     await a.waitForSelector('#call.hidden', { state: 'attached', timeout: T });
     await textIs(a, 'softphone', 'idle');
     if (await a.evaluate(() => A.pc !== null)) throw new Error('A still has a live softphone');
     await caller.waitForFunction(() => document.getElementById('queue-info').textContent.includes('bob'), null, { timeout: T });
-    step('B answered in the page (softphone connected); A released (softphone closed); the caller page says with bob');
+    step('B answered (' + (BOB_PHONE ? 'on the phone' : 'in the page, softphone connected') + '); A released (softphone closed); the caller page says with bob');
+    if (BOB_PHONE) {
+      await b.waitForFunction(() => document.getElementById('call-history').textContent.includes('agent bob'), null, { timeout: T });
+      result.b_call_history = await b.textContent('#call-history');
+      if (!(await b.isVisible('#call')) || (await b.$eval('#call', (e) => e.dataset.callUri)) !== uri) throw new Error('B\'s page lost the call');
+      step('B\'s page holds the call with the history: ' + result.b_call_history);
+    }
 
     await new Promise((r) => setTimeout(r, 500));
-    const [atCaller, atB] = await Promise.all([record(caller, 3), record(b, 3)]);
+    const [atCaller, atB] = await Promise.all([record(caller, 3), BOB_PHONE ? null : record(b, 3)]);
     fs.writeFileSync(path.join(OUT, 'at_caller.pcm'), Buffer.from(atCaller, 'base64'));
-    fs.writeFileSync(path.join(OUT, 'at_b.pcm'), Buffer.from(atB, 'base64'));
-    step('recorded 3 s at the caller page and at B\'s page');
+    if (atB) fs.writeFileSync(path.join(OUT, 'at_b.pcm'), Buffer.from(atB, 'base64'));
+    step('recorded 3 s at the caller page' + (atB ? ' and at B\'s page' : ''));
     result.caller_inbound = await caller.evaluate(async () => {
       const r = await C.pc.getStats();
       let inb = null; const codecs = {};
@@ -219,6 +261,16 @@ const textIs = (page, id, want) => page.waitForFunction(([i, w]) => document.get
   } catch (e) {
     result.ok = false;
     result.error = e.message;
+    // What the agents' pages showed when it failed.
+    for (const [who, p] of Object.entries(pages)) {
+      try {
+        result['page_' + who] = await p.evaluate(() => ({
+          transfer_status: document.getElementById('transfer-status').textContent,
+          call_state: document.getElementById('call-state').textContent,
+          log: document.getElementById('log').textContent.slice(-1500),
+        }));
+      } catch (_) { /* page gone */ }
+    }
   } finally {
     result.steps = steps;
     console.log('RESULT ' + JSON.stringify(result));

@@ -38,6 +38,8 @@ pub struct BaresipOptions {
     pub codecs: Vec<&'static str>,
     /// Offer (and accept) RTP/RTCP multiplexing on one port (`a=rtcp-mux`, RFC 5761).
     pub rtcp_mux: bool,
+    /// `call_max_calls`: baresip answers an INVITE beyond it with 486 (0: always busy).
+    pub max_calls: Option<u32>,
 }
 
 impl BaresipOptions {
@@ -49,6 +51,7 @@ impl BaresipOptions {
             auto_answer: false,
             codecs: vec!["PCMU", "PCMA"],
             rtcp_mux: false,
+            max_calls: None,
         }
     }
 }
@@ -152,6 +155,10 @@ impl Baresip {
             snd = snd.display(),
             mux = if opts.rtcp_mux { "yes" } else { "no" },
         );
+        let config = match opts.max_calls {
+            Some(n) => format!("{config}call_max_calls\t{n}\n"),
+            None => config,
+        };
         std::fs::write(d.join("config"), config).unwrap();
         let mut account = format!(
             "<sip:{}@127.0.0.1>;regint=0;audio_codecs={}",
