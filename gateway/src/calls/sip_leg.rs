@@ -34,12 +34,15 @@ use super::leg::{
     NegotiatedMedia, SipTransportKind, Target,
 };
 use super::routing::IpNet;
-use crate::sip::auth::{AuthVerdict, DigestClient, DigestServer, DigestServerConfig};
+use crate::sip::auth::{
+    AuthVerdict, DigestAlgorithm, DigestClient, DigestServer, DigestServerConfig,
+};
 use crate::sip::dialog::{
     AnswerRetransmit, AnswerTimer, Dialog, DialogRole, InDialogReject, InDialogRequest,
     ViaTemplate, glare_retry_delay, uri_socket_addr,
 };
 use crate::sip::message::{HeaderName, Method, Request, Response, Uri};
+use crate::sip::registrar::{Flow, Registrar, RegistrarConfig, RegistrarStats};
 use crate::sip::registration::{
     Registration, RegistrationAction, RegistrationConfig, RegistrationState,
 };
@@ -77,6 +80,18 @@ pub fn leg_policy() -> UasPolicy {
     p
 }
 
+/// Where a registered phone is reached: the Request-URI is its registered Contact, the next
+/// hop the address its REGISTER came from (its NAT binding, or its connection for TCP/TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredContact {
+    /// The registered Contact URI (the INVITE's Request-URI).
+    pub uri: String,
+    /// Where the REGISTER came from: the INVITE goes there.
+    pub dest: SocketAddr,
+    /// The transport it registered over.
+    pub transport: SipTransportKind,
+}
+
 /// A configured SIP peer (trunk, PBX) the provider recognises and may ping.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SipPeer {
@@ -111,7 +126,8 @@ pub struct SipLegsConfig {
     pub peers: Vec<SipPeer>,
     /// Networks whose calls need no authentication.
     pub trusted: Vec<IpNet>,
-    /// Digest users (phones) that may call after authenticating: (user, password).
+    /// Digest users (phones) that may call and register after authenticating:
+    /// (user, password). With none, REGISTER is answered 405.
     pub users: Vec<(String, String)>,
     /// Digest realm.
     pub realm: String,
@@ -367,6 +383,8 @@ pub struct SipLegs {
     ids: LegIds,
     layer: TransactionLayer,
     digest: DigestServer,
+    /// Phones registering to us (`None` when no digest users are configured).
+    registrar: Option<Registrar>,
     legs: HashMap<LegId, Leg>,
     by_dialog: HashMap<(String, String), LegId>,
     by_initial: HashMap<(String, String), LegId>,
@@ -631,6 +649,26 @@ impl SipLegs {
         for (u, p) in &config.users {
             digest.set_user(u, p);
         }
+        let registrar = (!config.users.is_empty()).then(|| {
+            // Its own nonces (another seed): a REGISTER's challenge is not an INVITE's.
+            let mut seed = config.seed;
+            seed[0] ^= 0x5a;
+            let mut d = DigestServer::new(
+                DigestServerConfig {
+                    realm: config.realm.clone(),
+                    // MD5 only, as for SIP WebSocket clients: phones answer the first
+                    // challenge and many know no other algorithm (baresip 1.0 fails a
+                    // SHA-256 challenge with ENOSYS, SIPp 3.6 refuses it).
+                    algorithms: vec![DigestAlgorithm::Md5],
+                    ..DigestServerConfig::default()
+                },
+                seed,
+            );
+            for (u, p) in &config.users {
+                d.set_user(u, p);
+            }
+            Registrar::new(RegistrarConfig::default(), d)
+        });
         let mut dest_transport = HashMap::new();
         for p in &config.peers {
             let t = match p.transport {
@@ -657,6 +695,7 @@ impl SipLegs {
         SipLegs {
             layer,
             digest,
+            registrar,
             config,
             ids,
             legs: HashMap::new(),
@@ -694,6 +733,38 @@ impl SipLegs {
     /// Live transactions (they outlive legs by their completion timers).
     pub fn transactions(&self) -> usize {
         self.layer.len()
+    }
+
+    /// Where registered phone `user` is reached now: its most recent live binding over UDP,
+    /// TCP or TLS (`None` when it is not registered, or only over a WebSocket, which this
+    /// provider does not serve).
+    pub fn registered_contact(&self, now: Instant, user: &str) -> Option<RegisteredContact> {
+        let reg = self.registrar.as_ref()?;
+        reg.lookup_user(now, user).into_iter().find_map(|t| {
+            // The flow it registered on: its source address is what a NAT lets back in.
+            let flow = t.flow.unwrap_or(t.registered_from);
+            let transport = match flow.transport {
+                Transport::Udp => SipTransportKind::Udp,
+                Transport::Tcp => SipTransportKind::Tcp,
+                Transport::Tls => SipTransportKind::Tls,
+                Transport::Ws | Transport::Wss => return None,
+            };
+            Some(RegisteredContact {
+                uri: t.uri.to_string(),
+                dest: flow.remote,
+                transport,
+            })
+        })
+    }
+
+    /// Live registrations of phones (0 when no users are configured).
+    pub fn registered_bindings(&self) -> usize {
+        self.registrar.as_ref().map_or(0, Registrar::binding_count)
+    }
+
+    /// The phone registrar's counters (`None` when no users are configured).
+    pub fn registrar_stats(&self) -> Option<&RegistrarStats> {
+        self.registrar.as_ref().map(Registrar::stats)
     }
 
     /// The leg a SIP Call-ID belongs to (for traces).
@@ -942,6 +1013,9 @@ impl SipLegs {
         match req.method {
             Method::Invite => self.on_new_invite(now, key, req, source),
             Method::Options => self.answer_plain(now, &key, &req, 200),
+            Method::Register if self.registrar.is_some() => {
+                self.on_register(now, &key, &req, source)
+            }
             Method::Register | Method::Subscribe | Method::Publish | Method::Message => {
                 self.stats.refused += 1;
                 self.answer_plain(now, &key, &req, 405);
@@ -952,6 +1026,43 @@ impl SipLegs {
             }
             _ => self.answer_plain(now, &key, &req, 481),
         }
+    }
+
+    /// A phone's REGISTER (digest-authenticated against the configured users; `Expires: 0`
+    /// removes the binding). The binding remembers the flow, so calls to the phone go back
+    /// where the REGISTER came from.
+    fn on_register(
+        &mut self,
+        now: Instant,
+        key: &TransactionKey,
+        req: &Request,
+        source: SocketAddr,
+    ) {
+        let flow = Flow {
+            transport: self.transport_of(source),
+            remote: source,
+            connection: None,
+        };
+        let Some(reg) = self.registrar.as_mut() else {
+            return;
+        };
+        let resp = reg.handle_register(now, req, flow);
+        let user = req
+            .headers
+            .to()
+            .ok()
+            .map(|t| user_of(&t.uri))
+            .unwrap_or_default();
+        match resp.status {
+            200 => {
+                tracing::info!(%source, user = %sanitize_user(&user), bindings = reg.binding_count(), "phone REGISTER accepted")
+            }
+            401 => tracing::debug!(%source, "phone REGISTER challenged"),
+            s => {
+                tracing::info!(%source, user = %sanitize_user(&user), status = s, "phone REGISTER refused")
+            }
+        }
+        self.respond(now, key, resp);
     }
 
     fn transport_of(&self, source: SocketAddr) -> Transport {
@@ -2874,9 +2985,12 @@ impl LegProvider for SipLegs {
         let regs = self.regs.iter().filter_map(|r| r.reg.poll_timeout()).chain(
             (self.regs_pending && !self.config.registrations.is_empty()).then_some(self.created),
         );
+        // Lapsed phone bindings are purged when due (lookups ignore them anyway).
+        let bindings = self.registrar.as_ref().and_then(Registrar::poll_timeout);
         pings
             .chain(legs)
             .chain(regs)
+            .chain(bindings)
             .chain(self.layer.poll_timeout())
             .min()
     }
@@ -2884,6 +2998,9 @@ impl LegProvider for SipLegs {
     fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
         self.run(now);
+        if let Some(r) = self.registrar.as_mut() {
+            r.handle_timeout(now);
+        }
         let mut due: Vec<LegId> = Vec::new();
         while let Some(&Reverse((at, id))) = self.leg_timers.peek() {
             if at > now {
@@ -2980,6 +3097,118 @@ mod tests {
             None
         );
         assert_eq!(parse_dtmf_info("text/plain", b"5"), None);
+    }
+
+    /// A phone at `phone` (behind a NAT: its Contact names another address) REGISTERs as
+    /// carol; returns the final status and the response.
+    fn register(
+        legs: &mut SipLegs,
+        now: Instant,
+        phone: SocketAddr,
+        password: &str,
+        call_id: &str,
+        cseq: u32,
+        expires: u32,
+    ) -> Response {
+        use crate::sip::message::Message;
+        let text = format!(
+            "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 10.0.0.9:5062;branch=z9hG4bK{call_id}{cseq};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:carol@127.0.0.1>;tag=f{call_id}\r\n\
+             To: <sip:carol@127.0.0.1>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:carol@10.0.0.9:5062>\r\n\
+             Expires: {expires}\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let parse = |b: &[u8]| match crate::sip::parse::parse_message(b) {
+            Ok(Message::Response(r)) => r,
+            other => panic!("not a response: {other:?}"),
+        };
+        legs.handle_received(now, text.as_bytes(), phone, Transport::Udp);
+        let t = legs.poll_transmit().expect("a response to the REGISTER");
+        assert_eq!(t.dest, phone, "answered where it came from");
+        let challenge = parse(&t.bytes);
+        if challenge.status != 401 {
+            return challenge;
+        }
+        let Ok(Message::Request(req)) = crate::sip::parse::parse_message(text.as_bytes()) else {
+            panic!("our REGISTER parses");
+        };
+        let mut client = DigestClient::new("carol", password);
+        let authed = client
+            .authorize(
+                &req,
+                &challenge,
+                &format!("z9hG4bKa{call_id}{cseq}"),
+                "c0ffee",
+            )
+            .unwrap();
+        legs.handle_received(now, &authed.to_bytes(), phone, Transport::Udp);
+        let t = legs
+            .poll_transmit()
+            .expect("a response to the authorized REGISTER");
+        parse(&t.bytes)
+    }
+
+    #[test]
+    fn phones_register_with_digest_expire_and_unregister() {
+        let mut cfg = SipLegsConfig::new(SocketAddr::from(([127, 0, 0, 1], 5060)));
+        cfg.users = vec![("carol".into(), "secret".into())];
+        let mut legs = SipLegs::new(cfg, LegIds::new());
+        let t0 = Instant::now();
+        let nat = SocketAddr::from(([192, 0, 2, 7], 40_000));
+
+        // A wrong password: challenged again, no binding.
+        let r = register(&mut legs, t0, nat, "wrong", "bad", 1, 120);
+        assert_eq!(r.status, 401, "wrong password");
+        assert_eq!(legs.registered_bindings(), 0);
+        assert_eq!(legs.registered_contact(t0, "carol"), None);
+
+        let r = register(&mut legs, t0, nat, "secret", "reg", 1, 120);
+        assert_eq!(r.status, 200);
+        let c = legs
+            .registered_contact(t0, "carol")
+            .expect("carol is registered");
+        assert_eq!(
+            c.uri, "sip:carol@10.0.0.9:5062",
+            "the Request-URI: its Contact"
+        );
+        assert_eq!(
+            c.dest, nat,
+            "the INVITE goes where the REGISTER came from (NAT)"
+        );
+        assert_eq!(c.transport, SipTransportKind::Udp);
+        assert_eq!(legs.registered_contact(t0, "dave"), None);
+
+        // The binding lapses after its 120 s; the provider's timer purges it.
+        let later = t0 + Duration::from_secs(119);
+        assert!(legs.registered_contact(later, "carol").is_some());
+        let gone = t0 + Duration::from_secs(121);
+        assert_eq!(legs.registered_contact(gone, "carol"), None);
+        assert!(legs.poll_timeout().is_some_and(|t| t <= gone));
+        legs.handle_timeout(gone);
+        assert_eq!(legs.registered_bindings(), 0, "purged");
+
+        // Registered again, then un-REGISTER (Expires: 0).
+        let r = register(&mut legs, gone, nat, "secret", "reg2", 1, 120);
+        assert_eq!(r.status, 200);
+        assert_eq!(legs.registered_bindings(), 1);
+        let r = register(&mut legs, gone, nat, "secret", "reg2", 3, 0);
+        assert_eq!(r.status, 200);
+        assert_eq!(legs.registered_bindings(), 0, "un-REGISTER removed it");
+        assert_eq!(legs.registered_contact(gone, "carol"), None);
+    }
+
+    #[test]
+    fn register_without_users_is_refused_405() {
+        let cfg = SipLegsConfig::new(SocketAddr::from(([127, 0, 0, 1], 5060)));
+        let mut legs = SipLegs::new(cfg, LegIds::new());
+        let phone = SocketAddr::from(([127, 0, 0, 1], 5062));
+        let r = register(&mut legs, Instant::now(), phone, "x", "r", 1, 60);
+        assert_eq!(r.status, 405);
     }
 
     #[test]

@@ -408,6 +408,27 @@ impl Registrar {
             .collect()
     }
 
+    /// Where to send a request for user `user` of any domain we serve (an agent's phone is
+    /// configured by user name; it registers under whatever host it was given): the live
+    /// bindings of every address-of-record with that user part, most recently registered first.
+    pub fn lookup_user(&self, now: Instant, user: &str) -> Vec<Target> {
+        let prefix = format!("sip:{user}@");
+        let mut live: Vec<&Binding> = self
+            .bindings
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .flat_map(|(_, l)| l.iter().filter(|b| b.expires_at > now))
+            .collect();
+        live.sort_by_key(|b| std::cmp::Reverse(b.expires_at));
+        live.into_iter()
+            .map(|b| Target {
+                uri: b.contact.uri.clone(),
+                flow: b.needs_flow().then_some(b.flow),
+                registered_from: b.flow,
+            })
+            .collect()
+    }
+
     /// The bindings of `aor` (for `gwctl` and tests).
     pub fn bindings(&self, aor: &Uri) -> &[Binding] {
         aor_key(aor)

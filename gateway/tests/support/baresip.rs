@@ -38,6 +38,9 @@ pub struct BaresipOptions {
     pub codecs: Vec<&'static str>,
     /// Offer (and accept) RTP/RTCP multiplexing on one port (`a=rtcp-mux`, RFC 5761).
     pub rtcp_mux: bool,
+    /// Register at this registrar (the account is `sip:USER@ADDR`, REGISTER every 60 s with
+    /// digest password `.1`); `None`: no registration.
+    pub register: Option<(SocketAddr, String)>,
 }
 
 impl BaresipOptions {
@@ -49,6 +52,7 @@ impl BaresipOptions {
             auto_answer: false,
             codecs: vec!["PCMU", "PCMA"],
             rtcp_mux: false,
+            register: None,
         }
     }
 }
@@ -153,11 +157,18 @@ impl Baresip {
             mux = if opts.rtcp_mux { "yes" } else { "no" },
         );
         std::fs::write(d.join("config"), config).unwrap();
-        let mut account = format!(
-            "<sip:{}@127.0.0.1>;regint=0;audio_codecs={}",
-            opts.user,
-            opts.codecs.join(",")
-        );
+        let mut account = match &opts.register {
+            None => format!(
+                "<sip:{}@127.0.0.1>;regint=0;audio_codecs={}",
+                opts.user,
+                opts.codecs.join(",")
+            ),
+            Some((registrar, password)) => format!(
+                "<sip:{}@{registrar}>;auth_pass={password};regint=60;audio_codecs={}",
+                opts.user,
+                opts.codecs.join(",")
+            ),
+        };
         if opts.auto_answer {
             account.push_str(";answermode=auto");
         }
