@@ -9,6 +9,9 @@
 //! - Carol's phone is not registered: her offer fails at once with `unreachable`, she is set
 //!   away (`endpoint_unreachable`) and the call goes to the next agent (a SIPp phone by URI),
 //!   who answers; alone in the queue, the caller waits in it (offered once, not in a loop).
+//! - A blind transfer (API, by URI) from agent Alice to Carol's phone fails at once while the
+//!   phone is not registered (the caller stays with Alice) and connects once it has
+//!   registered, the caller's recording reaching the phone.
 //! - SIPp REGISTERs: the right password gets 200 and a binding at the address it came from, a
 //!   wrong one gets 401 again and no binding.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -287,8 +290,17 @@ async fn a_queue_call_reaches_the_agents_registered_baresip_phone_with_audio_bot
     let reversed: Vec<i16> = speech.iter().rev().copied().collect();
     let caller_wav = dir.path().join("caller.wav");
     let phone_wav = dir.path().join("phone.wav");
-    std::fs::write(&caller_wav, codecs::wav::write_pcm16(8000, &speech)).unwrap();
-    std::fs::write(&phone_wav, codecs::wav::write_pcm16(8000, &reversed)).unwrap();
+    // baresip ends a call when its microphone file ends: 20 s of each signal.
+    std::fs::write(
+        &caller_wav,
+        codecs::wav::write_pcm16(8000, &speech.repeat(3)),
+    )
+    .unwrap();
+    std::fs::write(
+        &phone_wav,
+        codecs::wav::write_pcm16(8000, &reversed.repeat(3)),
+    )
+    .unwrap();
 
     let mut rig = Rig::start(&[("carol", r#"{ kind = "phone", user = "carol" }"#.into())]).await;
     let gw_addr = rig.sip_addr();
@@ -691,4 +703,199 @@ async fn sipp_register_right_password_binds_wrong_password_gets_401_and_no_bindi
     assert!(stats.challenged >= 3, "{stats:?}");
     rig.server.abort();
     rig.gw.shutdown().await.unwrap();
+}
+
+/// The SIPp caller's recording (sip-tester's g711a.pcap: 30 ms A-law frames, the RTP payload
+/// is the last 240 bytes of each captured frame) as linear samples.
+fn recording() -> Vec<i16> {
+    let data = std::fs::read("/usr/share/sip-tester/g711a.pcap").expect("sip-tester's g711a.pcap");
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let len = u32::from_le_bytes(data[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &data[at + 16..at + 16 + len];
+        out.extend(
+            frame[frame.len() - 240..]
+                .iter()
+                .map(|&b| codecs::g711::alaw_decode(b)),
+        );
+        at += 16 + len;
+    }
+    out
+}
+
+/// Agent Alice (a SIPp phone by URI) has the caller and blind-transfers it by its URI to Carol,
+/// whose phone is not registered: the transfer fails at once as unreachable and the caller is
+/// still with Alice. Carol's baresip phone then registers; the same transfer goes to it: Carol
+/// is offered the call with its URI, her phone answers, the transfer connects and the caller's
+/// recording reaches her phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blind_transfer_to_a_phone_fails_unregistered_then_connects_once_it_registers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pa = free_port();
+    let mut rig = Rig::start(&[
+        (
+            "alice",
+            format!(r#"{{ kind = "sip", uri = "sip:alice@127.0.0.1:{pa}" }}"#),
+        ),
+        ("carol", r#"{ kind = "phone", user = "carol" }"#.into()),
+    ])
+    .await;
+    rig.login("alice").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    rig.login("carol").await;
+    let alice = sipp(
+        dir.path(),
+        &[
+            "-sn",
+            "uas",
+            "-p",
+            &pa.to_string(),
+            "-mp",
+            &free_port().to_string(),
+            "-rtp_echo",
+            "-m",
+            "1",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The caller plays its recording (8 s) and hangs up after 12 s.
+    let caller = sipp(
+        dir.path(),
+        &[
+            &rig.sip_addr().to_string(),
+            "-sf",
+            &scenario("calls_uac_audio_hold.xml"),
+            "-s",
+            "support",
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &free_port().to_string(),
+            "-m",
+            "1",
+            "-d",
+            "12000",
+        ],
+    );
+    let events = &mut rig.events;
+    let offered = next_event(
+        events,
+        "call.offered to alice",
+        |e| matches!(e, Event::CallOffered { agent, .. } if agent == "alice"),
+    )
+    .await;
+    let uri = offered.call_uri().unwrap().clone();
+    next_event(
+        events,
+        "call.answered by alice",
+        |e| matches!(e, Event::CallAnswered { agent, .. } if agent == "alice"),
+    )
+    .await;
+    let transfer = |rig: &Rig| {
+        let req = rig
+            .http
+            .post(format!("{}/api/v1/calls/{uri}/transfer", rig.base))
+            .bearer_auth("alice-token")
+            .json(&json!({"target": {"agent": "carol"}, "kind": "blind"}));
+        async move {
+            let resp = req.send().await.unwrap();
+            let s = resp.status();
+            assert_eq!(s.as_u16(), 202, "transfer: {}", resp.text().await.unwrap());
+        }
+    };
+    transfer(&rig).await;
+    let asked = Instant::now();
+    let failed = next_event(&mut rig.events, "transfer.failed", |e| {
+        matches!(e, Event::TransferFailed { .. })
+    })
+    .await;
+    let text = serde_json::to_string(&failed).unwrap();
+    assert!(
+        text.contains("unreachable") && text.contains("not registered"),
+        "the failure says why: {text}"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(1), "at once");
+    assert_eq!(failed.call_uri(), Some(&uri));
+    // A transfer to her is asked for by a person, not repeated by the ACD: she stays available.
+    assert_eq!(rig.agent("carol")["presence"], "available");
+
+    // Carol's phone registers.
+    // baresip ends a call when its microphone file ends: 20 s of speech.
+    let speech = support::speech_8k().repeat(3);
+    let phone_wav = dir.path().join("phone.wav");
+    std::fs::write(&phone_wav, codecs::wav::write_pcm16(8000, &speech)).unwrap();
+    let mut opts = BaresipOptions::new("carol", &phone_wav);
+    opts.auto_answer = true;
+    opts.register = Some((rig.sip_addr(), "carol-secret".into()));
+    let phone = tokio::task::spawn_blocking(move || Baresip::start(opts))
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while rig.contact("carol").await.is_none() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rig.contact("carol").await.is_some(), "{}", phone.log());
+    transfer(&rig).await;
+    let events = &mut rig.events;
+    let to_carol = next_event(
+        events,
+        "call.offered to carol",
+        |e| matches!(e, Event::CallOffered { agent, .. } if agent == "carol"),
+    )
+    .await;
+    assert_eq!(
+        to_carol.call_uri(),
+        Some(&uri),
+        "Carol's screen pop carries the URI"
+    );
+    next_event(events, "transfer.connected", |e| {
+        matches!(e, Event::TransferConnected { .. })
+    })
+    .await;
+    let phone = tokio::task::spawn_blocking(move || {
+        let mut phone = phone;
+        phone.wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+        // The caller's BYE (12 s after its answer) ends the call.
+        let closed = phone.wait_event("CALL_CLOSED", Duration::from_secs(15));
+        assert_ne!(closed["param"], "end of file", "{closed}");
+        phone
+    })
+    .await
+    .unwrap();
+    for (who, p) in [
+        ("caller", caller),
+        ("alice (BYE after the transfer)", alice),
+    ] {
+        let (code, err) = tokio::task::spawn_blocking(move || finish(p))
+            .await
+            .unwrap();
+        assert_eq!(code, Some(0), "{who} SIPp: {err}");
+    }
+    let heard = phone.decoded_audio();
+    let onset = heard
+        .iter()
+        .position(|s| s.unsigned_abs() > 200)
+        .unwrap_or(0);
+    let seg = &heard[(onset + 1_600).min(heard.len())..(onset + 9_600).min(heard.len())];
+    assert!(
+        seg.len() >= 8_000,
+        "the phone decoded {} samples",
+        heard.len()
+    );
+    let (c, _) = support::best_correlation(&recording(), seg);
+    eprintln!("caller -> transferred phone: correlation {c:.4}");
+    assert!(
+        c >= MIN_CORRELATION,
+        "the caller's recording at Carol's phone: {c:.3}"
+    );
+    let (own, _) = support::best_correlation(&support::speech_8k(), seg);
+    assert!(
+        own < 0.5,
+        "Carol's phone heard its own microphone? {own:.3}"
+    );
+    tokio::task::spawn_blocking(move || phone.close())
+        .await
+        .unwrap();
+    rig.assert_nothing_left().await;
 }
