@@ -115,6 +115,7 @@ listen = "127.0.0.1:0"
 
 [sip]
 udp = "127.0.0.1:0"
+tcp = "127.0.0.1:0"
 trusted = ["127.0.0.0/8"]
 
 [[user]]
@@ -593,6 +594,111 @@ async fn with_only_an_unregistered_phone_the_caller_waits_in_the_queue() {
         "the caller was answered by the queue and hung up: {err}"
     );
     assert_eq!(rig.agent("carol")["away_reason"], "endpoint_unreachable");
+    rig.assert_nothing_left().await;
+}
+
+/// Carol's phone registers over TCP: the queue's call reaches it on the connection it
+/// registered on, the SIPp caller's recording is heard there, and its un-REGISTER (over the
+/// same connection) removes the binding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_registered_over_tcp_takes_a_queue_call_on_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rig = Rig::start(&[("carol", r#"{ kind = "phone", user = "carol" }"#.into())]).await;
+    let tcp = rig.gw.sip_tcp_addr().unwrap();
+    let speech = support::speech_8k().repeat(3);
+    let phone_wav = dir.path().join("phone.wav");
+    std::fs::write(&phone_wav, codecs::wav::write_pcm16(8000, &speech)).unwrap();
+    let mut opts = BaresipOptions::new("carol", &phone_wav);
+    opts.auto_answer = true;
+    opts.register = Some((tcp, "carol-secret".into()));
+    opts.register_tcp = true;
+    let phone = tokio::task::spawn_blocking(move || Baresip::start(opts))
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while rig.contact("carol").await.is_none() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let c = rig
+        .contact("carol")
+        .await
+        .unwrap_or_else(|| panic!("no TCP registration; log:\n{}", phone.log()));
+    assert_eq!(
+        c.transport,
+        gateway::calls::leg::SipTransportKind::Tcp,
+        "{c:?}"
+    );
+    rig.login("carol").await;
+    let caller = sipp(
+        dir.path(),
+        &[
+            &rig.sip_addr().to_string(),
+            "-sf",
+            &scenario("calls_uac_audio_hold.xml"),
+            "-s",
+            "support",
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &free_port().to_string(),
+            "-m",
+            "1",
+            "-d",
+            "4000",
+        ],
+    );
+    let events = &mut rig.events;
+    let offered = next_event(
+        events,
+        "call.offered to carol",
+        |e| matches!(e, Event::CallOffered { agent, .. } if agent == "carol"),
+    )
+    .await;
+    let answered = next_event(
+        events,
+        "call.answered by carol",
+        |e| matches!(e, Event::CallAnswered { agent, .. } if agent == "carol"),
+    )
+    .await;
+    assert_eq!(answered.call_uri(), offered.call_uri());
+    let phone = tokio::task::spawn_blocking(move || {
+        let mut phone = phone;
+        phone.wait_event("CALL_ESTABLISHED", Duration::from_secs(10));
+        let closed = phone.wait_event("CALL_CLOSED", Duration::from_secs(15));
+        assert_ne!(closed["param"], "end of file", "{closed}");
+        phone
+    })
+    .await
+    .unwrap();
+    let (code, err) = tokio::task::spawn_blocking(move || finish(caller))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "caller SIPp: {err}");
+    let heard = phone.decoded_audio();
+    let onset = heard
+        .iter()
+        .position(|s| s.unsigned_abs() > 200)
+        .unwrap_or(0);
+    let seg = &heard[(onset + 1_600).min(heard.len())..(onset + 9_600).min(heard.len())];
+    assert!(
+        seg.len() >= 8_000,
+        "the phone decoded {} samples",
+        heard.len()
+    );
+    let (c, _) = support::best_correlation(&recording(), seg);
+    eprintln!("caller -> TCP phone: correlation {c:.4}");
+    assert!(
+        c >= MIN_CORRELATION,
+        "the caller's recording at the phone: {c:.3}"
+    );
+    tokio::task::spawn_blocking(move || phone.close())
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while rig.bindings().await > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rig.bindings().await, 0, "un-REGISTERed over TCP");
     rig.assert_nothing_left().await;
 }
 

@@ -50,7 +50,7 @@ use crate::sip::sdp::{self, Codec, Direction, MediaConfig, NegotiatedAudio, Sess
 use crate::sip::transaction::{
     Reliability, TimerConfig, TransactionKey, TransactionLayer, TransactionStats, TuEvent,
 };
-use crate::sip::transport::Transport;
+use crate::sip::transport::{ConnectionId, Transport};
 use crate::sip::validate::UasPolicy;
 
 /// Methods a SIP leg implements (the Allow header).
@@ -385,6 +385,8 @@ pub struct SipLegs {
     digest: DigestServer,
     /// Phones registering to us (`None` when no digest users are configured).
     registrar: Option<Registrar>,
+    /// The stream connection of the message being handled (for registration flows).
+    inbound_connection: Option<ConnectionId>,
     legs: HashMap<LegId, Leg>,
     by_dialog: HashMap<(String, String), LegId>,
     by_initial: HashMap<(String, String), LegId>,
@@ -696,6 +698,7 @@ impl SipLegs {
             layer,
             digest,
             registrar,
+            inbound_connection: None,
             config,
             ids,
             legs: HashMap::new(),
@@ -741,7 +744,9 @@ impl SipLegs {
     pub fn registered_contact(&self, now: Instant, user: &str) -> Option<RegisteredContact> {
         let reg = self.registrar.as_ref()?;
         reg.lookup_user(now, user).into_iter().find_map(|t| {
-            // The flow it registered on: its source address is what a NAT lets back in.
+            // The flow it registered on: its source address is what a NAT lets back in (UDP),
+            // its connection while that is open (TCP, TLS); a closed connection leaves the
+            // Contact's address.
             let flow = t.flow.unwrap_or(t.registered_from);
             let transport = match flow.transport {
                 Transport::Udp => SipTransportKind::Udp,
@@ -749,9 +754,14 @@ impl SipLegs {
                 Transport::Tls => SipTransportKind::Tls,
                 Transport::Ws | Transport::Wss => return None,
             };
+            let dest = if flow.transport == Transport::Udp || flow.connection.is_some() {
+                flow.remote
+            } else {
+                uri_socket_addr(&t.uri)?
+            };
             Some(RegisteredContact {
                 uri: t.uri.to_string(),
-                dest: flow.remote,
+                dest,
                 transport,
             })
         })
@@ -808,12 +818,36 @@ impl SipLegs {
         source: SocketAddr,
         transport: Transport,
     ) {
+        self.handle_received_on(now, bytes, source, transport, None);
+    }
+
+    /// As [`SipLegs::handle_received`], for a message that came on stream connection
+    /// `connection` (a phone registering over TCP/TLS is reached on that connection while it
+    /// is open, see [`SipLegs::connection_closed`]).
+    pub fn handle_received_on(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        source: SocketAddr,
+        transport: Transport,
+        connection: Option<ConnectionId>,
+    ) {
         self.layer
             .handle_datagram(now, bytes, source, transport.reliability());
         if transport != Transport::Udp {
             self.dest_transport.insert(source, transport);
         }
+        self.inbound_connection = connection;
         self.run(now);
+        self.inbound_connection = None;
+    }
+
+    /// Stream connection `id` closed: phones registered on it are reached at their Contact
+    /// from now on (or, for flows only that connection reaches, not at all).
+    pub fn connection_closed(&mut self, id: ConnectionId) {
+        if let Some(r) = self.registrar.as_mut() {
+            r.connection_closed(id);
+        }
     }
 
     fn token(&mut self) -> [u8; 32] {
@@ -1041,7 +1075,7 @@ impl SipLegs {
         let flow = Flow {
             transport: self.transport_of(source),
             remote: source,
-            connection: None,
+            connection: self.inbound_connection,
         };
         let Some(reg) = self.registrar.as_mut() else {
             return;
@@ -3110,10 +3144,29 @@ mod tests {
         cseq: u32,
         expires: u32,
     ) -> Response {
+        register_on(legs, now, phone, password, call_id, cseq, expires, None)
+    }
+
+    /// As [`register`], over TCP connection `tcp` when given.
+    #[allow(clippy::too_many_arguments)]
+    fn register_on(
+        legs: &mut SipLegs,
+        now: Instant,
+        phone: SocketAddr,
+        password: &str,
+        call_id: &str,
+        cseq: u32,
+        expires: u32,
+        tcp: Option<ConnectionId>,
+    ) -> Response {
         use crate::sip::message::Message;
+        let (transport, via) = match tcp {
+            Some(_) => (Transport::Tcp, "TCP"),
+            None => (Transport::Udp, "UDP"),
+        };
         let text = format!(
             "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n\
-             Via: SIP/2.0/UDP 10.0.0.9:5062;branch=z9hG4bK{call_id}{cseq};rport\r\n\
+             Via: SIP/2.0/{via} 10.0.0.9:5062;branch=z9hG4bK{call_id}{cseq};rport\r\n\
              Max-Forwards: 70\r\n\
              From: <sip:carol@127.0.0.1>;tag=f{call_id}\r\n\
              To: <sip:carol@127.0.0.1>\r\n\
@@ -3127,7 +3180,7 @@ mod tests {
             Ok(Message::Response(r)) => r,
             other => panic!("not a response: {other:?}"),
         };
-        legs.handle_received(now, text.as_bytes(), phone, Transport::Udp);
+        legs.handle_received_on(now, text.as_bytes(), phone, transport, tcp);
         let t = legs.poll_transmit().expect("a response to the REGISTER");
         assert_eq!(t.dest, phone, "answered where it came from");
         let challenge = parse(&t.bytes);
@@ -3146,7 +3199,7 @@ mod tests {
                 "c0ffee",
             )
             .unwrap();
-        legs.handle_received(now, &authed.to_bytes(), phone, Transport::Udp);
+        legs.handle_received_on(now, &authed.to_bytes(), phone, transport, tcp);
         let t = legs
             .poll_transmit()
             .expect("a response to the authorized REGISTER");
@@ -3200,6 +3253,44 @@ mod tests {
         assert_eq!(r.status, 200);
         assert_eq!(legs.registered_bindings(), 0, "un-REGISTER removed it");
         assert_eq!(legs.registered_contact(gone, "carol"), None);
+    }
+
+    #[test]
+    fn a_phone_registered_over_tcp_is_reached_on_its_connection_then_at_its_contact() {
+        let mut cfg = SipLegsConfig::new(SocketAddr::from(([127, 0, 0, 1], 5060)));
+        cfg.users = vec![("carol".into(), "secret".into())];
+        let mut legs = SipLegs::new(cfg, LegIds::new());
+        let t0 = Instant::now();
+        let conn = SocketAddr::from(([10, 0, 0, 9], 51_000));
+        let r = register_on(
+            &mut legs,
+            t0,
+            conn,
+            "secret",
+            "tcp",
+            1,
+            120,
+            Some(ConnectionId(3)),
+        );
+        assert_eq!(r.status, 200);
+        let c = legs.registered_contact(t0, "carol").unwrap();
+        assert_eq!(
+            (c.dest, c.transport),
+            (conn, SipTransportKind::Tcp),
+            "its connection"
+        );
+        legs.connection_closed(ConnectionId(9));
+        assert_eq!(legs.registered_contact(t0, "carol").unwrap().dest, conn);
+        legs.connection_closed(ConnectionId(3));
+        let c = legs.registered_contact(t0, "carol").unwrap();
+        assert_eq!(
+            (c.dest, c.transport),
+            (
+                SocketAddr::from(([10, 0, 0, 9], 5062)),
+                SipTransportKind::Tcp
+            ),
+            "the connection is gone: its Contact"
+        );
     }
 
     #[test]

@@ -437,13 +437,19 @@ impl Registrar {
     }
 
     /// A stream connection closed: bindings that need that flow are removed (RFC 5626 §6).
-    /// Returns how many.
+    /// Returns how many. The other bindings registered on it stay, without the connection
+    /// (`flow.connection` becomes `None`): requests for them go to their Contact.
     pub fn connection_closed(&mut self, connection: ConnectionId) -> usize {
         let mut removed = 0;
         for list in self.bindings.values_mut() {
             let before = list.len();
             list.retain(|b| !(b.flow.connection == Some(connection) && b.needs_flow()));
             removed += before - list.len();
+            for b in list.iter_mut() {
+                if b.flow.connection == Some(connection) {
+                    b.flow.connection = None;
+                }
+            }
         }
         self.bindings.retain(|_, l| !l.is_empty());
         self.stats.flow_failures += removed as u64;

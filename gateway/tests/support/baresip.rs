@@ -41,6 +41,8 @@ pub struct BaresipOptions {
     /// Register at this registrar (the account is `sip:USER@ADDR`, REGISTER every 60 s with
     /// digest password `.1`); `None`: no registration.
     pub register: Option<(SocketAddr, String)>,
+    /// Register (and take calls) over TCP instead of UDP.
+    pub register_tcp: bool,
 }
 
 impl BaresipOptions {
@@ -53,6 +55,7 @@ impl BaresipOptions {
             codecs: vec!["PCMU", "PCMA"],
             rtcp_mux: false,
             register: None,
+            register_tcp: false,
         }
     }
 }
@@ -164,8 +167,13 @@ impl Baresip {
                 opts.codecs.join(",")
             ),
             Some((registrar, password)) => format!(
-                "<sip:{}@{registrar}>;auth_pass={password};regint=60;audio_codecs={}",
+                "<sip:{}@{registrar}{}>;auth_pass={password};regint=60;audio_codecs={}",
                 opts.user,
+                if opts.register_tcp {
+                    ";transport=tcp"
+                } else {
+                    ""
+                },
                 opts.codecs.join(",")
             ),
         };
