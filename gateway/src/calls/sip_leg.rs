@@ -20,6 +20,16 @@
 //!   not received yet, and the gateway stopped retransmitting that 200.)
 //! - rport/received on responses (the transaction layer), and in-dialog requests to a NATed
 //!   party sent where its requests came from.
+//!
+//! The provider is also the **registrar of phones** (when `[[user]]`s are configured): a
+//! REGISTER is digest-challenged (MD5: what phones answer) against the users and handled by the
+//! sans-IO [`Registrar`] (bindings expire, `Expires: 0` removes them, a user may register only
+//! its own address-of-record). Each binding keeps the flow it came on: the datagram source for
+//! UDP (a NAT's public side), the connection for TCP/TLS. [`SipLegs::registered_contact`]
+//! says where to call a user: its registered Contact as Request-URI, sent to that source or on
+//! that connection (at the Contact once the connection closed,
+//! [`SipLegs::connection_closed`]). The control plane places agents' phone legs there
+//! (`OriginateTarget::Registered`). Without users, REGISTER is answered 405.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -56,9 +66,10 @@ use crate::sip::validate::UasPolicy;
 /// Methods a SIP leg implements (the Allow header).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY";
 
-/// What the transaction layer lets through to SIP legs: the methods legs handle (REGISTER,
-/// SUBSCRIBE, PUBLISH and MESSAGE reach us only to be answered 405 with `Allow`), the option
-/// tags legs implement, and the bodies they read.
+/// What the transaction layer lets through to SIP legs: the methods legs handle (REGISTER goes
+/// to the phone registrar when users are configured; SUBSCRIBE, PUBLISH and MESSAGE, and
+/// REGISTER without users, reach us only to be answered 405 with `Allow`), the option tags
+/// legs implement, and the bodies they read.
 pub fn leg_policy() -> UasPolicy {
     let mut p = UasPolicy::gateway();
     p.methods = vec![

@@ -21,8 +21,10 @@
 //! `Require: outbound`, and its calls must go back on that flow; so must those of a Contact
 //! that cannot be reached directly — a `.invalid` host (what WebSocket clients such as JsSIP
 //! send) or a `ws`/`wss` transport. [`Registrar::lookup`] says which ([`Target::flow`]);
-//! [`Registrar::connection_closed`] drops the bindings whose flow died (RFC 5626 §6: a flow
-//! that fails takes its binding with it).
+//! [`Registrar::lookup_user`] does the same by user name across domains (an agent's phone is
+//! configured by user); [`Registrar::connection_closed`] drops the bindings whose flow died
+//! (RFC 5626 §6: a flow that fails takes its binding with it) and forgets the connection of
+//! the others (they are reached at their Contact from then on).
 //!
 //! ```
 //! # use std::time::Instant;
