@@ -278,11 +278,15 @@ fn default_register_expires() -> u64 {
     3600
 }
 
-/// `[[user]]`: a phone's digest credentials.
+/// `[[user]]`: a phone's digest credentials. The same users authenticate calls from phones,
+/// REGISTERs of phones to the `[sip]` listeners (an agent endpoint `{ kind = "phone", user =
+/// NAME }` is reached where its phone registered) and browser softphones over SIP WebSocket
+/// (`[rtc] sip_ws`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
-    /// User name.
+    /// User name: the user part of the phone's address-of-record and its digest user name
+    /// (letters, digits and `-_.!~*+`).
     pub name: String,
     /// Password.
     pub password: String,
@@ -425,6 +429,47 @@ impl Config {
                     none,
                     format!("trunk {:?}: give both username and password", t.name),
                 ));
+            }
+        }
+        let mut users = std::collections::HashSet::new();
+        for u in &self.users {
+            let ok = !u.name.is_empty()
+                && u.name.len() <= 64
+                && u.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.!~*+".contains(c));
+            if !ok {
+                return Err((
+                    none,
+                    format!(
+                        "[[user]] name {:?}: use 1 to 64 letters, digits or -_.!~*+ (it is the user part of a SIP URI)",
+                        u.name
+                    ),
+                ));
+            }
+            if u.password.is_empty() {
+                return Err((
+                    none,
+                    format!("[[user]] {:?}: the password is empty", u.name),
+                ));
+            }
+            if !users.insert(u.name.as_str()) {
+                return Err((none, format!("two [[user]] entries are named {:?}", u.name)));
+            }
+        }
+        for a in &self.control.agents {
+            for e in &a.endpoints {
+                if let crate::control::config::Endpoint::Phone { user } = e
+                    && !users.contains(user.as_str())
+                {
+                    return Err((
+                        none,
+                        format!(
+                            "agent {:?}: phone endpoint user {user:?} is not a [[user]] (add [[user]] name = {user:?} with a password: the phone registers with it)",
+                            a.id
+                        ),
+                    ));
+                }
             }
         }
         if let Some(sip) = &self.sip {
@@ -656,6 +701,28 @@ mod tests {
         assert!(msg.contains("test.toml") && msg.contains("line 2"), "{msg}");
         let err = Config::from_toml("[http]\nlisten='127.0.0.1:1'\nbogus=1\n", "t").unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn bad_users_and_phone_endpoints_are_refused_with_what_to_write() {
+        let base = "[http]\nlisten = \"127.0.0.1:0\"\n";
+        let user = |name: &str, pw: &str| format!("[[user]]\nname = {name:?}\npassword = {pw:?}\n");
+        let err = |text: String| Config::from_toml(&text, "t").unwrap_err().to_string();
+        let e = err(format!("{base}{}", user("al ice", "pw")));
+        assert!(e.contains("\"al ice\"") && e.contains("letters"), "{e}");
+        let e = err(format!("{base}{}", user("alice", "")));
+        assert!(e.contains("password is empty"), "{e}");
+        let e = err(format!(
+            "{base}{}{}",
+            user("alice", "a"),
+            user("alice", "b")
+        ));
+        assert!(e.contains("two [[user]]"), "{e}");
+        let agent = "[[control.agents]]\nid = \"a\"\nname = \"A\"\ntoken = \"t\"\n\
+                     endpoints = [{ kind = \"phone\", user = \"alice\" }]\n";
+        let e = err(format!("{base}{agent}"));
+        assert!(e.contains("\"alice\" is not a [[user]]"), "{e}");
+        Config::from_toml(&format!("{base}{}{agent}", user("alice", "pw")), "t").unwrap();
     }
 
     #[test]

@@ -516,3 +516,41 @@ fn core_queue_answer_blind_transfer_to_an_agent_and_hang_up_leaves_nothing_behin
         (0, 0, 0)
     );
 }
+
+/// An agent whose endpoint cannot be reached (phone not registered) is set away with the
+/// reason, the call goes to the next agent; alone, the agent is not offered the call again and
+/// the call waits.
+#[test]
+fn an_unreachable_endpoint_sets_the_agent_away_and_the_call_goes_on() {
+    let t0 = Instant::now();
+    let mut c = center(
+        vec![agent("a", &["s"]), agent("b", &["s"])],
+        vec![queue("q", Some("s"))],
+    );
+    c.login("a", None, t0).unwrap();
+    c.login("b", None, t0 + Duration::from_secs(1)).unwrap();
+    let call = CallUri::new();
+    let t1 = t0 + Duration::from_secs(2);
+    let out = c.enqueue(&call, "q", Purpose::Caller, true, t1).unwrap();
+    assert_eq!(offers(&out), vec![(call.clone(), "a".to_string())]);
+    let out = c.unreachable("a", &call, t1).unwrap();
+    assert!(out.contains(&AcdOutput::Withdraw {
+        call: call.clone(),
+        agent: "a".into(),
+        reason: WithdrawReason::Unreachable,
+    }));
+    assert_eq!(offers(&out), vec![(call.clone(), "b".to_string())]);
+    assert_eq!(presence(&c, "a"), Presence::Away);
+    assert_eq!(
+        c.agent("a").unwrap().away_reason.as_deref(),
+        Some("endpoint_unreachable")
+    );
+    // b's endpoint is unreachable too: nobody is left, the call waits (no offer loop).
+    let out = c.unreachable("b", &call, t1).unwrap();
+    assert!(offers(&out).is_empty(), "{out:?}");
+    assert_eq!(presence(&c, "b"), Presence::Away);
+    assert!(
+        c.unreachable("b", &call, t1).is_err(),
+        "not offered any more"
+    );
+}

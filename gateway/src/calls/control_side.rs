@@ -7,11 +7,20 @@
 //! [`ControlPlane::call_event`]. Control-plane leg ids (UUIDs) and engine leg ids are mapped
 //! here; a mapping is dropped when its leg ends.
 //!
-//! Reached today: agents' SIP endpoints (`kind = "sip"`), and browsers when the gateway runs a
-//! WebRTC provider ([`EngineCallSide::with_rtc`]): a web caller's offer (click-to-call, WHIP)
-//! and an agent answering in the page become answered WebRTC legs of the call
-//! ([`Engine::adopt_leg`](super::engine::Engine::adopt_leg)). Registered-phone and TDM
-//! endpoints are refused with a clear error (no registrar lookup yet).
+//! Reached today: agents' SIP endpoints (`kind = "sip"`), registered phones (`kind =
+//! "phone"`), and browsers when the gateway runs a WebRTC provider
+//! ([`EngineCallSide::with_rtc`]): a web caller's offer (click-to-call, WHIP) and an agent
+//! answering in the page become answered WebRTC legs of the call
+//! ([`Engine::adopt_leg`](super::engine::Engine::adopt_leg)).
+//!
+//! A phone endpoint names a `[[user]]` that REGISTERs to the gateway's SIP listener. Its offer
+//! is looked up in the SIP provider's registrar in the same turn of the switch that places the
+//! INVITE ([`SipLegs::registered_contact`]): the Request-URI is the registered Contact, the
+//! INVITE goes to the address the REGISTER came from (NAT-friendly). A user registered only
+//! over SIP WebSocket is reached as that WebRTC endpoint. A phone with no live binding fails
+//! the offer at once with [`FailureReason::Unreachable`]: the agent is set away
+//! (`endpoint_unreachable`) and the call goes to the next agent or back to its queue. TDM
+//! endpoints are refused with a clear error.
 //!
 //! What a waiting party hears: ringback while a transfer target rings; the plane's hold tone
 //! (440 Hz, 0.5 s in every 2 s) on hold and in a queue with the comfort tone; a queue's music
@@ -21,13 +30,14 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::broadcast::error::RecvError;
 
 use super::engine::{LegNotice, LegProgress, MediaSource, Music, OriginateTarget};
 use super::leg::{EndCause, LegId as EngineLeg, LegKind as EngineKind};
 use super::server::SwitchHandle;
+use super::sip_leg::SipLegs;
 use crate::control::Event;
 use crate::control::api::{CallControl, CallFuture, CallSideError, ControlPlane};
 use crate::control::config::{Comfort, ControlConfigError, Endpoint, load_music};
@@ -100,12 +110,44 @@ fn target_of(to: &Endpoint) -> Result<OriginateTarget, CallSideError> {
         Endpoint::Browser => Err(failed(
             "browser endpoints need WebRTC legs, which this engine does not run yet",
         )),
+        // Looked up on the switch when the leg is placed ([`EngineCallSide::phone_target`]).
         Endpoint::Phone { user } => Err(failed(format!(
-            "registered phone {user:?}: the engine does not look up registrations yet"
+            "registered phone {user:?} needs a registration lookup"
         ))),
         Endpoint::Tdm { number } => Err(failed(format!(
             "TDM number {number:?}: agent endpoints on spans are not wired to the engine yet"
         ))),
+    }
+}
+
+/// A registered-phone endpoint on its way to a target: looked up in the SIP provider's
+/// registrar first; if the user is registered only over SIP WebSocket (a browser softphone),
+/// it is reached as that WebRTC endpoint; otherwise the offer fails at once as
+/// [`CallSideError::Unreachable`].
+#[derive(Debug)]
+struct PhoneLookup {
+    user: String,
+    /// Whether the WebRTC provider has this user registered (SIP over WebSocket).
+    over_websocket: bool,
+}
+
+impl PhoneLookup {
+    fn resolve(self, sip: &SipLegs, now: Instant) -> Result<OriginateTarget, CallSideError> {
+        if let Some(c) = sip.registered_contact(now, &self.user) {
+            return Ok(OriginateTarget::Registered {
+                user: self.user,
+                uri: c.uri,
+                dest: c.dest,
+                transport: c.transport,
+            });
+        }
+        if self.over_websocket {
+            return Ok(OriginateTarget::WebRtc(self.user));
+        }
+        Err(CallSideError::Unreachable(format!(
+            "phone {:?} is not registered (no live REGISTER binding)",
+            self.user
+        )))
     }
 }
 
@@ -246,6 +288,13 @@ impl EngineCallSide {
                 }
             }
         });
+    }
+
+    fn phone_lookup(&self, user: &str) -> PhoneLookup {
+        PhoneLookup {
+            user: user.to_owned(),
+            over_websocket: self.rtc.as_ref().is_some_and(|r| r.is_registered(user)),
+        }
     }
 
     /// Live control-plane legs mapped to engine legs (tests assert 0 after calls).
@@ -454,20 +503,34 @@ impl CallControl for EngineCallSide {
                     to,
                     caller_id,
                 } => {
-                    let target = target_of(&to)?;
+                    let phone = match &to {
+                        Endpoint::Phone { user } => Some(self.phone_lookup(user)),
+                        _ => None,
+                    };
+                    let target = match &phone {
+                        Some(_) => None,
+                        None => Some(target_of(&to)?),
+                    };
                     let legs = Arc::clone(&self.legs);
                     self.handle
                         .run(move |sw, now| {
+                            // A phone is looked up in the same turn of the switch that places
+                            // the INVITE: the binding cannot lapse in between.
+                            let target = match (target, phone) {
+                                (Some(t), _) => t,
+                                (None, Some(p)) => p.resolve(&sw.sip, now)?,
+                                (None, None) => return Err(failed("no target")),
+                            };
                             sw.with_engine(now, |e| {
                                 // Mapped before the switch pumps, so that its first notice
                                 // finds the leg.
                                 e.originate(now, &call, target, Some(caller_id))
                                     .map(|l| lock(&legs).insert(leg, l))
                             })
+                            .map_err(failed)
                         })
                         .await
                         .ok_or_else(stopped)?
-                        .map_err(failed)
                 }
                 cmd => {
                     let leg = match &cmd {

@@ -392,6 +392,19 @@ pub enum OriginateTarget {
     WebRtc(String),
     /// A built-in service.
     Service(ServiceKind),
+    /// A phone registered to the SIP provider, where its registration says (see
+    /// [`SipLegs::registered_contact`](super::sip_leg::SipLegs::registered_contact)): the
+    /// INVITE has its Contact as Request-URI and goes to the address the REGISTER came from.
+    Registered {
+        /// The phone's user name (logs, CDRs: `phone:USER`).
+        user: String,
+        /// The registered Contact URI.
+        uri: String,
+        /// Where its REGISTER came from.
+        dest: SocketAddr,
+        /// The transport it registered over.
+        transport: SipTransportKind,
+    },
 }
 
 /// A leg as the control plane sees it.
@@ -2469,21 +2482,52 @@ impl Engine {
                 if self.trunk(trunk).is_none() {
                     return Err(EngineError::UnknownTrunk(trunk.clone()));
                 }
-                (Destination::Trunk(trunk.clone()), number.clone())
+                (Some(Destination::Trunk(trunk.clone())), number.clone())
             }
-            OriginateTarget::SipUri(u) => (Destination::Uri(u.clone()), String::new()),
+            OriginateTarget::SipUri(u) => (Some(Destination::Uri(u.clone())), String::new()),
             OriginateTarget::SpanGroup { group, number } => {
-                (Destination::SpanGroup(group.clone()), number.clone())
+                (Some(Destination::SpanGroup(group.clone())), number.clone())
             }
-            OriginateTarget::Service(s) => (Destination::Service(*s), String::new()),
-            OriginateTarget::WebRtc(e) => (Destination::WebRtc(e.clone()), String::new()),
+            OriginateTarget::Service(s) => (Some(Destination::Service(*s)), String::new()),
+            OriginateTarget::WebRtc(e) => (Some(Destination::WebRtc(e.clone())), String::new()),
+            OriginateTarget::Registered { .. } => (None, String::new()),
         };
-        let (kind, t, prefs, dtmf, trunk, propagate) =
-            self.resolve(&dest, &number).map_err(|c| match dest {
-                Destination::SpanGroup(_) => EngineError::NoProvider(LegKind::Tdm),
-                Destination::WebRtc(_) => EngineError::NoProvider(LegKind::WebRtc),
-                _ => EngineError::BadTarget(c.text),
-            })?;
+        let ((kind, t, prefs, dtmf, trunk, propagate), desc) = match (dest, target) {
+            (Some(dest), _) => (
+                self.resolve(&dest, &number).map_err(|c| match dest {
+                    Destination::SpanGroup(_) => EngineError::NoProvider(LegKind::Tdm),
+                    Destination::WebRtc(_) => EngineError::NoProvider(LegKind::WebRtc),
+                    _ => EngineError::BadTarget(c.text),
+                })?,
+                dest.to_string(),
+            ),
+            (
+                None,
+                OriginateTarget::Registered {
+                    user,
+                    uri,
+                    dest,
+                    transport,
+                },
+            ) => (
+                (
+                    LegKind::Sip,
+                    Target::Sip {
+                        uri,
+                        dest,
+                        transport,
+                        credentials: None,
+                        trunk: None,
+                    },
+                    self.cfg.default_codecs.clone(),
+                    self.cfg.default_dtmf,
+                    None,
+                    true,
+                ),
+                format!("phone:{user}"),
+            ),
+            (None, t) => return Err(EngineError::BadTarget(format!("{t:?}"))),
+        };
         if let Some(c) = caller
             && let Some(call) = self.calls.get_mut(&key)
         {
@@ -2492,17 +2536,7 @@ impl Engine {
         let span = self.calls.get(&key).map(|c| c.span.clone());
         let _entered = span.as_ref().map(tracing::Span::enter);
         let leg = self
-            .new_outbound_leg(
-                now,
-                key,
-                kind,
-                t,
-                prefs,
-                dtmf,
-                trunk,
-                propagate,
-                dest.to_string(),
-            )
+            .new_outbound_leg(now, key, kind, t, prefs, dtmf, trunk, propagate, desc)
             .map_err(|c| EngineError::BadTarget(c.text))?;
         self.drain_internal(now);
         Ok(leg)

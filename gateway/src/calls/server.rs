@@ -406,7 +406,9 @@ impl GatewayServer {
             cdrs: cdrs.clone(),
         };
         let (stop, stopped) = oneshot::channel();
+        let closed = transport.closed_connections();
         let task = tokio::spawn(serve(Shell {
+            closed,
             transport,
             sw,
             jobs: jobs_rx,
@@ -483,6 +485,8 @@ impl GatewayServer {
 
 struct Shell {
     transport: SipTransport,
+    /// Stream connections as they close (phones registered on them).
+    closed: mpsc::UnboundedReceiver<crate::sip::transport::ConnectionId>,
     sw: GatewaySwitch,
     jobs: mpsc::Receiver<Job>,
     media_notices: Option<mpsc::UnboundedReceiver<(LegId, super::engine::MediaNotice)>>,
@@ -568,8 +572,9 @@ async fn serve(mut sh: Shell) -> io::Result<()> {
                 let Some(item) = r else {
                     return Err(io::Error::other("SIP listeners ended"));
                 };
-                sh.sw.handle_sip(Instant::now(), &item.bytes, item.source, item.transport);
+                sh.sw.handle_sip_on(Instant::now(), &item.bytes, item.source, item.transport, item.connection);
             }
+            Some(id) = sh.closed.recv() => sh.sw.sip.connection_closed(id),
             _ = sleep_until(sh.sw.poll_timeout()) => sh.sw.handle_timeout(Instant::now()),
             Some((leg, n)) = next_notice(&mut sh.media_notices) => sh.sw.media_event(Instant::now(), leg, n),
             Some((kind, leg, ev)) = sh.ext_events.recv() => sh.sw.external_event(Instant::now(), kind, leg, ev),

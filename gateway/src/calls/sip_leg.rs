@@ -20,6 +20,16 @@
 //!   not received yet, and the gateway stopped retransmitting that 200.)
 //! - rport/received on responses (the transaction layer), and in-dialog requests to a NATed
 //!   party sent where its requests came from.
+//!
+//! The provider is also the **registrar of phones** (when `[[user]]`s are configured): a
+//! REGISTER is digest-challenged (MD5: what phones answer) against the users and handled by the
+//! sans-IO [`Registrar`] (bindings expire, `Expires: 0` removes them, a user may register only
+//! its own address-of-record). Each binding keeps the flow it came on: the datagram source for
+//! UDP (a NAT's public side), the connection for TCP/TLS. [`SipLegs::registered_contact`]
+//! says where to call a user: its registered Contact as Request-URI, sent to that source or on
+//! that connection (at the Contact once the connection closed,
+//! [`SipLegs::connection_closed`]). The control plane places agents' phone legs there
+//! (`OriginateTarget::Registered`). Without users, REGISTER is answered 405.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -34,12 +44,15 @@ use super::leg::{
     NegotiatedMedia, SipTransportKind, Target,
 };
 use super::routing::IpNet;
-use crate::sip::auth::{AuthVerdict, DigestClient, DigestServer, DigestServerConfig};
+use crate::sip::auth::{
+    AuthVerdict, DigestAlgorithm, DigestClient, DigestServer, DigestServerConfig,
+};
 use crate::sip::dialog::{
     AnswerRetransmit, AnswerTimer, Dialog, DialogRole, InDialogReject, InDialogRequest,
     ViaTemplate, glare_retry_delay, uri_socket_addr,
 };
 use crate::sip::message::{HeaderName, Method, Request, Response, Uri};
+use crate::sip::registrar::{Flow, Registrar, RegistrarConfig, RegistrarStats};
 use crate::sip::registration::{
     Registration, RegistrationAction, RegistrationConfig, RegistrationState,
 };
@@ -47,15 +60,16 @@ use crate::sip::sdp::{self, Codec, Direction, MediaConfig, NegotiatedAudio, Sess
 use crate::sip::transaction::{
     Reliability, TimerConfig, TransactionKey, TransactionLayer, TransactionStats, TuEvent,
 };
-use crate::sip::transport::Transport;
+use crate::sip::transport::{ConnectionId, Transport};
 use crate::sip::validate::UasPolicy;
 
 /// Methods a SIP leg implements (the Allow header).
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY";
 
-/// What the transaction layer lets through to SIP legs: the methods legs handle (REGISTER,
-/// SUBSCRIBE, PUBLISH and MESSAGE reach us only to be answered 405 with `Allow`), the option
-/// tags legs implement, and the bodies they read.
+/// What the transaction layer lets through to SIP legs: the methods legs handle (REGISTER goes
+/// to the phone registrar when users are configured; SUBSCRIBE, PUBLISH and MESSAGE, and
+/// REGISTER without users, reach us only to be answered 405 with `Allow`), the option tags
+/// legs implement, and the bodies they read.
 pub fn leg_policy() -> UasPolicy {
     let mut p = UasPolicy::gateway();
     p.methods = vec![
@@ -75,6 +89,18 @@ pub fn leg_policy() -> UasPolicy {
     ];
     p.option_tags = vec!["norefersub".to_owned()];
     p
+}
+
+/// Where a registered phone is reached: the Request-URI is its registered Contact, the next
+/// hop the address its REGISTER came from (its NAT binding, or its connection for TCP/TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredContact {
+    /// The registered Contact URI (the INVITE's Request-URI).
+    pub uri: String,
+    /// Where the REGISTER came from: the INVITE goes there.
+    pub dest: SocketAddr,
+    /// The transport it registered over.
+    pub transport: SipTransportKind,
 }
 
 /// A configured SIP peer (trunk, PBX) the provider recognises and may ping.
@@ -111,7 +137,8 @@ pub struct SipLegsConfig {
     pub peers: Vec<SipPeer>,
     /// Networks whose calls need no authentication.
     pub trusted: Vec<IpNet>,
-    /// Digest users (phones) that may call after authenticating: (user, password).
+    /// Digest users (phones) that may call and register after authenticating:
+    /// (user, password). With none, REGISTER is answered 405.
     pub users: Vec<(String, String)>,
     /// Digest realm.
     pub realm: String,
@@ -367,6 +394,10 @@ pub struct SipLegs {
     ids: LegIds,
     layer: TransactionLayer,
     digest: DigestServer,
+    /// Phones registering to us (`None` when no digest users are configured).
+    registrar: Option<Registrar>,
+    /// The stream connection of the message being handled (for registration flows).
+    inbound_connection: Option<ConnectionId>,
     legs: HashMap<LegId, Leg>,
     by_dialog: HashMap<(String, String), LegId>,
     by_initial: HashMap<(String, String), LegId>,
@@ -631,6 +662,26 @@ impl SipLegs {
         for (u, p) in &config.users {
             digest.set_user(u, p);
         }
+        let registrar = (!config.users.is_empty()).then(|| {
+            // Its own nonces (another seed): a REGISTER's challenge is not an INVITE's.
+            let mut seed = config.seed;
+            seed[0] ^= 0x5a;
+            let mut d = DigestServer::new(
+                DigestServerConfig {
+                    realm: config.realm.clone(),
+                    // MD5 only, as for SIP WebSocket clients: phones answer the first
+                    // challenge and many know no other algorithm (baresip 1.0 fails a
+                    // SHA-256 challenge with ENOSYS, SIPp 3.6 refuses it).
+                    algorithms: vec![DigestAlgorithm::Md5],
+                    ..DigestServerConfig::default()
+                },
+                seed,
+            );
+            for (u, p) in &config.users {
+                d.set_user(u, p);
+            }
+            Registrar::new(RegistrarConfig::default(), d)
+        });
         let mut dest_transport = HashMap::new();
         for p in &config.peers {
             let t = match p.transport {
@@ -657,6 +708,8 @@ impl SipLegs {
         SipLegs {
             layer,
             digest,
+            registrar,
+            inbound_connection: None,
             config,
             ids,
             legs: HashMap::new(),
@@ -694,6 +747,45 @@ impl SipLegs {
     /// Live transactions (they outlive legs by their completion timers).
     pub fn transactions(&self) -> usize {
         self.layer.len()
+    }
+
+    /// Where registered phone `user` is reached now: its most recent live binding over UDP,
+    /// TCP or TLS (`None` when it is not registered, or only over a WebSocket, which this
+    /// provider does not serve).
+    pub fn registered_contact(&self, now: Instant, user: &str) -> Option<RegisteredContact> {
+        let reg = self.registrar.as_ref()?;
+        reg.lookup_user(now, user).into_iter().find_map(|t| {
+            // The flow it registered on: its source address is what a NAT lets back in (UDP),
+            // its connection while that is open (TCP, TLS); a closed connection leaves the
+            // Contact's address.
+            let flow = t.flow.unwrap_or(t.registered_from);
+            let transport = match flow.transport {
+                Transport::Udp => SipTransportKind::Udp,
+                Transport::Tcp => SipTransportKind::Tcp,
+                Transport::Tls => SipTransportKind::Tls,
+                Transport::Ws | Transport::Wss => return None,
+            };
+            let dest = if flow.transport == Transport::Udp || flow.connection.is_some() {
+                flow.remote
+            } else {
+                uri_socket_addr(&t.uri)?
+            };
+            Some(RegisteredContact {
+                uri: t.uri.to_string(),
+                dest,
+                transport,
+            })
+        })
+    }
+
+    /// Live registrations of phones (0 when no users are configured).
+    pub fn registered_bindings(&self) -> usize {
+        self.registrar.as_ref().map_or(0, Registrar::binding_count)
+    }
+
+    /// The phone registrar's counters (`None` when no users are configured).
+    pub fn registrar_stats(&self) -> Option<&RegistrarStats> {
+        self.registrar.as_ref().map(Registrar::stats)
     }
 
     /// The leg a SIP Call-ID belongs to (for traces).
@@ -737,12 +829,36 @@ impl SipLegs {
         source: SocketAddr,
         transport: Transport,
     ) {
+        self.handle_received_on(now, bytes, source, transport, None);
+    }
+
+    /// As [`SipLegs::handle_received`], for a message that came on stream connection
+    /// `connection` (a phone registering over TCP/TLS is reached on that connection while it
+    /// is open, see [`SipLegs::connection_closed`]).
+    pub fn handle_received_on(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        source: SocketAddr,
+        transport: Transport,
+        connection: Option<ConnectionId>,
+    ) {
         self.layer
             .handle_datagram(now, bytes, source, transport.reliability());
         if transport != Transport::Udp {
             self.dest_transport.insert(source, transport);
         }
+        self.inbound_connection = connection;
         self.run(now);
+        self.inbound_connection = None;
+    }
+
+    /// Stream connection `id` closed: phones registered on it are reached at their Contact
+    /// from now on (or, for flows only that connection reaches, not at all).
+    pub fn connection_closed(&mut self, id: ConnectionId) {
+        if let Some(r) = self.registrar.as_mut() {
+            r.connection_closed(id);
+        }
     }
 
     fn token(&mut self) -> [u8; 32] {
@@ -942,6 +1058,9 @@ impl SipLegs {
         match req.method {
             Method::Invite => self.on_new_invite(now, key, req, source),
             Method::Options => self.answer_plain(now, &key, &req, 200),
+            Method::Register if self.registrar.is_some() => {
+                self.on_register(now, &key, &req, source)
+            }
             Method::Register | Method::Subscribe | Method::Publish | Method::Message => {
                 self.stats.refused += 1;
                 self.answer_plain(now, &key, &req, 405);
@@ -952,6 +1071,43 @@ impl SipLegs {
             }
             _ => self.answer_plain(now, &key, &req, 481),
         }
+    }
+
+    /// A phone's REGISTER (digest-authenticated against the configured users; `Expires: 0`
+    /// removes the binding). The binding remembers the flow, so calls to the phone go back
+    /// where the REGISTER came from.
+    fn on_register(
+        &mut self,
+        now: Instant,
+        key: &TransactionKey,
+        req: &Request,
+        source: SocketAddr,
+    ) {
+        let flow = Flow {
+            transport: self.transport_of(source),
+            remote: source,
+            connection: self.inbound_connection,
+        };
+        let Some(reg) = self.registrar.as_mut() else {
+            return;
+        };
+        let resp = reg.handle_register(now, req, flow);
+        let user = req
+            .headers
+            .to()
+            .ok()
+            .map(|t| user_of(&t.uri))
+            .unwrap_or_default();
+        match resp.status {
+            200 => {
+                tracing::info!(%source, user = %sanitize_user(&user), bindings = reg.binding_count(), "phone REGISTER accepted")
+            }
+            401 => tracing::debug!(%source, "phone REGISTER challenged"),
+            s => {
+                tracing::info!(%source, user = %sanitize_user(&user), status = s, "phone REGISTER refused")
+            }
+        }
+        self.respond(now, key, resp);
     }
 
     fn transport_of(&self, source: SocketAddr) -> Transport {
@@ -2874,9 +3030,12 @@ impl LegProvider for SipLegs {
         let regs = self.regs.iter().filter_map(|r| r.reg.poll_timeout()).chain(
             (self.regs_pending && !self.config.registrations.is_empty()).then_some(self.created),
         );
+        // Lapsed phone bindings are purged when due (lookups ignore them anyway).
+        let bindings = self.registrar.as_ref().and_then(Registrar::poll_timeout);
         pings
             .chain(legs)
             .chain(regs)
+            .chain(bindings)
             .chain(self.layer.poll_timeout())
             .min()
     }
@@ -2884,6 +3043,9 @@ impl LegProvider for SipLegs {
     fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
         self.run(now);
+        if let Some(r) = self.registrar.as_mut() {
+            r.handle_timeout(now);
+        }
         let mut due: Vec<LegId> = Vec::new();
         while let Some(&Reverse((at, id))) = self.leg_timers.peek() {
             if at > now {
@@ -2980,6 +3142,175 @@ mod tests {
             None
         );
         assert_eq!(parse_dtmf_info("text/plain", b"5"), None);
+    }
+
+    /// A phone at `phone` (behind a NAT: its Contact names another address) REGISTERs as
+    /// carol; returns the final status and the response.
+    fn register(
+        legs: &mut SipLegs,
+        now: Instant,
+        phone: SocketAddr,
+        password: &str,
+        call_id: &str,
+        cseq: u32,
+        expires: u32,
+    ) -> Response {
+        register_on(legs, now, phone, password, call_id, cseq, expires, None)
+    }
+
+    /// As [`register`], over TCP connection `tcp` when given.
+    #[allow(clippy::too_many_arguments)]
+    fn register_on(
+        legs: &mut SipLegs,
+        now: Instant,
+        phone: SocketAddr,
+        password: &str,
+        call_id: &str,
+        cseq: u32,
+        expires: u32,
+        tcp: Option<ConnectionId>,
+    ) -> Response {
+        use crate::sip::message::Message;
+        let (transport, via) = match tcp {
+            Some(_) => (Transport::Tcp, "TCP"),
+            None => (Transport::Udp, "UDP"),
+        };
+        let text = format!(
+            "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/{via} 10.0.0.9:5062;branch=z9hG4bK{call_id}{cseq};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:carol@127.0.0.1>;tag=f{call_id}\r\n\
+             To: <sip:carol@127.0.0.1>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: {cseq} REGISTER\r\n\
+             Contact: <sip:carol@10.0.0.9:5062>\r\n\
+             Expires: {expires}\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let parse = |b: &[u8]| match crate::sip::parse::parse_message(b) {
+            Ok(Message::Response(r)) => r,
+            other => panic!("not a response: {other:?}"),
+        };
+        legs.handle_received_on(now, text.as_bytes(), phone, transport, tcp);
+        let t = legs.poll_transmit().expect("a response to the REGISTER");
+        assert_eq!(t.dest, phone, "answered where it came from");
+        let challenge = parse(&t.bytes);
+        if challenge.status != 401 {
+            return challenge;
+        }
+        let Ok(Message::Request(req)) = crate::sip::parse::parse_message(text.as_bytes()) else {
+            panic!("our REGISTER parses");
+        };
+        let mut client = DigestClient::new("carol", password);
+        let authed = client
+            .authorize(
+                &req,
+                &challenge,
+                &format!("z9hG4bKa{call_id}{cseq}"),
+                "c0ffee",
+            )
+            .unwrap();
+        legs.handle_received_on(now, &authed.to_bytes(), phone, transport, tcp);
+        let t = legs
+            .poll_transmit()
+            .expect("a response to the authorized REGISTER");
+        parse(&t.bytes)
+    }
+
+    #[test]
+    fn phones_register_with_digest_expire_and_unregister() {
+        let mut cfg = SipLegsConfig::new(SocketAddr::from(([127, 0, 0, 1], 5060)));
+        cfg.users = vec![("carol".into(), "secret".into())];
+        let mut legs = SipLegs::new(cfg, LegIds::new());
+        let t0 = Instant::now();
+        let nat = SocketAddr::from(([192, 0, 2, 7], 40_000));
+
+        // A wrong password: challenged again, no binding.
+        let r = register(&mut legs, t0, nat, "wrong", "bad", 1, 120);
+        assert_eq!(r.status, 401, "wrong password");
+        assert_eq!(legs.registered_bindings(), 0);
+        assert_eq!(legs.registered_contact(t0, "carol"), None);
+
+        let r = register(&mut legs, t0, nat, "secret", "reg", 1, 120);
+        assert_eq!(r.status, 200);
+        let c = legs
+            .registered_contact(t0, "carol")
+            .expect("carol is registered");
+        assert_eq!(
+            c.uri, "sip:carol@10.0.0.9:5062",
+            "the Request-URI: its Contact"
+        );
+        assert_eq!(
+            c.dest, nat,
+            "the INVITE goes where the REGISTER came from (NAT)"
+        );
+        assert_eq!(c.transport, SipTransportKind::Udp);
+        assert_eq!(legs.registered_contact(t0, "dave"), None);
+
+        // The binding lapses after its 120 s; the provider's timer purges it.
+        let later = t0 + Duration::from_secs(119);
+        assert!(legs.registered_contact(later, "carol").is_some());
+        let gone = t0 + Duration::from_secs(121);
+        assert_eq!(legs.registered_contact(gone, "carol"), None);
+        assert!(legs.poll_timeout().is_some_and(|t| t <= gone));
+        legs.handle_timeout(gone);
+        assert_eq!(legs.registered_bindings(), 0, "purged");
+
+        // Registered again, then un-REGISTER (Expires: 0).
+        let r = register(&mut legs, gone, nat, "secret", "reg2", 1, 120);
+        assert_eq!(r.status, 200);
+        assert_eq!(legs.registered_bindings(), 1);
+        let r = register(&mut legs, gone, nat, "secret", "reg2", 3, 0);
+        assert_eq!(r.status, 200);
+        assert_eq!(legs.registered_bindings(), 0, "un-REGISTER removed it");
+        assert_eq!(legs.registered_contact(gone, "carol"), None);
+    }
+
+    #[test]
+    fn a_phone_registered_over_tcp_is_reached_on_its_connection_then_at_its_contact() {
+        let mut cfg = SipLegsConfig::new(SocketAddr::from(([127, 0, 0, 1], 5060)));
+        cfg.users = vec![("carol".into(), "secret".into())];
+        let mut legs = SipLegs::new(cfg, LegIds::new());
+        let t0 = Instant::now();
+        let conn = SocketAddr::from(([10, 0, 0, 9], 51_000));
+        let r = register_on(
+            &mut legs,
+            t0,
+            conn,
+            "secret",
+            "tcp",
+            1,
+            120,
+            Some(ConnectionId(3)),
+        );
+        assert_eq!(r.status, 200);
+        let c = legs.registered_contact(t0, "carol").unwrap();
+        assert_eq!(
+            (c.dest, c.transport),
+            (conn, SipTransportKind::Tcp),
+            "its connection"
+        );
+        legs.connection_closed(ConnectionId(9));
+        assert_eq!(legs.registered_contact(t0, "carol").unwrap().dest, conn);
+        legs.connection_closed(ConnectionId(3));
+        let c = legs.registered_contact(t0, "carol").unwrap();
+        assert_eq!(
+            (c.dest, c.transport),
+            (
+                SocketAddr::from(([10, 0, 0, 9], 5062)),
+                SipTransportKind::Tcp
+            ),
+            "the connection is gone: its Contact"
+        );
+    }
+
+    #[test]
+    fn register_without_users_is_refused_405() {
+        let cfg = SipLegsConfig::new(SocketAddr::from(([127, 0, 0, 1], 5060)));
+        let mut legs = SipLegs::new(cfg, LegIds::new());
+        let phone = SocketAddr::from(([127, 0, 0, 1], 5062));
+        let r = register(&mut legs, Instant::now(), phone, "x", "r", 1, 60);
+        assert_eq!(r.status, 405);
     }
 
     #[test]

@@ -261,6 +261,21 @@ impl<M: MediaBackend> Switch<M> {
         self.record(now, "in", source, transport, bytes);
     }
 
+    /// As [`Switch::handle_sip`], for a message that came on stream connection `connection`.
+    pub fn handle_sip_on(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        source: SocketAddr,
+        transport: Transport,
+        connection: Option<crate::sip::transport::ConnectionId>,
+    ) {
+        self.sip
+            .handle_received_on(now, bytes, source, transport, connection);
+        self.pump(now);
+        self.record(now, "in", source, transport, bytes);
+    }
+
     /// The next SIP message to send.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<SipTransmit> {
         let t = self.sip.poll_transmit()?;

@@ -47,6 +47,10 @@ pub enum CallSideError {
     /// The command failed (with the call side's reason, e.g. "SDP offer has no audio").
     #[error("{0}")]
     Failed(String),
+    /// The endpoint cannot be reached now (a phone that is not registered): a failed
+    /// `Originate` with this error is [`FailureReason::Unreachable`].
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// What the control plane needs from the call side. The engine implements it; tests and
@@ -337,11 +341,11 @@ async fn executor(
                     if let Err(e) = calls.execute(cmd).await {
                         tracing::warn!(uri = %call, "call side failed {what}: {e}");
                         if let (Some((call, leg)), Some(p)) = (failed_leg, plane.upgrade()) {
-                            p.call_event(CallEvent::Failed {
-                                call,
-                                leg,
-                                reason: FailureReason::Rejected(e.to_string()),
-                            });
+                            let reason = match e {
+                                CallSideError::Unreachable(why) => FailureReason::Unreachable(why),
+                                e => FailureReason::Rejected(e.to_string()),
+                            };
+                            p.call_event(CallEvent::Failed { call, leg, reason });
                         }
                     }
                 }

@@ -51,6 +51,8 @@ pub enum WithdrawReason {
     LoggedOut,
     /// The call went away (caller hung up, transfer cancelled or failed).
     CallGone,
+    /// The agent's endpoint could not be reached (a phone that is not registered).
+    Unreachable,
 }
 
 /// Whether a queued entry is a caller waiting for an agent, or an attended transfer hunting for
@@ -524,6 +526,32 @@ impl ContactCenter {
         Ok(out)
     }
 
+    /// The offer of `call` to `agent` failed because the agent's endpoint cannot be reached
+    /// (its phone is not registered): the offer is withdrawn ([`WithdrawReason::Unreachable`]),
+    /// the agent is set away with reason `endpoint_unreachable` (offering again would fail
+    /// the same way, at once, for ever) and the call goes to the next agent or waits.
+    pub fn unreachable(
+        &mut self,
+        agent: &str,
+        call: &CallUri,
+        now: Instant,
+    ) -> Result<Vec<AcdOutput>, AcdError> {
+        match self.agents.get(agent) {
+            None => return Err(AcdError::UnknownAgent(agent.into())),
+            Some(a) if a.presence != Presence::Ringing || a.call.as_ref() != Some(call) => {
+                return Err(AcdError::NotOffered {
+                    call: call.clone(),
+                    agent: agent.into(),
+                });
+            }
+            Some(_) => {}
+        }
+        let mut out = Vec::new();
+        self.withdraw_from(agent, WithdrawReason::Unreachable, false, now, &mut out);
+        self.dispatch(now, &mut out);
+        Ok(out)
+    }
+
     /// The agent's part in `call` is over (hang-up, transfer away): wrap-up, then available.
     /// `queue` picks the wrap-up time. Does nothing if the agent does not hold that call.
     pub fn release(
@@ -663,7 +691,8 @@ impl ContactCenter {
     }
 
     /// Stops ringing `agent` (the offer it has); the call goes back to waiting if it came from
-    /// a queue. `no_answer` sets the agent away or to the back of the idle order.
+    /// a queue. `no_answer` sets the agent away or to the back of the idle order; an
+    /// unreachable endpoint sets it away (`endpoint_unreachable`).
     fn withdraw_from(
         &mut self,
         agent: &str,
@@ -695,7 +724,10 @@ impl ContactCenter {
             }
         }
         if let Some(a) = self.agents.get_mut(agent) {
-            let p = if away {
+            let p = if reason == WithdrawReason::Unreachable {
+                a.away_reason = Some("endpoint_unreachable".into());
+                Presence::Away
+            } else if away {
                 a.away_reason = Some("ring_no_answer".into());
                 Presence::Away
             } else {

@@ -665,6 +665,13 @@ impl ControlCore {
                     if is_transfer_target {
                         self.pending
                             .push_back((call.clone(), Input::TargetFailed(reason)));
+                    } else if let FailureReason::Unreachable(why) = &reason {
+                        // Offering it again would fail the same way: the agent is set away,
+                        // the call goes to the next agent or waits in its queue.
+                        tracing::warn!(uri = %call, %agent, "agent's endpoint unreachable: {why}");
+                        if let Ok(o) = self.center.unreachable(&agent, &call, now) {
+                            self.acd(o, now, &mut out);
+                        }
                     } else if let Ok(o) = self.center.declined(&agent, &call, now) {
                         self.acd(o, now, &mut out);
                     }
@@ -2199,5 +2206,6 @@ fn fmt_reason(r: &FailureReason) -> String {
         FailureReason::NoAnswer => "no_answer".into(),
         FailureReason::Rejected(s) => format!("rejected ({s})"),
         FailureReason::TargetHungUp => "target_hung_up".into(),
+        FailureReason::Unreachable(s) => format!("unreachable ({s})"),
     }
 }

@@ -40,6 +40,10 @@ pub enum FailureReason {
     Rejected(String),
     /// The target hung up before the transfer completed.
     TargetHungUp,
+    /// The target's endpoint cannot be reached now (its phone is not registered), with the
+    /// detail. An agent whose endpoint is unreachable is set away (`endpoint_unreachable`)
+    /// instead of being offered the call again.
+    Unreachable(String),
 }
 
 /// An event published to API clients.

@@ -28,6 +28,8 @@ pub enum Behaviour {
     NoAnswer,
     /// Fails at once with this reason.
     Fail(String),
+    /// Fails at once as unreachable (a phone that is not registered), with this detail.
+    Unreachable(String),
     /// Never even rings.
     Silent,
 }
@@ -303,6 +305,7 @@ impl FakeCallSide {
         match b {
             Behaviour::Busy => fail(FailureReason::Busy),
             Behaviour::Fail(r) => fail(FailureReason::Rejected(r)),
+            Behaviour::Unreachable(r) => fail(FailureReason::Unreachable(r)),
             Behaviour::Silent => {}
             Behaviour::Ring | Behaviour::NoAnswer => self.report(CallEvent::Alerting { call, leg }),
             Behaviour::AutoAnswer(d) => {

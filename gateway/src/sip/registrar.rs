@@ -21,8 +21,10 @@
 //! `Require: outbound`, and its calls must go back on that flow; so must those of a Contact
 //! that cannot be reached directly — a `.invalid` host (what WebSocket clients such as JsSIP
 //! send) or a `ws`/`wss` transport. [`Registrar::lookup`] says which ([`Target::flow`]);
-//! [`Registrar::connection_closed`] drops the bindings whose flow died (RFC 5626 §6: a flow
-//! that fails takes its binding with it).
+//! [`Registrar::lookup_user`] does the same by user name across domains (an agent's phone is
+//! configured by user); [`Registrar::connection_closed`] drops the bindings whose flow died
+//! (RFC 5626 §6: a flow that fails takes its binding with it) and forgets the connection of
+//! the others (they are reached at their Contact from then on).
 //!
 //! ```
 //! # use std::time::Instant;
@@ -408,6 +410,27 @@ impl Registrar {
             .collect()
     }
 
+    /// Where to send a request for user `user` of any domain we serve (an agent's phone is
+    /// configured by user name; it registers under whatever host it was given): the live
+    /// bindings of every address-of-record with that user part, most recently registered first.
+    pub fn lookup_user(&self, now: Instant, user: &str) -> Vec<Target> {
+        let prefix = format!("sip:{user}@");
+        let mut live: Vec<&Binding> = self
+            .bindings
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .flat_map(|(_, l)| l.iter().filter(|b| b.expires_at > now))
+            .collect();
+        live.sort_by_key(|b| std::cmp::Reverse(b.expires_at));
+        live.into_iter()
+            .map(|b| Target {
+                uri: b.contact.uri.clone(),
+                flow: b.needs_flow().then_some(b.flow),
+                registered_from: b.flow,
+            })
+            .collect()
+    }
+
     /// The bindings of `aor` (for `gwctl` and tests).
     pub fn bindings(&self, aor: &Uri) -> &[Binding] {
         aor_key(aor)
@@ -416,13 +439,19 @@ impl Registrar {
     }
 
     /// A stream connection closed: bindings that need that flow are removed (RFC 5626 §6).
-    /// Returns how many.
+    /// Returns how many. The other bindings registered on it stay, without the connection
+    /// (`flow.connection` becomes `None`): requests for them go to their Contact.
     pub fn connection_closed(&mut self, connection: ConnectionId) -> usize {
         let mut removed = 0;
         for list in self.bindings.values_mut() {
             let before = list.len();
             list.retain(|b| !(b.flow.connection == Some(connection) && b.needs_flow()));
             removed += before - list.len();
+            for b in list.iter_mut() {
+                if b.flow.connection == Some(connection) {
+                    b.flow.connection = None;
+                }
+            }
         }
         self.bindings.retain(|_, l| !l.is_empty());
         self.stats.flow_failures += removed as u64;

@@ -40,6 +40,11 @@ pub struct BaresipOptions {
     pub rtcp_mux: bool,
     /// `call_max_calls`: baresip answers an INVITE beyond it with 486 (0: always busy).
     pub max_calls: Option<u32>,
+    /// Register at this registrar (the account is `sip:USER@ADDR`, REGISTER every 60 s with
+    /// digest password `.1`); `None`: no registration.
+    pub register: Option<(SocketAddr, String)>,
+    /// Register (and take calls) over TCP instead of UDP.
+    pub register_tcp: bool,
 }
 
 impl BaresipOptions {
@@ -52,6 +57,8 @@ impl BaresipOptions {
             codecs: vec!["PCMU", "PCMA"],
             rtcp_mux: false,
             max_calls: None,
+            register: None,
+            register_tcp: false,
         }
     }
 }
@@ -160,11 +167,23 @@ impl Baresip {
             None => config,
         };
         std::fs::write(d.join("config"), config).unwrap();
-        let mut account = format!(
-            "<sip:{}@127.0.0.1>;regint=0;audio_codecs={}",
-            opts.user,
-            opts.codecs.join(",")
-        );
+        let mut account = match &opts.register {
+            None => format!(
+                "<sip:{}@127.0.0.1>;regint=0;audio_codecs={}",
+                opts.user,
+                opts.codecs.join(",")
+            ),
+            Some((registrar, password)) => format!(
+                "<sip:{}@{registrar}{}>;auth_pass={password};regint=60;audio_codecs={}",
+                opts.user,
+                if opts.register_tcp {
+                    ";transport=tcp"
+                } else {
+                    ""
+                },
+                opts.codecs.join(",")
+            ),
+        };
         if opts.auto_answer {
             account.push_str(";answermode=auto");
         }
