@@ -10,8 +10,11 @@
 //! Reached today: agents' SIP endpoints (`kind = "sip"`), and browsers when the gateway runs a
 //! WebRTC provider ([`EngineCallSide::with_rtc`]): a web caller's offer (click-to-call, WHIP)
 //! and an agent answering in the page become answered WebRTC legs of the call
-//! ([`Engine::adopt_leg`](super::engine::Engine::adopt_leg)). Registered-phone and TDM
-//! endpoints are refused with a clear error (no registrar lookup yet).
+//! ([`Engine::adopt_leg`](super::engine::Engine::adopt_leg)), and TDM endpoints
+//! (`kind = "tdm"`, and transfers to TDM numbers): the call is placed on the endpoint's span
+//! group ([`OriginateTarget::SpanGroup`]), the one it names or else the only configured one
+//! ([`EngineCallSide::with_span_groups`]). Registered-phone endpoints are refused with a clear
+//! error (no registrar lookup yet).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -24,7 +27,7 @@ use super::leg::{EndCause, LegId as EngineLeg, LegKind as EngineKind};
 use super::server::SwitchHandle;
 use crate::control::Event;
 use crate::control::api::{CallControl, CallFuture, CallSideError, ControlPlane};
-use crate::control::config::Endpoint;
+use crate::control::config::{Endpoint, tdm_span_group};
 use crate::control::core::ControlError;
 use crate::control::core::{Audio, CallCommand, CallEvent, LegId as ControlLeg};
 use crate::control::events::FailureReason;
@@ -70,6 +73,8 @@ pub struct EngineCallSide {
     legs: SharedLegs,
     /// The WebRTC provider's signalling side, when the gateway runs one.
     rtc: Option<RtcHandle>,
+    /// The configured span groups' names (TDM endpoints without a group use the only one).
+    span_groups: Vec<String>,
 }
 
 fn failed(e: impl std::fmt::Display) -> CallSideError {
@@ -89,9 +94,18 @@ fn target_of(to: &Endpoint) -> Result<OriginateTarget, CallSideError> {
         Endpoint::Phone { user } => Err(failed(format!(
             "registered phone {user:?}: the engine does not look up registrations yet"
         ))),
-        Endpoint::Tdm { number } => Err(failed(format!(
-            "TDM number {number:?}: agent endpoints on spans are not wired to the engine yet"
-        ))),
+        Endpoint::Tdm {
+            number,
+            group: Some(group),
+        } => Ok(OriginateTarget::SpanGroup {
+            group: group.clone(),
+            number: number.clone(),
+        }),
+        // Resolved by `EngineCallSide::span_group_of` before this.
+        Endpoint::Tdm {
+            number,
+            group: None,
+        } => Err(failed(format!("TDM number {number:?}: no span group"))),
     }
 }
 
@@ -135,6 +149,30 @@ impl EngineCallSide {
             handle,
             legs: SharedLegs::default(),
             rtc: None,
+            span_groups: Vec::new(),
+        }
+    }
+
+    /// TDM endpoints (`kind = "tdm"`) are called through these span groups (the
+    /// configuration's `[[span_group]]`s): the one the endpoint names, else the only one.
+    pub fn with_span_groups(mut self, groups: &[crate::config::SpanGroupConfig]) -> Self {
+        self.span_groups = groups.iter().map(|g| g.name.clone()).collect();
+        self
+    }
+
+    /// `to` with its span group filled in when it is a TDM endpoint that names none.
+    fn span_group_of(&self, to: Endpoint) -> Result<Endpoint, CallSideError> {
+        match to {
+            Endpoint::Tdm { number, group } => {
+                let g = tdm_span_group(&number, group.as_deref(), &self.span_groups)
+                    .map_err(failed)?
+                    .to_owned();
+                Ok(Endpoint::Tdm {
+                    number,
+                    group: Some(g),
+                })
+            }
+            other => Ok(other),
         }
     }
 
@@ -415,7 +453,7 @@ impl CallControl for EngineCallSide {
                     to,
                     caller_id,
                 } => {
-                    let target = target_of(&to)?;
+                    let target = target_of(&self.span_group_of(to)?)?;
                     let legs = Arc::clone(&self.legs);
                     self.handle
                         .run(move |sw, now| {
