@@ -508,6 +508,17 @@ impl Config {
             }
         }
         self.route_table()?;
+        let groups: Vec<String> = self.span_groups.iter().map(|g| g.name.clone()).collect();
+        for a in &self.control.agents {
+            for e in &a.endpoints {
+                if let crate::control::config::Endpoint::Tdm { number, group } = e {
+                    crate::control::config::tdm_span_group(number, group.as_deref(), &groups)
+                        .map_err(|m| {
+                            (none.clone(), format!("[[control.agents]] {:?}: {m}", a.id))
+                        })?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -692,6 +703,57 @@ mod tests {
         // A file without [control] gets no agents and no tokens.
         let bare = Config::from_toml("[http]\nlisten='127.0.0.1:1'\n", "t").unwrap();
         assert!(bare.control.agents.is_empty() && bare.control.access.admin_tokens.is_empty());
+    }
+
+    #[test]
+    fn tdm_agent_endpoints_need_a_span_group_they_can_name_or_default_to() {
+        let agent = |endpoint: &str| {
+            format!(
+                "[[control.agents]]\nid = \"b\"\nname = \"B\"\ntoken = \"b-token-1\"\n\
+                 endpoints = [{endpoint}]\n"
+            )
+        };
+        let group = |name: &str| format!("[[span_group]]\nname = \"{name}\"\nspans = [1]\n");
+        let base = "[http]\nlisten = \"127.0.0.1:0\"\n";
+        let tdm = "{ kind = \"tdm\", number = \"4023\" }";
+        let named = "{ kind = \"tdm\", number = \"4023\", group = \"far\" }";
+        let load = |text: String| Config::from_toml(&text, "t.toml").map_err(|e| e.to_string());
+        // The only group is the default.
+        let cfg = load(format!("{base}{}{}", group("out"), agent(tdm))).unwrap();
+        assert_eq!(
+            cfg.control.agents[0].endpoints[0],
+            crate::control::config::Endpoint::Tdm {
+                number: "4023".into(),
+                group: None
+            }
+        );
+        // None, or several, and no group named: refused, saying what to write.
+        let err = load(format!("{base}{}", agent(tdm))).unwrap_err();
+        assert!(
+            err.contains("\"b\"") && err.contains("no [[span_group]]"),
+            "{err}"
+        );
+        let err = load(format!(
+            "{base}{}{}{}",
+            group("out"),
+            group("far"),
+            agent(tdm)
+        ))
+        .unwrap_err();
+        assert!(
+            err.contains("2 span groups") && err.contains("group = \"NAME\""),
+            "{err}"
+        );
+        // A named group must exist; among several it picks one.
+        let err = load(format!("{base}{}{}", group("out"), agent(named))).unwrap_err();
+        assert!(err.contains("\"far\" is not configured"), "{err}");
+        load(format!(
+            "{base}{}{}{}",
+            group("out"),
+            group("far"),
+            agent(named)
+        ))
+        .unwrap();
     }
 
     #[test]

@@ -229,7 +229,8 @@ async fn run(config: Config) -> Result<(), std::io::Error> {
     // WebRTC legs when [rtc] is configured); without a [sip] section, on a call side that
     // refuses calls (agents log in, pages load).
     let side = server.as_ref().map(|s| {
-        let side = gateway::calls::control_side::EngineCallSide::new(s.handle());
+        let side = gateway::calls::control_side::EngineCallSide::new(s.handle())
+            .with_span_groups(&config.span_groups);
         // Browser callers and agents answering in the page get WebRTC legs ([rtc]).
         match &rtc {
             Some(r) => side.with_rtc(r.handle()),

@@ -19,8 +19,11 @@
 //! INVITE goes to the address the REGISTER came from (NAT-friendly). A user registered only
 //! over SIP WebSocket is reached as that WebRTC endpoint. A phone with no live binding fails
 //! the offer at once with [`FailureReason::Unreachable`]: the agent is set away
-//! (`endpoint_unreachable`) and the call goes to the next agent or back to its queue. TDM
-//! endpoints are refused with a clear error.
+//! (`endpoint_unreachable`) and the call goes to the next agent or back to its queue.
+//!
+//! A TDM endpoint (`kind = "tdm"`, and transfers to TDM numbers) is placed on its span group
+//! ([`OriginateTarget::SpanGroup`]): the one it names, else the only configured one
+//! ([`EngineCallSide::with_span_groups`]).
 //!
 //! What a waiting party hears: ringback while a transfer target rings; the plane's hold tone
 //! (440 Hz, 0.5 s in every 2 s) on hold and in a queue with the comfort tone; a queue's music
@@ -40,7 +43,7 @@ use super::server::SwitchHandle;
 use super::sip_leg::SipLegs;
 use crate::control::Event;
 use crate::control::api::{CallControl, CallFuture, CallSideError, ControlPlane};
-use crate::control::config::{Comfort, ControlConfigError, Endpoint, load_music};
+use crate::control::config::{Comfort, ControlConfigError, Endpoint, load_music, tdm_span_group};
 use crate::control::core::ControlError;
 use crate::control::core::{Audio, CallCommand, CallEvent, LegId as ControlLeg};
 use crate::control::events::FailureReason;
@@ -86,6 +89,8 @@ pub struct EngineCallSide {
     legs: SharedLegs,
     /// The WebRTC provider's signalling side, when the gateway runs one.
     rtc: Option<RtcHandle>,
+    /// The configured span groups' names (TDM endpoints without a group use the only one).
+    span_groups: Vec<String>,
     /// Queue music read so far, by file (with the modification time it was read at).
     music: Arc<Mutex<MusicCache>>,
 }
@@ -114,9 +119,18 @@ fn target_of(to: &Endpoint) -> Result<OriginateTarget, CallSideError> {
         Endpoint::Phone { user } => Err(failed(format!(
             "registered phone {user:?} needs a registration lookup"
         ))),
-        Endpoint::Tdm { number } => Err(failed(format!(
-            "TDM number {number:?}: agent endpoints on spans are not wired to the engine yet"
-        ))),
+        Endpoint::Tdm {
+            number,
+            group: Some(group),
+        } => Ok(OriginateTarget::SpanGroup {
+            group: group.clone(),
+            number: number.clone(),
+        }),
+        // Resolved by `EngineCallSide::span_group_of` before this.
+        Endpoint::Tdm {
+            number,
+            group: None,
+        } => Err(failed(format!("TDM number {number:?}: no span group"))),
     }
 }
 
@@ -182,7 +196,31 @@ impl EngineCallSide {
             handle,
             legs: SharedLegs::default(),
             rtc: None,
+            span_groups: Vec::new(),
             music: Arc::default(),
+        }
+    }
+
+    /// TDM endpoints (`kind = "tdm"`) are called through these span groups (the
+    /// configuration's `[[span_group]]`s): the one the endpoint names, else the only one.
+    pub fn with_span_groups(mut self, groups: &[crate::config::SpanGroupConfig]) -> Self {
+        self.span_groups = groups.iter().map(|g| g.name.clone()).collect();
+        self
+    }
+
+    /// `to` with its span group filled in when it is a TDM endpoint that names none.
+    fn span_group_of(&self, to: Endpoint) -> Result<Endpoint, CallSideError> {
+        match to {
+            Endpoint::Tdm { number, group } => {
+                let g = tdm_span_group(&number, group.as_deref(), &self.span_groups)
+                    .map_err(failed)?
+                    .to_owned();
+                Ok(Endpoint::Tdm {
+                    number,
+                    group: Some(g),
+                })
+            }
+            other => Ok(other),
         }
     }
 
@@ -503,6 +541,7 @@ impl CallControl for EngineCallSide {
                     to,
                     caller_id,
                 } => {
+                    let to = self.span_group_of(to)?;
                     let phone = match &to {
                         Endpoint::Phone { user } => Some(self.phone_lookup(user)),
                         _ => None,

@@ -109,11 +109,41 @@ pub enum Endpoint {
         /// The registered user.
         user: String,
     },
-    /// A number on a TDM span (an FXS phone or a PBX extension behind E1/T1).
+    /// A number on a TDM span (an FXS phone or a PBX extension behind E1/T1), called through
+    /// a `[[span_group]]`.
     Tdm {
         /// The number.
         number: String,
+        /// The span group the call is placed on; absent: the only configured span group (see
+        /// [`tdm_span_group`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
     },
+}
+
+/// The span group a TDM endpoint's calls go out on: `group` when given (it must be one of
+/// `configured`), else the only configured group. An error says what to write when the group
+/// is unknown, or when there are none or several and the endpoint names none.
+pub fn tdm_span_group<'a>(
+    number: &str,
+    group: Option<&'a str>,
+    configured: &'a [String],
+) -> Result<&'a str, String> {
+    match (group, configured) {
+        (Some(g), _) if configured.iter().any(|c| c == g) => Ok(g),
+        (Some(g), _) => Err(format!(
+            "TDM number {number:?}: span group {g:?} is not configured (configured: {configured:?})"
+        )),
+        (None, [only]) => Ok(only.as_str()),
+        (None, []) => Err(format!(
+            "TDM number {number:?}: no [[span_group]] is configured to call it through"
+        )),
+        (None, several) => Err(format!(
+            "TDM number {number:?}: {} span groups are configured ({several:?}); say which with \
+             group = \"NAME\"",
+            several.len()
+        )),
+    }
 }
 
 /// An agent.

@@ -2020,9 +2020,15 @@ impl ControlCore {
                 }
             }
             Party::SipUri(uri) => self.originate_target(call, rec, Endpoint::Sip { uri }, out),
-            Party::TdmNumber(number) => {
-                self.originate_target(call, rec, Endpoint::Tdm { number }, out)
-            }
+            Party::TdmNumber(number) => self.originate_target(
+                call,
+                rec,
+                Endpoint::Tdm {
+                    number,
+                    group: None,
+                },
+                out,
+            ),
         }
     }
 

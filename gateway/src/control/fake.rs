@@ -94,7 +94,7 @@ pub fn endpoint_key(e: &Endpoint) -> String {
         Endpoint::Browser => "browser".into(),
         Endpoint::Sip { uri } => uri.clone(),
         Endpoint::Phone { user } => format!("phone:{user}"),
-        Endpoint::Tdm { number } => format!("tdm:{number}"),
+        Endpoint::Tdm { number, .. } => format!("tdm:{number}"),
     }
 }
 

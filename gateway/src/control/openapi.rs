@@ -579,7 +579,7 @@ pub fn document() -> Value {
         { "type": "object", "required": ["tdm_number"], "additionalProperties": false, "properties": { "tdm_number": { "type": "string" } } } ] });
     let presence = json!({ "type": "string", "enum": ["offline", "available", "ringing", "busy", "wrap_up", "away"] });
     let endpoint = json!({ "type": "object", "required": ["kind"], "properties": {
-        "kind": { "type": "string", "enum": ["browser", "sip", "phone", "tdm"] }, "uri": { "type": "string" }, "user": { "type": "string" }, "number": { "type": "string" } } });
+        "kind": { "type": "string", "enum": ["browser", "sip", "phone", "tdm"] }, "uri": { "type": "string" }, "user": { "type": "string" }, "number": { "type": "string" }, "group": { "type": "string" } } });
     let nstr = json!({ "type": ["string", "null"] });
     let history = json!({ "type": "object", "required": ["at_ms", "to", "kind", "outcome"], "properties": {
         "at_ms": { "type": "integer" }, "from": nstr, "to": r("Party"), "kind": { "type": "string" }, "outcome": { "type": "string" } } });
