@@ -590,6 +590,55 @@ impl TransferTable {
         Ok(out)
     }
 
+    /// An attended transfer whose consultation happened outside the executor (a SIP agent's
+    /// REFER with Replaces naming its own call to `target` through the gateway): the target's
+    /// leg is already answered and in the call, so the transfer completes at once —
+    /// `found: Ok(())` — or, when the named dialog could not be taken over, fails at once with
+    /// `found: Err(reason)` and the caller stays with `first`. Either way it is over when this
+    /// returns (nothing is left in the table), unless another transfer of the call was under
+    /// way ([`TransferError::AlreadyInProgress`]).
+    pub fn request_replacing(
+        &mut self,
+        uri: CallUri,
+        target: Party,
+        first: Party,
+        fallback_queue: &str,
+        found: Result<(), FailureReason>,
+    ) -> Result<Vec<Command>, TransferError> {
+        if self.active.contains_key(&uri) {
+            return Err(TransferError::AlreadyInProgress(uri));
+        }
+        let mut t = Transfer {
+            uri: uri.clone(),
+            kind: TransferKind::Attended,
+            target: target.clone(),
+            fallback_queue: fallback_queue.to_owned(),
+            first_party: first,
+            first_agent_present: true,
+            target_leg_up: found.is_ok(),
+            state: TransferState::Consulting,
+            caller_audio: CallerAudio::FirstAgent,
+            deadline: None,
+            timeouts: self.timeouts,
+        };
+        let mut out = vec![Command::Publish(Event::TransferRequested {
+            call_uri: uri.clone(),
+            kind: TransferKind::Attended,
+            target: target.clone(),
+        })];
+        match found {
+            Ok(()) => {
+                out.push(Command::Publish(Event::TransferTargetAnswered {
+                    call_uri: uri,
+                    target,
+                }));
+                t.connect(&mut out);
+            }
+            Err(reason) => t.fail(reason, &mut out),
+        }
+        Ok(out)
+    }
+
     /// Feeds an input to the transfer of `uri`. Finished transfers leave the table; late
     /// target answers for a call with no transfer are answered with [`Command::HangUpTarget`]
     /// by the caller of this API (see [`Transfer::handle`]).
