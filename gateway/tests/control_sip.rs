@@ -92,7 +92,12 @@ fn agent_scenario(dir: &Path, name: &str, answer: Answer) -> String {
       a=rtpmap:8 PCMA/8000
 
     ]]></send>
-  <recv request="ACK" crlf="true"/>
+  <recv request="ACK" crlf="true">
+    <action>
+      <ereg regexp="tag=([^;> ]+)" search_in="hdr" header="From:" assign_to="from,ftag"/>
+      <log message="REPLACES [call_id];to-tag=[pid]SIPpTag01[call_number];from-tag=[$ftag]"/>
+    </action>
+  </recv>
   <recv request="BYE"/>
   <send><![CDATA[
 
@@ -105,6 +110,7 @@ fn agent_scenario(dir: &Path, name: &str, answer: Answer) -> String {
       Content-Length: 0
 
     ]]></send>
+  <Reference variables="from"/>
 </scenario>
 "#
     );
@@ -876,6 +882,9 @@ enum Attended {
     CompletesWithoutNotify,
     /// 202, NOTIFY 100, NOTIFY 481 sipfrag; the call goes on until the caller hangs up.
     Fails481,
+    /// Like `Completes`, the consultation being the API's `consult` (Replaces names the
+    /// gateway's leg to Bob, as Bob sees it).
+    CompletesApiConsult,
 }
 
 fn ok_response() -> &'static str {
@@ -968,7 +977,7 @@ fn alice_attended(dir: &Path, gateway: &str, rtp: u16, how: Attended) -> String 
     };
     let mut vars = vec!["rep"];
     match how {
-        Attended::Completes => {
+        Attended::Completes | Attended::CompletesApiConsult => {
             text.push_str("  <recv response=\"202\"/>\n");
             text.push_str(&notify(100, "n1"));
             text.push_str(&notify(200, "n2"));
@@ -1081,14 +1090,14 @@ fn escape(v: &str) -> String {
         .collect()
 }
 
-/// The Replaces Alice's consultation line logged.
-async fn logged_replaces(dir: &Path) -> String {
+/// The Replaces the SIPp scenario whose file name starts with `prefix` logged.
+async fn logged_replaces(dir: &Path, prefix: &str) -> String {
     let until = Instant::now() + Duration::from_secs(10);
     while Instant::now() < until {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with("consult_") && name.ends_with("_logs.log") {
+            if name.starts_with(prefix) && name.ends_with("_logs.log") {
                 let text = std::fs::read_to_string(&p).unwrap_or_default();
                 if let Some(line) = text.lines().find(|l| l.contains("REPLACES ")) {
                     let v = line.split("REPLACES ").nth(1).unwrap().trim();
@@ -1098,7 +1107,7 @@ async fn logged_replaces(dir: &Path) -> String {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("Alice's consultation line logged no Replaces");
+    panic!("{prefix}: no Replaces logged");
 }
 
 impl Rig {
@@ -1206,7 +1215,15 @@ async fn attended_refer(how: Attended) {
     let bob_xml = agent_scenario(dir.path(), "bob", Answer::Rtp(bob_rtp_port));
     let bob = sipp(
         dir.path(),
-        &["-sf", &bob_xml, "-p", &pb.to_string(), "-m", "1"],
+        &[
+            "-sf",
+            &bob_xml,
+            "-p",
+            &pb.to_string(),
+            "-m",
+            "1",
+            "-trace_logs",
+        ],
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let caller = rig.caller(dir.path());
@@ -1224,7 +1241,22 @@ async fn attended_refer(how: Attended) {
     .await;
     let (alice_leg, call_id) = rig.alice_leg(&uri).await;
 
-    let consult = if how == Attended::Fails481 {
+    let consult = if how == Attended::CompletesApiConsult {
+        // Alice consults Bob through the API; the call's consultation leg rings Bob.
+        let (st, body) = rig
+            .post(
+                "alice-token",
+                &format!("/api/v1/calls/{uri}/consult"),
+                json!({"target": {"agent": "bob"}}),
+            )
+            .await;
+        assert!(st.is_success(), "consult: {st} {body}");
+        next_event(&mut rig.events, "transfer.target_answered", |e| {
+            matches!(e, Event::TransferTargetAnswered { .. })
+        })
+        .await;
+        None
+    } else if how == Attended::Fails481 {
         None
     } else {
         // Alice's second line calls Bob through the gateway.
@@ -1246,9 +1278,10 @@ async fn attended_refer(how: Attended) {
             ],
         ))
     };
-    let replaces = match consult {
-        Some(_) => logged_replaces(dir.path()).await,
-        None => "no-such-call@127.0.0.1;to-tag=nobody;from-tag=nobody".to_owned(),
+    let replaces = match (&consult, how) {
+        (Some(_), _) => logged_replaces(dir.path(), "consult_").await,
+        (None, Attended::CompletesApiConsult) => logged_replaces(dir.path(), "bob_").await,
+        (None, _) => "no-such-call@127.0.0.1;to-tag=nobody;from-tag=nobody".to_owned(),
     };
     if let Err(e) = rig.trigger(pa, &call_id, &escape(&replaces)) {
         let mut alice = alice;
@@ -1337,14 +1370,16 @@ async fn attended_refer(how: Attended) {
             bob_in >= 50,
             "Bob's audio reaches the caller's bridge: {bob_in} packets"
         );
-        let (code, err) = tokio::task::spawn_blocking(move || finish(consult.unwrap()))
-            .await
-            .unwrap();
-        assert_eq!(
-            code,
-            Some(0),
-            "Alice's consultation line (BYE after the transfer): {err}"
-        );
+        if let Some(consult) = consult {
+            let (code, err) = tokio::task::spawn_blocking(move || finish(consult))
+                .await
+                .unwrap();
+            assert_eq!(
+                code,
+                Some(0),
+                "Alice's consultation line (BYE after the transfer): {err}"
+            );
+        }
         let (code, err) = tokio::task::spawn_blocking(move || finish(bob))
             .await
             .unwrap();
@@ -1385,4 +1420,12 @@ async fn an_attended_refer_without_subscription_completes_with_no_notify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attended_refer_naming_an_unknown_dialog_fails_and_the_caller_stays_with_alice() {
     attended_refer(Attended::Fails481).await;
+}
+
+/// Alice consults Bob with the API's `consult`, then her phone REFERs with the Replaces of the
+/// gateway's leg to Bob: the consultation completes as with `transfer/complete` (NOTIFY 100,
+/// 200, BYE), the caller is with Bob, nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attended_refer_naming_the_api_consultation_completes_it() {
+    attended_refer(Attended::CompletesApiConsult).await;
 }
