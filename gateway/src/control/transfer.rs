@@ -696,3 +696,82 @@ impl TransferTable {
         self.active.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri() -> CallUri {
+        CallUri::new()
+    }
+
+    #[test]
+    fn a_replacing_transfer_completes_at_once_and_leaves_nothing() {
+        let mut t = TransferTable::new(Timeouts::default());
+        let u = uri();
+        let out = t
+            .request_replacing(
+                u.clone(),
+                Party::SipUri("sip:bob@127.0.0.1".into()),
+                Party::Agent("alice".into()),
+                "q",
+                Ok(()),
+            )
+            .unwrap();
+        assert!(out.contains(&Command::BridgeCallerToTarget));
+        assert!(out.contains(&Command::ReleaseFirstAgent));
+        assert!(!out.iter().any(|c| matches!(c, Command::DialTarget(_))));
+        assert!(matches!(
+            out.last(),
+            Some(Command::Publish(Event::TransferConnected { call_uri, .. })) if *call_uri == u
+        ));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_replacing_transfer_that_found_nothing_keeps_the_caller_with_the_agent() {
+        let mut t = TransferTable::new(Timeouts::default());
+        let out = t
+            .request_replacing(
+                uri(),
+                Party::SipUri("sip:bob@127.0.0.1".into()),
+                Party::Agent("alice".into()),
+                "q",
+                Err(FailureReason::Rejected("481".into())),
+            )
+            .unwrap();
+        assert!(out.contains(&Command::BridgeCallerToFirstAgent));
+        assert!(!out.contains(&Command::ReleaseFirstAgent));
+        assert!(!out.contains(&Command::HangUpTarget));
+        assert!(matches!(
+            out.last(),
+            Some(Command::Publish(Event::TransferFailed {
+                caller_returned_to: Party::Agent(a),
+                ..
+            })) if a == "alice"
+        ));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_replacing_transfer_waits_for_one_in_progress() {
+        let mut t = TransferTable::new(Timeouts::default());
+        let u = uri();
+        t.request(
+            u.clone(),
+            TransferKind::Attended,
+            Party::Agent("bob".into()),
+            "q",
+            Instant::now(),
+        )
+        .unwrap();
+        let r = t.request_replacing(
+            u.clone(),
+            Party::SipUri("sip:carol@127.0.0.1".into()),
+            Party::Agent("alice".into()),
+            "q",
+            Ok(()),
+        );
+        assert_eq!(r, Err(TransferError::AlreadyInProgress(u)));
+    }
+}
