@@ -92,7 +92,12 @@ fn agent_scenario(dir: &Path, name: &str, answer: Answer) -> String {
       a=rtpmap:8 PCMA/8000
 
     ]]></send>
-  <recv request="ACK" crlf="true"/>
+  <recv request="ACK" crlf="true">
+    <action>
+      <ereg regexp="tag=([^;> ]+)" search_in="hdr" header="From:" assign_to="from,ftag"/>
+      <log message="REPLACES [call_id];to-tag=[pid]SIPpTag01[call_number];from-tag=[$ftag]"/>
+    </action>
+  </recv>
   <recv request="BYE"/>
   <send><![CDATA[
 
@@ -105,6 +110,7 @@ fn agent_scenario(dir: &Path, name: &str, answer: Answer) -> String {
       Content-Length: 0
 
     ]]></send>
+  <Reference variables="from"/>
 </scenario>
 "#
     );
@@ -237,6 +243,11 @@ impl Rig {
     name = "support line"
     match = "support"
     to = ["control:agent:alice"]
+
+    [[route]]
+    name = "bob direct"
+    match = "bob"
+    to = ["uri:sip:bob@127.0.0.1:{pb}"]
 
     [control.timers]
     transfer_setup_ms = 10000
@@ -860,4 +871,561 @@ async fn a_sip_agents_refer_runs_through_the_executor_with_notify_progress() {
     })
     .await;
     rig.assert_nothing_left().await;
+}
+
+/// How Alice's phone expects its attended REFER to end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Attended {
+    /// 202, NOTIFY 100, NOTIFY 200 sipfrag, then our BYE.
+    Completes,
+    /// `Refer-Sub: false`: 202 echoing it, no NOTIFY at all, then our BYE.
+    CompletesWithoutNotify,
+    /// 202, NOTIFY 100, NOTIFY 481 sipfrag; the call goes on until the caller hangs up.
+    Fails481,
+    /// Like `Completes`, the consultation being the API's `consult` (Replaces names the
+    /// gateway's leg to Bob, as Bob sees it).
+    CompletesApiConsult,
+}
+
+fn ok_response() -> &'static str {
+    r#"  <send><![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]></send>
+"#
+}
+
+/// Agent Alice's phone on the caller's call: answers (PCMA on `rtp`), then waits for the
+/// test's trigger (an INFO in the call's dialog carrying `X-Replaces:`, the %-escaped
+/// Replaces of her consultation call, known only once that call is up), answers it and sends
+/// REFER with `Refer-To: <sip:bob@127.0.0.1?Replaces=...>`.
+fn alice_attended(dir: &Path, gateway: &str, rtp: u16, how: Attended) -> String {
+    let refer_sub = if how == Attended::CompletesWithoutNotify {
+        "Refer-Sub: false\n      Supported: norefersub\n      "
+    } else {
+        ""
+    };
+    let mut text = format!(
+        r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="agent alice attended refer">
+  <recv request="INVITE" crlf="true"/>
+  <send retrans="500"><![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:alice@[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=alice 1 1 IN IP4 127.0.0.1
+      s=-
+      c=IN IP4 127.0.0.1
+      t=0 0
+      m=audio {rtp} RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+
+    ]]></send>
+  <recv request="ACK">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="them"/>
+      <ereg regexp=".*" search_in="hdr" header="To:" assign_to="us"/>
+    </action>
+  </recv>
+  <recv request="INFO" timeout="20000">
+    <action>
+      <ereg regexp="[^ ]+" search_in="hdr" header="X-Replaces:" check_it="true" assign_to="rep"/>
+    </action>
+  </recv>
+{ok}  <send retrans="500"><![CDATA[
+
+      REFER sip:gw@{gateway} SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: [$us]
+      To: [$them]
+      Call-ID: [call_id]
+      CSeq: 1 REFER
+      Max-Forwards: 70
+      Contact: <sip:alice@[local_ip]:[local_port]>
+      {refer_sub}Refer-To: <sip:bob@127.0.0.1?Replaces=[$rep]>
+      Content-Length: 0
+
+    ]]></send>
+"#,
+        ok = ok_response()
+    );
+    let notify = |code: u16, var: &str| {
+        format!(
+            r#"  <recv request="NOTIFY">
+    <action><ereg regexp="SIP/2.0 {code}" search_in="body" check_it="true" assign_to="{var}"/></action>
+  </recv>
+{}"#,
+            ok_response()
+        )
+    };
+    let mut vars = vec!["rep"];
+    match how {
+        Attended::Completes | Attended::CompletesApiConsult => {
+            text.push_str("  <recv response=\"202\"/>\n");
+            text.push_str(&notify(100, "n1"));
+            text.push_str(&notify(200, "n2"));
+            vars.extend(["n1", "n2"]);
+        }
+        Attended::CompletesWithoutNotify => {
+            text.push_str(
+                r#"  <recv response="202">
+    <action><ereg regexp="false" search_in="hdr" header="Refer-Sub:" check_it="true" assign_to="echoed"/></action>
+  </recv>
+"#,
+            );
+            vars.push("echoed");
+        }
+        Attended::Fails481 => {
+            text.push_str("  <recv response=\"202\"/>\n");
+            text.push_str(&notify(100, "n1"));
+            text.push_str(&notify(481, "n2"));
+            vars.extend(["n1", "n2"]);
+        }
+    }
+    text.push_str("  <recv request=\"BYE\" timeout=\"20000\"/>\n");
+    text.push_str(ok_response());
+    text.push_str(&format!(
+        "  <Reference variables=\"{}\"/>\n</scenario>\n",
+        vars.join(",")
+    ));
+    let p = dir.join("alice.xml");
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+/// Alice's second line: calls Bob through the gateway (the consultation, call 2), logs the
+/// Replaces that names this dialog as Alice sees it (RFC 3891: to-tag = the far end's tag,
+/// from-tag = hers), then waits for the gateway's BYE.
+const ALICE_CONSULTS: &str = r#"<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="alice consults bob">
+  <send retrans="500"><![CDATA[
+
+      INVITE sip:bob@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:alice@[local_ip]:[local_port]>;tag=consulttag[pid]
+      To: <sip:bob@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:alice@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=alice 2 2 IN IP4 127.0.0.1
+      s=-
+      c=IN IP4 127.0.0.1
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+
+    ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200">
+    <action>
+      <ereg regexp="tag=([^;> ]+)" search_in="hdr" header="To:" check_it="true" assign_to="all,totag"/>
+    </action>
+  </recv>
+  <send><![CDATA[
+
+      ACK sip:bob@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:alice@[local_ip]:[local_port]>;tag=consulttag[pid]
+      To: <sip:bob@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>
+  <nop>
+    <action><log message="REPLACES [call_id];to-tag=[$totag];from-tag=consulttag[pid]"/></action>
+  </nop>
+  <recv request="BYE" timeout="20000"/>
+  <send><![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]></send>
+  <Reference variables="all"/>
+</scenario>
+"#;
+
+/// %-escapes a Replaces value for a URI header (RFC 3261 §19.1.1).
+fn escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The Replaces the SIPp scenario whose file name starts with `prefix` logged.
+async fn logged_replaces(dir: &Path, prefix: &str) -> String {
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with(prefix) && name.ends_with("_logs.log") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                if let Some(line) = text.lines().find(|l| l.contains("REPLACES ")) {
+                    let v = line.split("REPLACES ").nth(1).unwrap().trim();
+                    return v.to_owned();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{prefix}: no Replaces logged");
+}
+
+impl Rig {
+    /// Alice's SIP leg of `uri` (the outbound leg to her phone) and its Call-ID.
+    async fn alice_leg(
+        &self,
+        uri: &gateway::control::CallUri,
+    ) -> (gateway::calls::leg::LegId, String) {
+        let u = uri.clone();
+        self.gw
+            .handle()
+            .run(move |sw, now| {
+                let info = sw.engine.call(now, &u).unwrap();
+                let leg = info
+                    .legs
+                    .iter()
+                    .find(|l| l.direction == "outbound")
+                    .unwrap()
+                    .id;
+                (leg, sw.sip.call_id_of(leg).unwrap().to_owned())
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Sends the trigger to Alice's phone: an INFO with the caller's call's Call-ID (SIPp
+    /// matches calls by Call-ID) carrying the Replaces to use.
+    fn trigger(&self, pa: u16, call_id: &str, replaces: &str) -> Result<(), String> {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let me = s.local_addr().unwrap();
+        let msg = format!(
+            "INFO sip:alice@127.0.0.1:{pa} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {me};branch=z9hG4bKtrigger{}\r\n\
+             From: <sip:test@127.0.0.1>;tag=trigger\r\n\
+             To: <sip:alice@127.0.0.1>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 INFO\r\n\
+             Max-Forwards: 70\r\n\
+             X-Replaces: {replaces}\r\n\
+             Content-Length: 0\r\n\r\n",
+            pa
+        );
+        // (SIPp answers it towards the call's peer, the gateway, which drops the stray 200.)
+        s.send_to(msg.as_bytes(), ("127.0.0.1", pa))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Receives PCMA at `sock` (Bob's media) for up to `limit` (or 1.5 s of audio), echoing every
+/// packet back (with another SSRC) so that Bob also talks to the caller.
+fn receive_and_echo(sock: &UdpSocket, limit: Duration) -> Vec<f64> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1500];
+    let until = Instant::now() + limit;
+    while got.len() < 12_000 && Instant::now() < until {
+        if let Ok((n, from)) = sock.recv_from(&mut buf)
+            && n > 12
+            && buf[1] & 0x7f == 8
+        {
+            got.extend(
+                buf[12..n]
+                    .iter()
+                    .map(|&b| f64::from(codecs::g711::alaw_decode(b))),
+            );
+            buf[8..12].copy_from_slice(&0xB0B0_B0B0u32.to_be_bytes());
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    }
+    got
+}
+
+/// One attended transfer by REFER with Replaces: the caller reaches Alice, Alice calls Bob
+/// through the gateway on her second line, then REFERs the caller's call with the Replaces of
+/// that consultation (`how` says which ending).
+async fn attended_refer(how: Attended) {
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let bob_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    bob_rtp
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let bob_rtp_port = bob_rtp.local_addr().unwrap().port();
+    let alice_rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    alice_rtp
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let alice_rtp_port = alice_rtp.local_addr().unwrap().port();
+    let mut rig = Rig::start(pa, pb).await;
+    let gateway = rig.gw.sip_udp_addr().unwrap().to_string();
+    let alice_xml = alice_attended(dir.path(), &gateway, alice_rtp_port, how);
+    let alice = sipp(
+        dir.path(),
+        &[
+            "-sf",
+            &alice_xml,
+            "-p",
+            &pa.to_string(),
+            "-m",
+            "1",
+            "-trace_msg",
+            "-trace_err",
+        ],
+    );
+    let bob_xml = agent_scenario(dir.path(), "bob", Answer::Rtp(bob_rtp_port));
+    let bob = sipp(
+        dir.path(),
+        &[
+            "-sf",
+            &bob_xml,
+            "-p",
+            &pb.to_string(),
+            "-m",
+            "1",
+            "-trace_logs",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let caller = rig.caller(dir.path());
+    let events = &mut rig.events;
+    let offered = next_event(
+        events,
+        "call.offered to alice",
+        |e| matches!(e, Event::CallOffered { agent, .. } if agent == "alice"),
+    )
+    .await;
+    let uri = offered.call_uri().unwrap().clone();
+    next_event(events, "call.answered", |e| {
+        matches!(e, Event::CallAnswered { .. })
+    })
+    .await;
+    let (alice_leg, call_id) = rig.alice_leg(&uri).await;
+
+    let consult = if how == Attended::CompletesApiConsult {
+        // Alice consults Bob through the API; the call's consultation leg rings Bob.
+        let (st, body) = rig
+            .post(
+                "alice-token",
+                &format!("/api/v1/calls/{uri}/consult"),
+                json!({"target": {"agent": "bob"}}),
+            )
+            .await;
+        assert!(st.is_success(), "consult: {st} {body}");
+        next_event(&mut rig.events, "transfer.target_answered", |e| {
+            matches!(e, Event::TransferTargetAnswered { .. })
+        })
+        .await;
+        None
+    } else if how == Attended::Fails481 {
+        None
+    } else {
+        // Alice's second line calls Bob through the gateway.
+        let consult_xml = dir.path().join("consult.xml");
+        std::fs::write(&consult_xml, ALICE_CONSULTS).unwrap();
+        Some(sipp(
+            dir.path(),
+            &[
+                &gateway,
+                "-sf",
+                consult_xml.to_str().unwrap(),
+                "-p",
+                &free_port().to_string(),
+                "-mp",
+                &free_port().to_string(),
+                "-m",
+                "1",
+                "-trace_logs",
+            ],
+        ))
+    };
+    let replaces = match (&consult, how) {
+        (Some(_), _) => logged_replaces(dir.path(), "consult_").await,
+        (None, Attended::CompletesApiConsult) => logged_replaces(dir.path(), "bob_").await,
+        (None, _) => "no-such-call@127.0.0.1;to-tag=nobody;from-tag=nobody".to_owned(),
+    };
+    if let Err(e) = rig.trigger(pa, &call_id, &escape(&replaces)) {
+        let mut alice = alice;
+        let _ = alice.kill();
+        let (_, err) = finish(alice);
+        let mut msgs = String::new();
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let p = f.unwrap().path();
+            if p.to_string_lossy().contains("alice_") {
+                msgs.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+            }
+        }
+        panic!("Alice's phone did not answer the trigger ({e}): {err}\n{msgs}");
+    }
+
+    if how == Attended::Fails481 {
+        let failed = next_event(&mut rig.events, "transfer.failed", |e| {
+            matches!(e, Event::TransferFailed { .. })
+        })
+        .await;
+        assert_eq!(failed.call_uri(), Some(&uri));
+        let text = serde_json::to_string(&failed).unwrap();
+        assert!(text.contains("481"), "the failure says why: {text}");
+        // The caller is still with Alice: her phone hears the caller's recording.
+        let got = tokio::task::spawn_blocking(move || {
+            alice_rtp.set_nonblocking(true).unwrap();
+            while alice_rtp.recv(&mut [0u8; 1500]).is_ok() {}
+            alice_rtp.set_nonblocking(false).unwrap();
+            receive_audio(&alice_rtp, Duration::from_secs(4))
+        })
+        .await
+        .unwrap();
+        assert_recording("Alice after the refused REFER", &got);
+        let alive = rig
+            .gw
+            .handle()
+            .run(move |sw, _| sw.engine.leg_kind(alice_leg).is_some())
+            .await
+            .unwrap();
+        assert!(alive, "Alice's leg of the caller's call was never released");
+        // Bob was never involved: his phone still waits for an INVITE.
+        let mut bob = bob;
+        let _ = bob.kill();
+        let _ = bob.wait();
+    } else {
+        let connected = next_event(&mut rig.events, "transfer.connected", |e| {
+            matches!(e, Event::TransferConnected { .. })
+        })
+        .await;
+        assert_eq!(
+            connected.call_uri(),
+            Some(&uri),
+            "transfer.connected carries the caller's call URI"
+        );
+        // Caller -> Bob: the recording, correlated; Bob -> caller: Bob's packets reach the
+        // leg bridged to the caller's.
+        let got =
+            tokio::task::spawn_blocking(move || receive_and_echo(&bob_rtp, Duration::from_secs(4)))
+                .await
+                .unwrap();
+        assert_recording("Bob after the attended REFER", &got);
+        let u = uri.clone();
+        let (bridged, bob_in) = rig
+            .gw
+            .handle()
+            .run(move |sw, now| {
+                let info = sw.engine.call(now, &u).unwrap();
+                let caller = info.legs.iter().find(|l| l.direction == "inbound").unwrap();
+                let b = caller.bridged_to.unwrap();
+                let stats = sw.media.leg_stats(b).unwrap();
+                (
+                    info.legs
+                        .iter()
+                        .any(|l| l.id == b && l.bridged_to == Some(caller.id))
+                        && info.legs.len() == 2,
+                    stats.packets_received,
+                )
+            })
+            .await
+            .unwrap();
+        assert!(
+            bridged,
+            "the caller and Bob are bridged, nobody else is in the call"
+        );
+        assert!(
+            bob_in >= 50,
+            "Bob's audio reaches the caller's bridge: {bob_in} packets"
+        );
+        if let Some(consult) = consult {
+            let (code, err) = tokio::task::spawn_blocking(move || finish(consult))
+                .await
+                .unwrap();
+            assert_eq!(
+                code,
+                Some(0),
+                "Alice's consultation line (BYE after the transfer): {err}"
+            );
+        }
+        let (code, err) = tokio::task::spawn_blocking(move || finish(bob))
+            .await
+            .unwrap();
+        assert_eq!(code, Some(0), "bob (BYE after the caller left): {err}");
+    }
+    for (who, p) in [("alice", alice), ("caller", caller)] {
+        let (code, err) = tokio::task::spawn_blocking(move || finish(p))
+            .await
+            .unwrap();
+        assert_eq!(code, Some(0), "{who} SIPp: {err}");
+    }
+    next_event(
+        &mut rig.events,
+        "call.ended",
+        |e| matches!(e, Event::CallEnded { call_uri, .. } if *call_uri == uri),
+    )
+    .await;
+    rig.assert_nothing_left().await;
+}
+
+/// Alice consults Bob on her own call through the gateway, then REFERs the caller's call with
+/// that dialog's Replaces: the caller is bridged to Bob (audio both ways), Alice hears NOTIFY
+/// 100 and 200 then our BYE on both her lines; nothing is left once the caller hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attended_refer_with_replaces_bridges_the_caller_to_the_consulted_agent() {
+    attended_refer(Attended::Completes).await;
+}
+
+/// The same with `Refer-Sub: false`: the 202 echoes it, no NOTIFY is sent, the transfer still
+/// completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attended_refer_without_subscription_completes_with_no_notify() {
+    attended_refer(Attended::CompletesWithoutNotify).await;
+}
+
+/// Replaces naming no dialog: Alice gets NOTIFY 481, `transfer.failed` says 481, and the
+/// caller stays with Alice with audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attended_refer_naming_an_unknown_dialog_fails_and_the_caller_stays_with_alice() {
+    attended_refer(Attended::Fails481).await;
+}
+
+/// Alice consults Bob with the API's `consult`, then her phone REFERs with the Replaces of the
+/// gateway's leg to Bob: the consultation completes as with `transfer/complete` (NOTIFY 100,
+/// 200, BYE), the caller is with Bob, nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attended_refer_naming_the_api_consultation_completes_it() {
+    attended_refer(Attended::CompletesApiConsult).await;
 }

@@ -896,3 +896,32 @@ fn a_muted_leg_reaches_no_one_keeps_hearing_and_is_heard_again_after_unmute() {
         "{events:?}"
     );
 }
+
+/// A leg moving to another call (an attended transfer's target joining the caller's call) is
+/// re-placed when both calls share a worker, then connects to that call's legs; a call on
+/// another worker is refused with a reason, and nothing is left either way.
+#[test]
+fn a_leg_joins_another_call_on_its_worker_and_is_refused_across_workers() {
+    let plane = plane(9);
+    let (a, _) = plane.open_rtp(1, LOCAL).unwrap();
+    let (b, _) = plane.open_rtp(2, LOCAL).unwrap(); // the other, less loaded worker
+    let (c, _) = plane.open_rtp(3, LOCAL).unwrap(); // back on a's worker
+    let err = plane.move_leg(b, 1).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            gateway::media::plane::MediaError::MoveAcrossWorkers { .. }
+        ),
+        "{err}"
+    );
+    assert!(plane.connect(a, b).is_err(), "still on different workers");
+    plane.move_leg(c, 1).unwrap();
+    plane.connect(a, c).unwrap();
+    assert!(plane.flush(Duration::from_secs(2)));
+    assert_eq!(plane.counts().bridges, 1);
+    for id in [a, b, c] {
+        plane.release(id);
+    }
+    assert!(plane.flush(Duration::from_secs(2)));
+    assert!(plane.counts().is_idle(), "{:?}", plane.counts());
+}

@@ -29,6 +29,17 @@
 //! (440 Hz, 0.5 s in every 2 s) on hold and in a queue with the comfort tone; a queue's music
 //! file, decoded to 8 kHz once per file ([`load_music`]) and looped by the plane. Never silence:
 //! a music file that cannot be read any more plays the hold tone, with a warning.
+//!
+//! A SIP agent's REFER runs through the same executor: blind, or attended with Replaces
+//! (RFC 3891). The named dialog is the target leg of the call's own consultation (the API's
+//! `consult`: the transfer completes) or the agent's leg of its own call to the target through
+//! the gateway: the target's leg then moves into the caller's call (same dialog, same RTP
+//! stream), the caller is bridged to it and both of the agent's legs are released. NOTIFY
+//! sipfrag reports 100, then the outcome (none with `Refer-Sub: false`); a dialog that is not
+//! there gives NOTIFY 481 and `transfer.failed`, and the caller stays with the agent. Limits:
+//! the joined target is an external SIP party for the control plane (its agent presence is
+//! not tracked), and with more than one media worker a target whose call lives on another
+//! worker cannot join yet (the transfer then fails the same way).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,14 +52,16 @@ use super::engine::{LegNotice, LegProgress, MediaSource, Music, OriginateTarget}
 use super::leg::{EndCause, LegId as EngineLeg, LegKind as EngineKind};
 use super::server::SwitchHandle;
 use super::sip_leg::SipLegs;
+use super::switch::ReplacedDialog;
 use crate::control::Event;
 use crate::control::api::{CallControl, CallFuture, CallSideError, ControlPlane};
 use crate::control::config::{Comfort, ControlConfigError, Endpoint, load_music, tdm_span_group};
 use crate::control::core::ControlError;
-use crate::control::core::{Audio, CallCommand, CallEvent, LegId as ControlLeg};
+use crate::control::core::{Audio, CallCommand, CallEvent, LegId as ControlLeg, ReplacedLeg};
 use crate::control::events::FailureReason;
 use crate::control::{CallUri, LegKind, Party, TransferKind};
 use crate::rtc::provider::RtcHandle;
+use crate::sip::refer::Replaces;
 
 /// How long each digit the control plane sends lasts.
 const DIGIT: Duration = Duration::from_millis(100);
@@ -60,6 +73,9 @@ struct Legs {
     /// Transfers a SIP party asked for by REFER, by call: the referring leg (told the
     /// progress by NOTIFY).
     refers: HashMap<CallUri, EngineLeg>,
+    /// Legs that joined a call from another one (an attended REFER's target), by the call they
+    /// are in now: the record of the call they left does not end them.
+    joined: HashMap<EngineLeg, CallUri>,
 }
 
 impl Legs {
@@ -73,6 +89,7 @@ impl Legs {
             self.to_engine.remove(&c);
         }
         self.refers.retain(|_, l| *l != e);
+        self.joined.remove(&e);
     }
 }
 
@@ -178,6 +195,16 @@ fn party_of(to: &str) -> Option<Party> {
         ("agent", id) => Some(Party::Agent(id.to_owned())),
         ("queue", q) => Some(Party::Queue(q.to_owned())),
         _ => None,
+    }
+}
+
+/// The NOTIFY status for a REFER the control plane refused.
+fn refer_status(e: &ControlError) -> u16 {
+    match e {
+        ControlError::Forbidden(_) => 403,
+        ControlError::NotFound(_) => 404,
+        ControlError::BadRequest(_) => 400,
+        _ => 603,
     }
 }
 
@@ -312,6 +339,13 @@ impl EngineCallSide {
                 for l in &cdr.legs {
                     let c = {
                         let mut m = lock(&legs);
+                        if m.joined
+                            .get(&l.leg)
+                            .is_some_and(|now_in| *now_in != cdr.call_uri)
+                        {
+                            // It left this call and goes on in another.
+                            continue;
+                        }
                         let c = m.to_control.get(&l.leg).copied();
                         m.forget(l.leg);
                         c
@@ -386,8 +420,7 @@ impl EngineCallSide {
                 }
             }
             LegProgress::TransferRequest { target, replaces } => {
-                self.referred(&plane, call, leg, c, &target, replaces.is_some())
-                    .await;
+                self.referred(&plane, call, leg, c, &target, replaces).await;
                 return true;
             }
             _ => return true,
@@ -396,9 +429,10 @@ impl EngineCallSide {
         true
     }
 
-    /// A SIP agent's REFER (already answered 202 by its leg): a blind transfer through the
-    /// control plane's executor. `sip:ID@...` names agent ID when there is one; anything else
-    /// is a SIP URI target (allowed only where a control route permits it).
+    /// A SIP agent's REFER (already answered 202 by its leg): a transfer through the control
+    /// plane's executor. Blind: `sip:ID@...` names agent ID when there is one; anything else
+    /// is a SIP URI target (allowed only where a control route permits it). With Replaces:
+    /// attended (see [`EngineCallSide::referred_attended`]).
     async fn referred(
         &self,
         plane: &ControlPlane,
@@ -406,38 +440,152 @@ impl EngineCallSide {
         leg: EngineLeg,
         c: ControlLeg,
         target: &str,
-        attended: bool,
+        replaces: Option<String>,
     ) {
-        let status = if attended {
-            tracing::warn!(uri = %call, "REFER with Replaces: attended transfer by REFER is not wired yet");
-            501
-        } else {
-            let user = target
-                .split_once(':')
-                .map(|(_, r)| r)
-                .and_then(|r| r.split_once('@'))
-                .map(|(u, _)| u.to_owned());
-            let agent = user.filter(|u| plane.read(|core, now| core.agent(u, now).is_ok()));
-            let party = match agent {
-                Some(a) => Party::Agent(a),
-                None => Party::SipUri(target.to_owned()),
-            };
-            match plane.refer(&call, c, party, TransferKind::Blind) {
-                Ok(()) => {
-                    lock(&self.legs).refers.insert(call.clone(), leg);
-                    100
-                }
-                Err(e) => {
-                    tracing::info!(uri = %call, "REFER refused: {e}");
-                    match e {
-                        ControlError::Forbidden(_) => 403,
-                        ControlError::NotFound(_) => 404,
-                        ControlError::BadRequest(_) => 400,
-                        _ => 603,
-                    }
-                }
+        if let Some(r) = replaces {
+            self.referred_attended(plane, call, leg, c, target, &r)
+                .await;
+            return;
+        }
+        let user = target
+            .split_once(':')
+            .map(|(_, r)| r)
+            .and_then(|r| r.split_once('@'))
+            .map(|(u, _)| u.to_owned());
+        let agent = user.filter(|u| plane.read(|core, now| core.agent(u, now).is_ok()));
+        let party = match agent {
+            Some(a) => Party::Agent(a),
+            None => Party::SipUri(target.to_owned()),
+        };
+        let status = match plane.refer(&call, c, party, TransferKind::Blind) {
+            Ok(()) => {
+                lock(&self.legs).refers.insert(call.clone(), leg);
+                100
+            }
+            Err(e) => {
+                tracing::info!(uri = %call, "REFER refused: {e}");
+                refer_status(&e)
             }
         };
+        self.notify(leg, status).await;
+    }
+
+    /// A REFER with Replaces: the transferor (the agent on `leg`) consulted the target and
+    /// names that dialog. What it names is looked up and taken over by the switch
+    /// ([`Switch::take_over_replaced`](super::switch::Switch::take_over_replaced)): the target
+    /// leg of this call's consultation (the API's `consult`) completes that transfer; the
+    /// agent's own call to the target through the gateway gives up its other party, which
+    /// joins this call, and the executor completes an attended transfer to it at once (the
+    /// caller is bridged to it, the agent's leg here is released after the final NOTIFY, the
+    /// agent's leg of the consultation call gets a BYE). A dialog that is not there (RFC 3891:
+    /// 481) or cannot be taken over fails the transfer (`transfer.failed`, a NOTIFY with that
+    /// status) and the caller stays with the agent.
+    async fn referred_attended(
+        &self,
+        plane: &ControlPlane,
+        call: CallUri,
+        leg: EngineLeg,
+        c: ControlLeg,
+        target: &str,
+        replaces: &str,
+    ) {
+        let party = Party::SipUri(target.to_owned());
+        let parsed = Replaces::parse(replaces);
+        let found = self
+            .handle
+            .run(move |sw, now| {
+                // RFC 3515 §2.4.5: the first NOTIFY says the new "call" is being tried.
+                let _ = sw.with_engine(now, |e| e.transfer_progress(leg, 100));
+                match parsed {
+                    Ok(r) => sw.take_over_replaced(now, leg, &r),
+                    Err(e) => Err((400, e.to_string())),
+                }
+            })
+            .await;
+        let Some(found) = found else {
+            return;
+        };
+        let replaced = match found {
+            Ok(ReplacedDialog::InCall(named)) => {
+                match lock(&self.legs).to_control.get(&named).copied() {
+                    Some(l) => Ok((ReplacedLeg::Consultation(l), None)),
+                    None => Err((481, "the named dialog is not a leg of the transfer".into())),
+                }
+            }
+            Ok(ReplacedDialog::Moved {
+                target,
+                released,
+                from,
+            }) => {
+                let joined = ControlLeg::new();
+                {
+                    let mut m = lock(&self.legs);
+                    m.insert(joined, target);
+                    m.joined.insert(target, call.clone());
+                }
+                Ok((
+                    ReplacedLeg::Joined {
+                        leg: joined,
+                        target: party.clone(),
+                    },
+                    Some((target, released, from)),
+                ))
+            }
+            Err(e) => Err(e),
+        };
+        let (replaced, moved) = match replaced {
+            Ok(r) => r,
+            Err((status, why)) => {
+                tracing::info!(uri = %call, status, "REFER with Replaces: {why}");
+                let failed = ReplacedLeg::NotFound {
+                    target: party,
+                    why: format!("{status}: {why}"),
+                };
+                if let Err(e) = plane.refer_replaces(&call, c, failed) {
+                    tracing::info!(uri = %call, "REFER refused: {e}");
+                }
+                self.notify(leg, status).await;
+                return;
+            }
+        };
+        lock(&self.legs).refers.insert(call.clone(), leg);
+        match plane.refer_replaces(&call, c, replaced) {
+            Ok(()) => {
+                if let Some((_, released, _)) = moved {
+                    // The transferor's leg of its consultation call: that call ends with it.
+                    let _ = self
+                        .handle
+                        .run(move |sw, now| {
+                            sw.with_engine(now, |e| {
+                                e.hang_up_leg(now, released, EndCause::normal("transferred"))
+                            })
+                        })
+                        .await;
+                }
+            }
+            Err(e) => {
+                tracing::info!(uri = %call, "REFER with Replaces refused: {e}");
+                lock(&self.legs).refers.remove(&call);
+                if let Some((target, released, from)) = moved {
+                    // Nothing changed for the caller: the consulted party goes back to the
+                    // transferor's consultation call.
+                    lock(&self.legs).forget(target);
+                    let _ = self
+                        .handle
+                        .run(move |sw, now| {
+                            if sw.move_leg(now, target, &from).is_ok() {
+                                let _ = sw.with_engine(now, |e| e.connect(now, released, target));
+                            }
+                        })
+                        .await;
+                }
+                self.notify(leg, refer_status(&e)).await;
+            }
+        }
+    }
+
+    /// Reports `status` of a transfer to the leg that asked for it (SIP: a NOTIFY sipfrag).
+    async fn notify(&self, leg: EngineLeg, status: u16) {
         let _ = self
             .handle
             .run(move |sw, now| sw.with_engine(now, |e| e.transfer_progress(leg, status)))

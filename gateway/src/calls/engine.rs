@@ -2398,11 +2398,132 @@ impl Engine {
         self.legs.get(&leg)?.peer
     }
 
-    /// The first (caller's) leg of a call, while it is live.
+    /// The first (caller's) leg of a call, while it is live (and still in that call).
     pub fn caller_leg(&self, uri: &CallUri) -> Option<LegId> {
         let key = self.by_uri.get(uri)?;
         let a = self.calls.get(key)?.a_leg;
-        self.legs.contains_key(&a).then_some(a)
+        self.legs
+            .get(&a)
+            .is_some_and(|l| l.call == *key)
+            .then_some(a)
+    }
+
+    /// The engine's key of a live call (its media placement).
+    pub fn call_key(&self, uri: &CallUri) -> Option<CallKey> {
+        self.by_uri.get(uri).copied()
+    }
+
+    /// Whether the control plane manages the call `leg` belongs to.
+    pub fn is_controlled(&self, leg: LegId) -> bool {
+        self.legs
+            .get(&leg)
+            .and_then(|l| self.calls.get(&l.call))
+            .is_some_and(|c| c.controlled)
+    }
+
+    /// The other party of `leg`: whom it is bridged to, else the only other live leg of its
+    /// call.
+    pub fn other_leg(&self, leg: LegId) -> Option<LegId> {
+        let l = self.legs.get(&leg)?;
+        if let Some(p) = l.peer {
+            return Some(p);
+        }
+        let call = self.calls.get(&l.call)?;
+        let mut others = call
+            .legs
+            .iter()
+            .copied()
+            .filter(|x| *x != leg && self.legs.contains_key(x));
+        match (others.next(), others.next()) {
+            (Some(o), None) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Moves an answered leg out of its call into call `to`: the target of an attended
+    /// transfer by REFER with Replaces (the transferor's own consultation call) joins the
+    /// caller's call, keeping its leg, dialog and outbound RTP stream. It is unbridged from
+    /// whoever it was with (both hear silence until bridged again). The call it left is
+    /// managed by the control plane from then on (it ends when its last leg does) and ends at
+    /// once if no leg is left. The leg's media must already be placed with `to`'s key (see
+    /// [`MediaBackend::move_leg`](super::switch::MediaBackend::move_leg)).
+    pub fn move_leg(&mut self, now: Instant, leg: LegId, to: &CallUri) -> Result<(), EngineError> {
+        let to_key = self.key_of(to)?;
+        let l = self.legs.get(&leg).ok_or(EngineError::NoSuchLeg(leg))?;
+        if l.phase != Phase::Answered {
+            return Err(EngineError::NotNow(leg, "not answered"));
+        }
+        let from_key = l.call;
+        if from_key == to_key {
+            return Ok(());
+        }
+        let old_peer = l.peer;
+        let cdr_index = l.cdr_index;
+        for x in [Some(leg), old_peer].into_iter().flatten() {
+            let Some(xl) = self.legs.get_mut(&x) else {
+                continue;
+            };
+            if xl.peer.is_some_and(|p| p == leg || x == leg) {
+                xl.peer = None;
+            }
+            if matches!(xl.attachment, MediaAttachment::Source(_)) {
+                continue;
+            }
+            xl.playing = Some(MediaSource::Silence);
+            self.media(MediaCommand::Play {
+                leg: x,
+                source: MediaSource::Silence,
+            });
+        }
+        let Some(from) = self.calls.get_mut(&from_key) else {
+            return Err(EngineError::NoSuchLeg(leg));
+        };
+        from.legs.retain(|x| *x != leg);
+        if from.current_b == Some(leg) {
+            from.current_b = None;
+        }
+        from.controlled = true;
+        let from_uri = from.uri.clone();
+        let left_empty = from.legs.is_empty();
+        let mut cdr = from.cdr_legs.get(cdr_index).cloned();
+        if let Some(c) = from.cdr_legs.get_mut(cdr_index) {
+            // It left this call normally (it goes on in the other one).
+            c.q850 = Some(16);
+        }
+        from.span
+            .in_scope(|| tracing::info!(%leg, to = %to, "leg moved to another call"));
+        let Some(call) = self.calls.get_mut(&to_key) else {
+            return Err(EngineError::NoSuchCall(to.clone()));
+        };
+        call.legs.push(leg);
+        if let Some(c) = cdr.as_mut() {
+            c.q850 = None;
+        }
+        let new_index = match cdr {
+            Some(c) => {
+                call.cdr_legs.push(c);
+                call.cdr_legs.len() - 1
+            }
+            // No record to carry over: nothing of the new call's is overwritten.
+            None => usize::MAX,
+        };
+        call.span
+            .in_scope(|| tracing::info!(%leg, from = %from_uri, "leg joined from another call"));
+        if let Some(l) = self.legs.get_mut(&leg) {
+            l.call = to_key;
+            l.cdr_index = new_index;
+        }
+        self.tell_call_uri(leg);
+        if left_empty {
+            self.finish_call(
+                now,
+                from_key,
+                EndCause::normal("its last leg moved"),
+                "transfer",
+            );
+        }
+        self.drain_internal(now);
+        Ok(())
     }
 
     /// The technology of a live leg.

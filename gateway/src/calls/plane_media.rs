@@ -266,6 +266,11 @@ impl MediaBackend for PlaneMedia {
         }
     }
 
+    fn move_leg(&mut self, leg: LegId, call: CallKey) -> Result<(), String> {
+        let id = self.id(leg)?;
+        self.plane.move_leg(id, call.0).map_err(|e| e.to_string())
+    }
+
     fn leg_stats(&self, leg: LegId) -> Option<LegMediaStats> {
         let s = self.plane.stats(*self.legs.get(&leg)?)?;
         Some(LegMediaStats {

@@ -793,6 +793,42 @@ impl SipLegs {
         self.by_call_id.get(call_id).copied()
     }
 
+    /// The live leg whose dialog a received Replaces names (RFC 3891), read either way round:
+    /// as the recipient of an INVITE with it would (to-tag = our tag: a dialog of ours with the
+    /// transferor) or as the peer of our dialog sees it (to-tag = the peer's tag: a dialog of
+    /// ours with the target). `Err` is the RFC 3891 §3 status: 481 for no such (or an early)
+    /// dialog, 486 for a confirmed one named `early-only`, 603 for one already ending.
+    pub fn leg_of_replaces(&self, r: &crate::sip::refer::Replaces) -> Result<LegId, u16> {
+        let candidates = [
+            (&r.to_tag, false), // our local tag is the to-tag
+            (&r.from_tag, true),
+        ];
+        for (tag, reversed) in candidates {
+            let Some(id) = self.by_dialog.get(&(r.call_id.clone(), tag.clone())) else {
+                continue;
+            };
+            let Some(d) = self.legs.get(id).and_then(|l| l.dialog.as_ref()) else {
+                continue;
+            };
+            let ours = d.id();
+            let named = if reversed {
+                ours.remote_tag == r.to_tag
+            } else {
+                ours.remote_tag == r.from_tag
+            };
+            if !named || ours.call_id != r.call_id {
+                continue;
+            }
+            return match d.state() {
+                crate::sip::dialog::DialogState::Confirmed if r.early_only => Err(486),
+                crate::sip::dialog::DialogState::Confirmed => Ok(*id),
+                crate::sip::dialog::DialogState::Early => Err(481),
+                crate::sip::dialog::DialogState::Terminated => Err(603),
+            };
+        }
+        Err(481)
+    }
+
     /// The Call-ID of a leg.
     pub fn call_id_of(&self, leg: LegId) -> Option<&str> {
         self.legs.get(&leg).map(|l| l.call_id.as_str())
@@ -1413,48 +1449,27 @@ impl SipLegs {
                 }
             }
             Method::Options | Method::Notify => 200,
-            Method::Refer => {
-                let target = req
-                    .headers
-                    .get(&HeaderName::ReferTo)
-                    .and_then(|v| crate::sip::parse::parse_name_addr(v, true).ok());
-                match target {
-                    Some(t) if engine_knows && leg.phase == Phase::Answered => {
-                        let raw = t.uri.to_string();
-                        let (target, replaces) = match raw.split_once('?') {
-                            Some((base, headers)) => {
-                                let replaces = headers
-                                    .split('&')
-                                    .find_map(|h| {
-                                        let (n, v) = h.split_once('=')?;
-                                        n.eq_ignore_ascii_case("Replaces").then(|| v.to_owned())
-                                    })
-                                    .map(|v| {
-                                        v.replace("%40", "@")
-                                            .replace("%3B", ";")
-                                            .replace("%3D", "=")
-                                    });
-                                (base.to_owned(), replaces)
-                            }
-                            None => (raw, None),
-                        };
-                        leg.refer_notify = !req
-                            .headers
-                            .get(&HeaderName::Other("Refer-Sub".into()))
-                            .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
-                        self.emit(leg.id, LegEvent::TransferRequest { target, replaces });
-                        202
-                    }
-                    Some(_) => 603,
-                    None => 400,
+            Method::Refer => match crate::sip::refer::ReferTo::from_request(req) {
+                Ok(t) if engine_knows && leg.phase == Phase::Answered => {
+                    let target = t.target.to_string();
+                    let replaces = t.replaces.map(|r| r.to_string());
+                    leg.refer_notify = crate::sip::refer::refer_sub_requested(req);
+                    self.emit(leg.id, LegEvent::TransferRequest { target, replaces });
+                    202
                 }
-            }
+                Ok(_) => 603,
+                Err(_) => 400,
+            },
             _ => 501,
         };
         if let Some(d) = leg.dialog.as_mut() {
             let mut resp = d.response(req, status);
             if status == 501 {
                 resp.headers.push(HeaderName::Allow, ALLOW);
+            }
+            if status == 202 && !leg.refer_notify {
+                // RFC 4488 §4: echoed, so the transferor knows no NOTIFY will come.
+                resp.headers.push(HeaderName::ReferSub, "false");
             }
             self.respond(now, key, resp);
         }

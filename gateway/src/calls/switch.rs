@@ -31,6 +31,13 @@ pub trait MediaBackend {
     fn execute(&mut self, command: &MediaCommand) -> Result<(), String>;
     /// The leg's media figures (asked just before it is released, for its CDR).
     fn leg_stats(&self, leg: LegId) -> Option<LegMediaStats>;
+    /// Places the leg's media with call `call`'s (the leg moves between calls, see
+    /// [`Engine::move_leg`]), so that it can be connected to that call's legs. A backend that
+    /// does not place media by call has nothing to do.
+    fn move_leg(&mut self, leg: LegId, call: CallKey) -> Result<(), String> {
+        let _ = (leg, call);
+        Ok(())
+    }
     /// Live media legs, open sockets and bridges (tests assert zero after calls).
     fn counts(&self) -> MediaCounts {
         MediaCounts::default()
@@ -67,6 +74,9 @@ impl<T: MediaBackend + ?Sized> MediaBackend for Box<T> {
     fn leg_stats(&self, leg: LegId) -> Option<LegMediaStats> {
         (**self).leg_stats(leg)
     }
+    fn move_leg(&mut self, leg: LegId, call: CallKey) -> Result<(), String> {
+        (**self).move_leg(leg, call)
+    }
     fn counts(&self) -> MediaCounts {
         (**self).counts()
     }
@@ -75,6 +85,23 @@ impl<T: MediaBackend + ?Sized> MediaBackend for Box<T> {
     ) -> Option<tokio::sync::mpsc::UnboundedReceiver<(LegId, MediaNotice)>> {
         (**self).take_notices()
     }
+}
+
+/// The dialog a REFER's Replaces named, taken over by [`Switch::take_over_replaced`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplacedDialog {
+    /// A leg of the referrer's own call (a consultation leg the control plane set up).
+    InCall(LegId),
+    /// The transferor's leg `released` of its call `from`, whose partner `target` is now a
+    /// leg of the referrer's call.
+    Moved {
+        /// The party the transferor consulted, now in the referrer's call.
+        target: LegId,
+        /// The transferor's leg in the consultation call (to be released).
+        released: LegId,
+        /// The consultation call.
+        from: CallUri,
+    },
 }
 
 /// One SIP message seen by the gateway.
@@ -323,6 +350,80 @@ impl<M: MediaBackend> Switch<M> {
         self.sip.handle_timeout(now);
         self.engine.handle_timeout(now);
         self.pump(now);
+    }
+
+    /// Moves the answered leg `leg` (media first, then the engine's call) into call `to`; see
+    /// [`Engine::move_leg`].
+    pub fn move_leg(&mut self, now: Instant, leg: LegId, to: &CallUri) -> Result<(), String> {
+        let key = self
+            .engine
+            .call_key(to)
+            .ok_or_else(|| format!("no call {to}"))?;
+        let back = self
+            .engine
+            .call_of_leg(leg)
+            .and_then(|u| self.engine.call_key(u))
+            .ok_or_else(|| format!("no leg {leg}"))?;
+        self.media.move_leg(leg, key)?;
+        let moved = self
+            .engine
+            .move_leg(now, leg, to)
+            .map_err(|e| e.to_string());
+        if moved.is_err() {
+            // The leg stays where it was: so does its media.
+            let _ = self.media.move_leg(leg, back);
+        }
+        self.pump(now);
+        moved
+    }
+
+    /// Finds the dialog a REFER's Replaces names (RFC 3891) for an attended transfer asked by
+    /// `referrer` (a leg of the caller's call), and takes it over: a leg of the referrer's own
+    /// call (a consultation the control plane set up) is only named; a leg of another call
+    /// (the transferor's own call to the target through the gateway) is the transferor's leg
+    /// there, and the party it talks to is moved into the referrer's call to be bridged to
+    /// the caller. `Err` carries the SIP status for the NOTIFY (481 no such dialog, 486, 603,
+    /// 488 when the consultation cannot be taken over) and why.
+    pub fn take_over_replaced(
+        &mut self,
+        now: Instant,
+        referrer: LegId,
+        replaces: &crate::sip::refer::Replaces,
+    ) -> Result<ReplacedDialog, (u16, String)> {
+        let named = self.sip.leg_of_replaces(replaces).map_err(|s| {
+            (
+                s,
+                format!("Replaces {replaces} names no dialog that can be taken over"),
+            )
+        })?;
+        if named == referrer {
+            return Err((481, "Replaces names the REFER's own dialog".into()));
+        }
+        let (Some(call), Some(named_call)) = (
+            self.engine.call_of_leg(referrer).cloned(),
+            self.engine.call_of_leg(named).cloned(),
+        ) else {
+            return Err((481, "the dialog's call is gone".into()));
+        };
+        if call == named_call {
+            return Ok(ReplacedDialog::InCall(named));
+        }
+        if self.engine.is_controlled(named) {
+            return Err((
+                488,
+                format!("{named_call} is managed by the control plane: transfer it with the API"),
+            ));
+        }
+        let target = self
+            .engine
+            .other_leg(named)
+            .ok_or_else(|| (481, format!("{named_call} has no other party to hand over")))?;
+        self.move_leg(now, target, &call).map_err(|e| (488, e))?;
+        Ok(ReplacedDialog::Moved {
+            target,
+            released: named,
+            from: named_call,
+        })
     }
 
     /// Lets `f` drive the engine (a control-plane command), then carries out what it asked.

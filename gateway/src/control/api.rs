@@ -293,6 +293,17 @@ impl ControlPlane {
         self.effects(|c, now| c.refer(call, from_leg, target, kind, now))
     }
 
+    /// The call side: a SIP agent's REFER with Replaces, with what the call side found for
+    /// the dialog it names (see [`ControlCore::refer_replaces`]).
+    pub fn refer_replaces(
+        &self,
+        call: &CallUri,
+        from_leg: LegId,
+        replaced: crate::control::core::ReplacedLeg,
+    ) -> Result<(), ControlError> {
+        self.effects(|c, now| c.refer_replaces(call, from_leg, replaced, now))
+    }
+
     /// Every event after `after` (as an admin sees them).
     pub fn events_since(&self, after: u64) -> Result<Vec<Sequenced>, ResumeError> {
         lock(&self.hub.log).since(after)

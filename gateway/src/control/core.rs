@@ -201,6 +201,30 @@ pub enum CallEvent {
     },
 }
 
+/// What the call side found for the dialog a SIP REFER's Replaces names (see
+/// [`ControlCore::refer_replaces`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplacedLeg {
+    /// A leg of the call itself: the target leg of the attended transfer in progress (a
+    /// consultation started with the API's `consult`).
+    Consultation(LegId),
+    /// The party of the agent's own consultation call, now a leg of this call (answered,
+    /// unbridged), reached at `target`.
+    Joined {
+        /// Its new control-plane leg id.
+        leg: LegId,
+        /// Who it is (the REFER's Refer-To).
+        target: Party,
+    },
+    /// No dialog to take over: the transfer fails and the caller stays with the agent.
+    NotFound {
+        /// The REFER's Refer-To.
+        target: Party,
+        /// Why (for `transfer.failed`).
+        why: String,
+    },
+}
+
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "role", content = "agent", rename_all = "snake_case")]
@@ -732,6 +756,83 @@ impl ControlCore {
             }
         };
         self.transfer(&Principal::Agent(agent), call, target, kind, now)
+    }
+
+    /// A SIP REFER with Replaces from `leg` (the agent's SIP leg): an attended transfer whose
+    /// consultation the agent set up. `replaced` is what the call side found for the dialog
+    /// the Replaces names (see [`ReplacedLeg`]). Authorized as the agent holding that leg, like
+    /// [`refer`](Self::refer). A consultation leg of this call completes the transfer in
+    /// progress (the API's `complete`); a joined leg completes a new attended transfer at once
+    /// (`transfer.requested`, `transfer.target_answered`, `transfer.connected`: the caller is
+    /// bridged to it, the agent released); nothing found fails one at once
+    /// (`transfer.failed`, the caller stays with the agent).
+    pub fn refer_replaces(
+        &mut self,
+        call: &CallUri,
+        leg: LegId,
+        replaced: ReplacedLeg,
+        now: Instant,
+    ) -> Result<Vec<Effect>, ControlError> {
+        let rec = self.record(call)?;
+        let agent = match (&rec.agent, rec.agent_leg) {
+            (Some(a), Some(l)) if l == leg => a.clone(),
+            _ => {
+                return Err(ControlError::Forbidden(
+                    "REFER from a leg that is not the agent's".into(),
+                ));
+            }
+        };
+        let (target, found, target_leg) = match replaced {
+            ReplacedLeg::Consultation(l) => {
+                if rec.target.as_ref().and_then(|t| t.leg) != Some(l) {
+                    return Err(ControlError::NotFound(format!(
+                        "the dialog named by Replaces is not the consultation of {call}"
+                    )));
+                }
+                return self.complete_transfer(&Principal::Agent(agent), call, now);
+            }
+            ReplacedLeg::Joined { leg, target } => (target, Ok(()), Some(leg)),
+            ReplacedLeg::NotFound { target, why } => {
+                (target, Err(FailureReason::Rejected(why)), None)
+            }
+        };
+        let fallback = rec
+            .queue
+            .clone()
+            .or_else(|| self.center.queues().next().map(|q| q.config.name.clone()))
+            .unwrap_or_default();
+        let created = rec.created;
+        let cmds = self.transfers.request_replacing(
+            call.clone(),
+            target.clone(),
+            Party::Agent(agent.clone()),
+            &fallback,
+            found,
+        )?;
+        if let Some(l) = target_leg {
+            self.legs.insert(l, call.clone());
+        }
+        if let Some(rec) = self.calls.get_mut(call) {
+            rec.held = false;
+            rec.target = Some(TargetInfo {
+                party: target.clone(),
+                agent: None,
+                leg: target_leg,
+                answered: target_leg.is_some(),
+                from: Some(agent.clone()),
+            });
+            rec.history.push(HistoryEntry {
+                at_ms: ms(now.saturating_duration_since(created)),
+                from: Some(agent),
+                to: target,
+                kind: TransferKind::Attended,
+                outcome: "in_progress".into(),
+            });
+        }
+        let mut out = Vec::new();
+        self.run_transfer(call, cmds, now, &mut out);
+        self.drain(now, &mut out);
+        Ok(out)
     }
 
     // ---- API actions ----

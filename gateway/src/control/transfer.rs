@@ -590,6 +590,55 @@ impl TransferTable {
         Ok(out)
     }
 
+    /// An attended transfer whose consultation happened outside the executor (a SIP agent's
+    /// REFER with Replaces naming its own call to `target` through the gateway): the target's
+    /// leg is already answered and in the call, so the transfer completes at once —
+    /// `found: Ok(())` — or, when the named dialog could not be taken over, fails at once with
+    /// `found: Err(reason)` and the caller stays with `first`. Either way it is over when this
+    /// returns (nothing is left in the table), unless another transfer of the call was under
+    /// way ([`TransferError::AlreadyInProgress`]).
+    pub fn request_replacing(
+        &mut self,
+        uri: CallUri,
+        target: Party,
+        first: Party,
+        fallback_queue: &str,
+        found: Result<(), FailureReason>,
+    ) -> Result<Vec<Command>, TransferError> {
+        if self.active.contains_key(&uri) {
+            return Err(TransferError::AlreadyInProgress(uri));
+        }
+        let mut t = Transfer {
+            uri: uri.clone(),
+            kind: TransferKind::Attended,
+            target: target.clone(),
+            fallback_queue: fallback_queue.to_owned(),
+            first_party: first,
+            first_agent_present: true,
+            target_leg_up: found.is_ok(),
+            state: TransferState::Consulting,
+            caller_audio: CallerAudio::FirstAgent,
+            deadline: None,
+            timeouts: self.timeouts,
+        };
+        let mut out = vec![Command::Publish(Event::TransferRequested {
+            call_uri: uri.clone(),
+            kind: TransferKind::Attended,
+            target: target.clone(),
+        })];
+        match found {
+            Ok(()) => {
+                out.push(Command::Publish(Event::TransferTargetAnswered {
+                    call_uri: uri,
+                    target,
+                }));
+                t.connect(&mut out);
+            }
+            Err(reason) => t.fail(reason, &mut out),
+        }
+        Ok(out)
+    }
+
     /// Feeds an input to the transfer of `uri`. Finished transfers leave the table; late
     /// target answers for a call with no transfer are answered with [`Command::HangUpTarget`]
     /// by the caller of this API (see [`Transfer::handle`]).
@@ -645,5 +694,84 @@ impl TransferTable {
     /// True if no transfer is in progress.
     pub fn is_empty(&self) -> bool {
         self.active.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri() -> CallUri {
+        CallUri::new()
+    }
+
+    #[test]
+    fn a_replacing_transfer_completes_at_once_and_leaves_nothing() {
+        let mut t = TransferTable::new(Timeouts::default());
+        let u = uri();
+        let out = t
+            .request_replacing(
+                u.clone(),
+                Party::SipUri("sip:bob@127.0.0.1".into()),
+                Party::Agent("alice".into()),
+                "q",
+                Ok(()),
+            )
+            .unwrap();
+        assert!(out.contains(&Command::BridgeCallerToTarget));
+        assert!(out.contains(&Command::ReleaseFirstAgent));
+        assert!(!out.iter().any(|c| matches!(c, Command::DialTarget(_))));
+        assert!(matches!(
+            out.last(),
+            Some(Command::Publish(Event::TransferConnected { call_uri, .. })) if *call_uri == u
+        ));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_replacing_transfer_that_found_nothing_keeps_the_caller_with_the_agent() {
+        let mut t = TransferTable::new(Timeouts::default());
+        let out = t
+            .request_replacing(
+                uri(),
+                Party::SipUri("sip:bob@127.0.0.1".into()),
+                Party::Agent("alice".into()),
+                "q",
+                Err(FailureReason::Rejected("481".into())),
+            )
+            .unwrap();
+        assert!(out.contains(&Command::BridgeCallerToFirstAgent));
+        assert!(!out.contains(&Command::ReleaseFirstAgent));
+        assert!(!out.contains(&Command::HangUpTarget));
+        assert!(matches!(
+            out.last(),
+            Some(Command::Publish(Event::TransferFailed {
+                caller_returned_to: Party::Agent(a),
+                ..
+            })) if a == "alice"
+        ));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_replacing_transfer_waits_for_one_in_progress() {
+        let mut t = TransferTable::new(Timeouts::default());
+        let u = uri();
+        t.request(
+            u.clone(),
+            TransferKind::Attended,
+            Party::Agent("bob".into()),
+            "q",
+            Instant::now(),
+        )
+        .unwrap();
+        let r = t.request_replacing(
+            u.clone(),
+            Party::SipUri("sip:carol@127.0.0.1".into()),
+            Party::Agent("alice".into()),
+            "q",
+            Ok(()),
+        );
+        assert_eq!(r, Err(TransferError::AlreadyInProgress(u)));
     }
 }

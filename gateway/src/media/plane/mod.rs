@@ -344,6 +344,18 @@ pub enum MediaError {
         /// Second leg.
         b: MediaId,
     },
+    /// A leg cannot join a call whose legs live on another worker (legs do not migrate
+    /// between workers yet).
+    #[error(
+        "{id} cannot join call {call}: that call's media lives on another worker (legs do not \
+         migrate between workers yet; with [media] workers = 1 every call shares one)"
+    )]
+    MoveAcrossWorkers {
+        /// The leg.
+        id: MediaId,
+        /// The call it was to join.
+        call: CallKey,
+    },
     /// A leg cannot be connected to itself (use [`Source::Echo`]).
     #[error("{0} cannot be connected to itself; play Source::Echo for a loop")]
     SelfConnect(MediaId),
@@ -920,6 +932,44 @@ impl MediaPlane {
             reg.load[e.worker][usize::from(e.phase)].saturating_sub(1);
         Self::unplace(&mut reg, e.call);
         let _ = self.submit(e.worker, Command::Release { id });
+    }
+
+    /// Makes `id` a leg of call `call` (a leg that moves between calls: the target of an
+    /// attended transfer joining the caller's call), so that it can be connected to that
+    /// call's legs. Its worker, sockets and outbound RTP stream stay as they are.
+    ///
+    /// # Errors
+    /// [`MediaError::MoveAcrossWorkers`] when `call`'s legs live on another worker.
+    pub fn move_leg(&self, id: MediaId, call: CallKey) -> Result<(), MediaError> {
+        let mut reg = lock(&self.inner.registry);
+        let (worker, phase, old) = {
+            let e = reg.legs.get(&id).ok_or(MediaError::UnknownId(id))?;
+            (e.worker, e.phase, e.call)
+        };
+        if old == call {
+            return Ok(());
+        }
+        match reg.calls.get_mut(&call) {
+            Some(p) if p.worker != worker => {
+                return Err(MediaError::MoveAcrossWorkers { id, call });
+            }
+            Some(p) => p.legs += 1,
+            None => {
+                reg.calls.insert(
+                    call,
+                    CallPlace {
+                        worker,
+                        phase,
+                        legs: 1,
+                    },
+                );
+            }
+        }
+        Self::unplace(&mut reg, old);
+        if let Some(e) = reg.legs.get_mut(&id) {
+            e.call = call;
+        }
+        Ok(())
     }
 
     /// The leg's figures (published by its worker every 100 ms), or `None` for an unknown leg.
