@@ -780,7 +780,7 @@ mod tests {
             user("alice", "b")
         ));
         assert!(e.contains("two [[user]]"), "{e}");
-        let agent = "[[control.agents]]\nid = \"a\"\nname = \"A\"\ntoken = \"t\"\n\
+        let agent = "[[control.agents]]\nid = \"a\"\nname = \"A\"\ntoken = \"a-token-1\"\n\
                      endpoints = [{ kind = \"phone\", user = \"alice\" }]\n";
         let e = err(format!("{base}{agent}"));
         assert!(e.contains("\"alice\" is not a [[user]]"), "{e}");

@@ -22,6 +22,23 @@ fn agent(id: &str, skills: &[&str]) -> AgentConfig {
     }
 }
 
+/// A real music file (queues' music is read and checked when a queue is configured): one
+/// second of 440 Hz, written once per test process (atomically: tests run in parallel).
+fn hold_wav() -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("spanbridge-hold-{}.wav", std::process::id()));
+    if !p.exists() {
+        let samples: Vec<i16> = (0..8000)
+            .map(|i| {
+                (8000.0 * (std::f64::consts::TAU * 440.0 * f64::from(i) / 8000.0).sin()) as i16
+            })
+            .collect();
+        let tmp = p.with_extension(format!("{:?}.tmp", std::thread::current().id()));
+        std::fs::write(&tmp, codecs::wav::write_pcm16(8000, &samples)).unwrap();
+        std::fs::rename(&tmp, &p).unwrap();
+    }
+    p
+}
+
 fn queue(name: &str, skill: Option<&str>) -> QueueConfig {
     QueueConfig {
         name: name.into(),
@@ -30,9 +47,7 @@ fn queue(name: &str, skill: Option<&str>) -> QueueConfig {
         max_wait_ms: 60_000,
         overflow: None,
         wrap_up_ms: Some(5_000),
-        comfort: Comfort::Music {
-            file: "/usr/share/spanbridge/hold.wav".into(),
-        },
+        comfort: Comfort::Music { file: hold_wav() },
         away_on_no_answer: true,
     }
 }

@@ -17,6 +17,25 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
+/// Runs `window(k)` for k = 0, 1, 2 until one window allocates nothing, else fails with what
+/// each window counted. The counter is process-wide: on a loaded machine libtest's main thread
+/// can still be allocating (its channel, the result's formatting) after the test thread has
+/// begun to measure. Such a burst lands in one window; an allocation on the measured path
+/// shows in every window.
+fn no_allocation_in_some_window(what: &str, mut window: impl FnMut(u64)) {
+    let mut seen = Vec::new();
+    for k in 0..3 {
+        let region = Region::new(GLOBAL);
+        window(k);
+        let c = region.change();
+        if c.allocations == 0 && c.reallocations == 0 {
+            return;
+        }
+        seen.push(c);
+    }
+    panic!("{what}: allocations in every window: {seen:?}");
+}
+
 #[test]
 fn steady_state_media_path_does_not_allocate() {
     let t0 = Instant::now();
@@ -79,14 +98,9 @@ fn steady_state_media_path_does_not_allocate() {
     };
     // Warm-up (first packets prime the buffer), then count.
     run(0, 200);
-    let region = Region::new(GLOBAL);
-    run(200, 20_200);
-    let change = region.change();
-    assert_eq!(
-        (change.allocations, change.reallocations),
-        (0, 0),
-        "allocations on the steady-state path: {change:?}"
-    );
+    no_allocation_in_some_window("steady-state media path", |k| {
+        run(200 + k * 20_000, 200 + (k + 1) * 20_000)
+    });
     assert!(playout.buffer().stats().played > 19_000);
     rtp_leg_steady_state_does_not_allocate();
     inband_dtmf_per_frame_does_not_allocate();
@@ -172,12 +186,7 @@ fn rtp_leg_steady_state_does_not_allocate() {
         }
     };
     run(0, 300);
-    let region = Region::new(GLOBAL);
-    run(300, 10_300);
-    let change = region.change();
-    assert_eq!(
-        (change.allocations, change.reallocations),
-        (0, 0),
-        "{change:?}"
-    );
+    no_allocation_in_some_window("RTP leg steady state", |k| {
+        run(300 + k * 10_000, 300 + (k + 1) * 10_000)
+    });
 }
