@@ -175,24 +175,6 @@ a=rtpmap:101 telephone-event/8000\r\n\
 a=fmtp:101 0-15\r\n\
 a=ptime:20\r\n";
 
-/// The share of a frame's energy at `freq` (Goertzel), 0..1.
-fn share_at(x: &[f64], freq: f64) -> f64 {
-    let w = std::f64::consts::TAU * freq / 8000.0;
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &v in x {
-        let s = v + 2.0 * w.cos() * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
-    let energy: f64 = x.iter().map(|v| v * v).sum();
-    if energy == 0.0 {
-        0.0
-    } else {
-        2.0 * power / (x.len() as f64 * energy)
-    }
-}
-
 /// A SIPp UAS: 180, 200 with our media address, answers re-INVITEs, waits for the BYE.
 fn uas_scenario(media: u16) -> String {
     let sdp = SDP_BODY.replace("MEDIAPORT", &media.to_string());
@@ -739,14 +721,7 @@ async fn browser_calls_sipp() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let heard = media.last(2.0);
     let c = best_windows(&reference, &heard);
-    let toned = heard
-        .chunks_exact(160)
-        .filter(|f| {
-            let x: Vec<f64> = f.iter().map(|&v| f64::from(v)).collect();
-            let rms = (x.iter().map(|v| v * v).sum::<f64>() / 160.0).sqrt();
-            rms > 200.0 && share_at(&x, 440.0) > 0.8
-        })
-        .count();
+    let toned = support::tone_frames(&heard, 440.0);
     eprintln!("page on hold: speech correlation {c:.3}, {toned} of 100 frames the hold tone");
     assert!(
         c < 0.5,

@@ -80,6 +80,27 @@ pub fn best_correlation(reference: &[i16], segment: &[i16]) -> (f64, usize) {
     best
 }
 
+/// How many 20 ms frames (160 samples) of `x` are a tone at `freq`: audible (RMS > 200) with
+/// more than 80 % of their energy at `freq` (Goertzel).
+pub fn tone_frames(x: &[i16], freq: f64) -> usize {
+    let w = std::f64::consts::TAU * freq / 8000.0;
+    x.chunks_exact(160)
+        .filter(|f| {
+            let (mut s1, mut s2) = (0.0, 0.0);
+            let mut energy = 0.0;
+            for &v in *f {
+                let v = f64::from(v);
+                energy += v * v;
+                let s = v + 2.0 * w.cos() * s1 - s2;
+                s2 = s1;
+                s1 = s;
+            }
+            let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+            (energy / 160.0).sqrt() > 200.0 && 2.0 * power / (160.0 * energy) > 0.8
+        })
+        .count()
+}
+
 /// The loudest `len`-sample stretch of `x` (skips leading silence before media started).
 pub fn loudest_window(x: &[i16], len: usize) -> &[i16] {
     if x.len() <= len {
